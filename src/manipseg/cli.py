@@ -1,0 +1,68 @@
+"""Command-line entry point: ``manipseg <command> ...``.
+
+Each command lives in ``manipseg/commands/<name>.py`` with ``HELP``, ``configure(parser)`` and
+``run(args) -> int``; those modules import heavy libraries only inside ``run``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+from . import __version__
+
+#: command name -> module; the order is the order shown in ``manipseg --help``.
+COMMANDS = {
+    "predict": "manipseg.commands.predict",
+    "models": "manipseg.commands.models",
+}
+
+
+def optional_commands() -> dict[str, str]:
+    """Commands whose modules exist in this install (added by later parts of the project)."""
+    extra = {
+        "evaluate": "manipseg.commands.evaluate",
+        "generate": "manipseg.commands.generate",
+        "train": "manipseg.commands.train",
+        "faces": "manipseg.commands.faces",
+        "serve": "manipseg.commands.serve",
+    }
+    found = {}
+    for name, module in extra.items():
+        if importlib.util.find_spec(module) is not None:
+            found[name] = module
+    return found
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(
+        prog="manipseg",
+        description="Find where a photo was manipulated: heatmap, mask and score.",
+    )
+    parser.add_argument("--version", action="version", version=f"manipseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for name, module_name in {**COMMANDS, **optional_commands()}.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.configure(p)
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.command:
+        parser.print_help()
+        return 2
+    return int(modules[args.command].run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

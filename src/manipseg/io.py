@@ -1,0 +1,262 @@
+"""Image input that survives the real world, and atomic output.
+
+:func:`load_image` reads JPEG, PNG, TIFF, BMP and WebP (and anything else Pillow reads) in 8 or 16 bits,
+grayscale, palette, RGBA, LA, CMYK or RGB, applies the EXIF orientation, refuses images above a pixel
+cap (decompression bombs), and returns an RGB ``uint8`` array. Every failure raises
+:class:`ImageLoadError`, whose message names the file, the problem and what to do.
+
+Conventions: alpha channels are dropped (the colour values are kept as stored, not composited), 16-bit
+samples are scaled to 8 bits by ``round(v / 257)``, CMYK is converted with Pillow's ICC-less transform.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: default pixel cap: 100 megapixels (a 12-MP photo is well inside, a decompression bomb is not).
+DEFAULT_MAX_PIXELS = 100_000_000
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jfif", ".jpe", ".gif", ".ppm", ".pgm"}
+
+
+class ImageLoadError(ValueError):
+    """An input file that cannot be used as an image. ``str(err)`` names the file, problem and remedy."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str, hint: str = "") -> None:
+        self.path = str(path) if path is not None else "<bytes>"
+        self.problem = problem
+        self.hint = hint
+        msg = f"{self.path}: {problem}"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+
+def _to_uint8_rgb(img: Image.Image, name: str) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        if mode == "I" and arr.max(initial=0) <= 255:
+            scaled = arr
+        else:
+            scaled = arr / 257.0
+        gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        gray = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "1":
+        img = img.convert("L")
+    if mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA").convert("RGB") if img.mode != "LA" else img.convert("L")
+    if img.mode in ("L", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        img = img.convert("RGB")
+    if img.mode != "RGB":
+        try:
+            img = img.convert("RGB")
+        except (ValueError, OSError) as exc:
+            raise ImageLoadError(name, f"unsupported pixel mode {mode!r}", "convert it to RGB or grayscale") from exc
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def _decode_16bit_colour(data: bytes, name: str) -> np.ndarray | None:
+    """16-bit-per-channel colour PNG/TIFF: Pillow cannot keep them as RGB, OpenCV can."""
+    import cv2
+
+    buf = np.frombuffer(data, dtype=np.uint8)
+    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if arr is None or arr.ndim != 3 or arr.dtype != np.uint16:
+        return None
+    arr = arr[:, :, :3][:, :, ::-1]  # BGR(A) -> RGB
+    return np.clip(np.rint(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes to an (H, W, 3) uint8 RGB array. See :func:`load_image`."""
+    if len(data) == 0:
+        raise ImageLoadError(name, "file is empty (0 bytes)", "re-download or re-export the image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            img.MAX_IMAGE_PIXELS = None
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(name, "not a recognised image format",
+                             "supported: JPEG, PNG, TIFF, BMP, WebP") from exc
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(name, f"image is too large to open safely: {exc}",
+                             "raise --max-pixels if the file is trusted") from exc
+    except OSError as exc:
+        raise ImageLoadError(name, f"cannot read image header: {exc}", "the file is probably corrupt") from exc
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageLoadError(
+            name, f"{width}x{height} = {width * height:,} pixels exceeds the cap of {max_pixels:,}",
+            "possible decompression bomb; raise --max-pixels if the file is trusted")
+    if width < 8 or height < 8:
+        raise ImageLoadError(name, f"image of {width}x{height} pixels is too small", "minimum is 8x8")
+    fmt = img.format or "?"
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(name, f"{fmt} data is truncated or corrupt: {exc}",
+                             "re-download or re-export the image") from exc
+    high_depth = fmt in ("PNG", "TIFF") and img.mode in ("RGB", "RGBA") and _looks_16bit(data, fmt)
+    if high_depth:
+        arr16 = _decode_16bit_colour(data, name)
+        if arr16 is not None:
+            orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+            if orientation == 1:
+                return np.ascontiguousarray(arr16)
+    return _to_uint8_rgb(img, name)
+
+
+def _looks_16bit(data: bytes, fmt: str) -> bool:
+    if fmt == "PNG" and len(data) > 25:
+        return data[24] == 16  # IHDR bit depth
+    if fmt == "TIFF":
+        return True  # let OpenCV decide; it returns uint16 only for 16-bit files
+    return False
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file to an (H, W, 3) uint8 RGB array, EXIF orientation applied.
+
+    Raises :class:`ImageLoadError` (a ``ValueError``) naming the file and the problem for missing,
+    empty, non-image, truncated, corrupt or over-sized files.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageLoadError(p, "file not found", "check the path")
+    if p.is_dir():
+        raise ImageLoadError(p, "is a directory, not an image file")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ImageLoadError(p, f"cannot read file: {exc.strerror or exc}") from exc
+    return decode_image(data, str(p), max_pixels=max_pixels)
+
+
+def load_mask(path: str | os.PathLike, threshold: int = 128) -> np.ndarray:
+    """Read a ground-truth mask to a bool (H, W) array: a pixel is tampered where its value >= threshold
+    (after reducing colour masks to their maximum channel). 16-bit masks are scaled to 8 bits first."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImageLoadError(p, "mask file not found")
+    try:
+        img = Image.open(p)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageLoadError(p, f"cannot read mask: {exc}") from exc
+    arr = np.asarray(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I") and arr.max(initial=0) > 255:
+        arr = arr / 257.0
+    if img.mode == "P":
+        arr = np.asarray(img.convert("L"))
+    if img.mode == "1":
+        return np.asarray(img, dtype=bool)
+    if arr.ndim == 3:
+        arr = arr[:, :, :3].max(axis=2) if arr.shape[2] >= 3 else arr[:, :, 0]
+    return arr >= threshold
+
+
+def list_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Expand files, directories (non-recursive, image suffixes) and globs into a sorted, de-duplicated
+    list of files. Returns (files, problems) where problems name inputs that matched nothing."""
+    import glob
+
+    files: list[Path] = []
+    problems: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                problems.append(f"{item}: directory contains no image files")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        elif any(ch in item for ch in "*?["):
+            found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
+            if not found:
+                problems.append(f"{item}: pattern matched no files")
+            files.extend(found)
+        else:
+            problems.append(f"{item}: no such file or directory")
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
+    """Write a file atomically: ``writer`` writes to a temporary file in the same directory, which is
+    then renamed over ``path``. A crash leaves either the old file or the new one, never half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix or ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        writer(tmp_path)
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+    return target
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Atomically save a uint8/uint16 gray or uint8 RGB array as PNG (16-bit kept as 16-bit)."""
+    import cv2
+
+    arr = np.ascontiguousarray(array)
+    if arr.ndim == 3:
+        arr = arr[:, :, ::-1]
+
+    def write(tmp: Path) -> None:
+        ok, buf = cv2.imencode(".png", arr)
+        if not ok:
+            raise OSError(f"PNG encoding failed for {path}")
+        tmp.write_bytes(buf.tobytes())
+
+    return atomic_write(path, write)
+
+
+def save_jpeg(path: str | os.PathLike, rgb: np.ndarray, quality: int = 90) -> Path:
+    import cv2
+
+    def write(tmp: Path) -> None:
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:
+            raise OSError(f"JPEG encoding failed for {path}")
+        tmp.write_bytes(buf.tobytes())
+
+    return atomic_write(path, write)
+
+
+def read_prob_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a ``.prob.png`` written by ``manipseg predict`` back to float32 probabilities."""
+    import cv2
+
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ImageLoadError(path, "cannot read probability map")
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    return arr.astype(np.float32) / 255.0

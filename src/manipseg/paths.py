@@ -1,0 +1,18 @@
+"""Where the shared development data lives. Never bundled: read from a configurable path."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "MANIPSEG_DATA"
+
+
+def data_root(override: str | os.PathLike | None = None) -> Path:
+    """The shared data folder: ``override``, else ``$MANIPSEG_DATA``, else ``../shared/data`` relative to
+    the current directory (the layout of a checkout beside ``shared/``)."""
+    if override:
+        return Path(override)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    return Path("..") / "shared" / "data"

@@ -1,0 +1,116 @@
+"""Registry of named detectors.
+
+Built-in detectors are listed here by import path so that ``manipseg models`` and name look-ups do not
+import torch or any heavy module. Third-party code can add detectors with :func:`register`.
+An unknown name raises :class:`UnknownDetectorError`, which lists the known names and suggests the
+closest one.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .contract import Detector
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str  # "module:ClassName"
+    summary: str
+
+    def load(self) -> type[Detector]:
+        module_name, _, cls_name = self.target.partition(":")
+        module = importlib.import_module(module_name)
+        return getattr(module, cls_name)
+
+
+_ENTRIES: dict[str, Entry] = {}
+
+
+class UnknownDetectorError(KeyError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        self.message = f"unknown detector {name!r}.{hint} Known detectors: {', '.join(sorted(known))}."
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def add_entry(name: str, target: str, summary: str) -> None:
+    if name in _ENTRIES and _ENTRIES[name].target != target:
+        raise ValueError(f"detector name {name!r} is already registered to {_ENTRIES[name].target}")
+    _ENTRIES[name] = Entry(name, target, summary)
+
+
+def register(name: str, summary: str = "") -> Callable[[type[Detector]], type[Detector]]:
+    """Class decorator registering a detector class defined outside the built-ins."""
+
+    def deco(cls: type[Detector]) -> type[Detector]:
+        cls.name = name
+        if summary:
+            cls.summary = summary
+        add_entry(name, f"{cls.__module__}:{cls.__qualname__}", summary or cls.summary)
+        return cls
+
+    return deco
+
+
+def names() -> list[str]:
+    return sorted(_ENTRIES)
+
+
+def entries() -> list[Entry]:
+    return [_ENTRIES[n] for n in names()]
+
+
+def get_class(name: str) -> type[Detector]:
+    try:
+        entry = _ENTRIES[name]
+    except KeyError:
+        raise UnknownDetectorError(name, names()) from None
+    return entry.load()
+
+
+def create(name: str, device: str = "cpu", **config: Any) -> Detector:
+    """Instantiate a registered detector by name (trained weights when the detector ships them)."""
+    cls = get_class(name)
+    if config:
+        return cls.from_config(config, device=device)
+    return cls.from_pretrained(device=device)
+
+
+def load_detector(name_or_path: str, device: str = "cpu") -> Detector:
+    """A registered name, or a path to trained weights (``.safetensors``) or a config (``.yaml``/``.json``)."""
+    if name_or_path in _ENTRIES:
+        return create(name_or_path, device=device)
+    path = Path(name_or_path)
+    if path.suffix.lower() in {".safetensors", ".yaml", ".yml", ".json"}:
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        from .contract import load_config_file
+
+        if path.suffix.lower() == ".safetensors":
+            from .models.weights import detector_from_weights
+
+            return detector_from_weights(path, device=device)
+        config = load_config_file(path)
+        name = config.get("name")
+        if not name:
+            raise ValueError(f"{path}: a detector config needs a 'name' key naming a registered detector")
+        return get_class(str(name)).from_config(config, device=device)
+    raise UnknownDetectorError(name_or_path, names())
+
+
+# -- built-in detectors ------------------------------------------------------------------------
+add_entry("noi", "manipseg.models.classical.noi:NOIDetector",
+          "Noise-level inconsistency (Mahdian & Saic 2009): wavelet HH1 noise, block median estimator.")
+add_entry("cfa", "manipseg.models.classical.cfa:CFADetector",
+          "Demosaicing (CFA) trace inconsistency (Ferrara et al. 2012).")
+add_entry("ela", "manipseg.models.classical.ela:ELADetector",
+          "Error level analysis: difference to a JPEG re-compression.")
