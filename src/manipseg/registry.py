@@ -30,6 +30,9 @@ class Entry:
 
 _ENTRIES: dict[str, Entry] = {}
 
+#: detector used by ``manipseg predict`` and ``manipseg serve`` when no model is named.
+DEFAULT_MODEL = "noi"
+
 
 class UnknownDetectorError(KeyError):
     def __init__(self, name: str, known: list[str]) -> None:
