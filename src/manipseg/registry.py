@@ -117,3 +117,21 @@ add_entry("cfa", "manipseg.models.classical.cfa:CFADetector",
           "Demosaicing (CFA) trace inconsistency (Ferrara et al. 2012).")
 add_entry("ela", "manipseg.models.classical.ela:ELADetector",
           "Error level analysis: difference to a JPEG re-compression.")
+
+
+#: the zero-training fallback used when no trained model is bundled.
+FALLBACK_MODEL = "noi"
+#: learned detectors in order of preference; the first whose weights ship in the package is the default.
+PREFERRED_MODELS = ("gsr-compact",)
+
+
+def default_model() -> str:
+    """The best detector this install can run without any download."""
+    weights_dir = Path(__file__).resolve().parent / "weights"
+    for name in PREFERRED_MODELS:
+        if name in _ENTRIES and (weights_dir / f"{name}.safetensors").is_file():
+            return name
+    return FALLBACK_MODEL
+
+
+DEFAULT_MODEL = default_model()
