@@ -30,9 +30,6 @@ class Entry:
 
 _ENTRIES: dict[str, Entry] = {}
 
-#: detector used by ``manipseg predict`` and ``manipseg serve`` when no model is named.
-DEFAULT_MODEL = "noi"
-
 
 class UnknownDetectorError(KeyError):
     def __init__(self, name: str, known: list[str]) -> None:
@@ -134,4 +131,5 @@ def default_model() -> str:
     return FALLBACK_MODEL
 
 
+#: detector used by ``manipseg predict`` and ``manipseg serve`` when no model is named.
 DEFAULT_MODEL = default_model()
