@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+
+from manipseg import registry
+from manipseg.cli import main
+from manipseg.contract import ContractError, Detector, Prediction, check_image, robust_normalise
+from manipseg.postprocess import boundary_of, prob_to_mask
+
+
+class Constant(Detector):
+    name = "constant-test"
+    summary = "returns a constant map"
+
+    def __init__(self, device="cpu", value=0.25, **kw):
+        super().__init__(device=device, **kw)
+        self.value = value
+
+    def _predict(self, image):
+        return Prediction(np.full(image.shape[:2], self.value, np.float32), self.value)
+
+
+class Broken(Detector):
+    name = "broken-test"
+
+    def _predict(self, image):
+        return Prediction(np.full((3, 3), 2.0, np.float32), 0.5)
+
+
+def test_predict_validates_input_and_output():
+    img = np.zeros((20, 30, 3), np.uint8)
+    pred = Constant().predict(img)
+    assert pred.prob.shape == (20, 30) and pred.prob.dtype == np.float32 and pred.score == 0.25
+    with pytest.raises(ContractError, match="shape"):
+        Broken().predict(img)
+    with pytest.raises(ContractError, match="uint8"):
+        Constant().predict(img.astype(np.float32))
+    with pytest.raises(ContractError, match=r"\(H, W, 3\)"):
+        check_image(np.zeros((20, 30), np.uint8))
+    with pytest.raises(ContractError, match="too small"):
+        check_image(np.zeros((4, 30, 3), np.uint8))
+
+
+def test_from_config_mapping_and_file(tmp_path):
+    assert Constant.from_config({"value": 0.75}).value == 0.75
+    (tmp_path / "c.yaml").write_text("name: constant-test\nvalue: 0.5\n")
+    assert Constant.from_config(tmp_path / "c.yaml").value == 0.5
+
+
+def test_unknown_name_suggests_closest():
+    with pytest.raises(registry.UnknownDetectorError) as err:
+        registry.create("nio")
+    msg = str(err.value)
+    assert "Did you mean 'noi'?" in msg and "cfa" in msg and "ela" in msg
+
+
+def test_register_and_load_by_name_and_config(tmp_path):
+    registry.register("constant-test", "a test detector")(Constant)
+    try:
+        det = registry.load_detector("constant-test")
+        assert isinstance(det, Constant) and det.value == 0.25
+        (tmp_path / "d.json").write_text('{"name": "constant-test", "value": 0.9}')
+        assert registry.load_detector(str(tmp_path / "d.json")).value == 0.9
+        with pytest.raises(FileNotFoundError):
+            registry.load_detector(str(tmp_path / "missing.safetensors"))
+    finally:
+        registry._ENTRIES.pop("constant-test")
+
+
+def test_models_command_lists_every_detector(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert {line.split()[0] for line in out} == set(registry.names())
+    assert all(len(line.split(None, 1)) == 2 for line in out)
+
+
+def test_robust_normalise():
+    x = np.arange(1000, dtype=np.float64)
+    y = robust_normalise(x)
+    assert y.min() == 0.0 and y.max() == 1.0 and y.dtype == np.float32
+    assert not robust_normalise(np.full((5, 5), 3.0)).any()
+
+
+def test_prob_to_mask_threshold_dilate_and_small_components():
+    prob = np.zeros((100, 100), np.float32)
+    prob[10:30, 10:30] = 0.9     # 400 px region
+    prob[80, 80] = 0.95          # isolated speck
+    prob[50:60, 50:60] = 0.4     # below threshold
+    m = prob_to_mask(prob, threshold=0.5, dilate=1, min_region=0.01)  # min area 100 px
+    assert m.sum() == 400 and not m[80, 80] and not m[55, 55]
+    m5 = prob_to_mask(prob, threshold=0.5, dilate=5, min_region=0.01)
+    assert m5.sum() == 24 * 24  # dilated by 2 px on each side
+    assert prob_to_mask(prob, threshold=0.3, dilate=1, min_region=0.0)[55, 55]
+
+
+def test_boundary_is_dilation_minus_erosion():
+    k = np.zeros((20, 20), bool)
+    k[5:15, 5:15] = True
+    b = boundary_of(k, 5)
+    assert b.sum() == 14 * 14 - 6 * 6
+    assert not b[10, 10] and b[5, 5] and b[3, 3] and not b[2, 2]
