@@ -114,6 +114,10 @@ add_entry("cfa", "manipseg.models.classical.cfa:CFADetector",
           "Demosaicing (CFA) trace inconsistency (Ferrara et al. 2012).")
 add_entry("ela", "manipseg.models.classical.ela:ELADetector",
           "Error level analysis: difference to a JPEG re-compression.")
+add_entry("gsr-compact", "manipseg.models.gsr:GSRCompactDetector",
+          "GSR-Net scheme with the compact CPU network (boundary branch, SRM stem); needs trained weights.")
+add_entry("gsr-vgg16", "manipseg.models.gsr:GSRVGG16Detector",
+          "GSR-Net (Zhou et al. 2020): DeepLab VGG-16 (BN) + ASPP + boundary branch; needs trained weights.")
 
 
 #: the zero-training fallback used when no trained model is bundled.
@@ -133,7 +137,3 @@ def default_model() -> str:
 
 #: detector used by ``manipseg predict`` and ``manipseg serve`` when no model is named.
 DEFAULT_MODEL = default_model()
-add_entry("gsr-compact", "manipseg.models.gsr:GSRCompactDetector",
-          "GSR-Net scheme with the compact CPU network (boundary branch, SRM stem); needs trained weights.")
-add_entry("gsr-vgg16", "manipseg.models.gsr:GSRVGG16Detector",
-          "GSR-Net (Zhou et al. 2020): DeepLab VGG-16 (BN) + ASPP + boundary branch; needs trained weights.")
