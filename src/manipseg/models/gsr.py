@@ -1,0 +1,199 @@
+"""GSR-Net detectors: a trained segmentation network behind the predictor contract.
+
+Inference (paper §4.1): the whole image is instance-normalised (each channel to zero mean, unit std), then
+the network runs fully convolutionally. Images above ``max_pixels`` are processed in overlapping tiles
+(``tile`` pixels square, ``overlap`` pixels shared) whose probabilities are blended with a window that
+ramps linearly over the overlap, so a 12-megapixel photo needs a few hundred MB, not tens of GB.
+On CPUs with native bf16 the network runs under bf16 autocast with channels_last tensors.
+
+``prob`` is the softmax probability of the "manipulated" class of the segmentation head;
+``extras["boundary"]`` the boundary head's probability (when the network has one);
+``score`` is the mean of the highest 1 % of ``prob`` values (at least one pixel): a manipulated region
+covering at least 1 % of the image drives it to its probability, while isolated false positives barely do.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..contract import ContractError, Detector, Prediction
+from ..device import autocast, bf16_supported, resolve_device
+from .nets import SegNet, normalise
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SCORE_TOP_FRACTION = 0.01
+
+
+def image_score(prob: np.ndarray, top_fraction: float = SCORE_TOP_FRACTION) -> float:
+    """Mean of the highest ``top_fraction`` of the values of ``prob`` (at least one value)."""
+    flat = np.asarray(prob, dtype=np.float32).reshape(-1)
+    k = max(1, int(round(flat.size * top_fraction)))
+    return float(np.clip(np.partition(flat, flat.size - k)[flat.size - k:].mean(dtype=np.float64), 0.0, 1.0))
+
+
+def _ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
+    """1-D blending weights: linear ramp over ``overlap`` pixels at the ends that border another tile."""
+    w = np.ones(length, dtype=np.float32)
+    n = min(overlap, length // 2)
+    if n > 0:
+        ramp = (np.arange(n, dtype=np.float32) + 0.5) / n
+        if ramp_start:
+            w[:n] = np.minimum(w[:n], ramp)
+        if ramp_end:
+            w[length - n:] = np.minimum(w[length - n:], ramp[::-1])
+    return w
+
+
+def tile_starts(size: int, tile: int, overlap: int, align: int = 8) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``size`` with at least ``overlap`` shared pixels.
+
+    Offsets are multiples of ``align`` (the network stride) so every tile sees the same pixel grid as the
+    whole image would.
+    """
+    if size <= tile:
+        return [0]
+    step = max(align, (tile - overlap) // align * align)
+    last = -(-(size - tile) // align) * align  # rounded up: the last tile may be a few pixels short
+    return sorted(set(range(0, size - tile, step)) | {last})
+
+
+class GSRDetector(Detector):
+    """A GSR-Net segmentation network (``gsr-vgg16`` or ``compact``) with trained weights."""
+
+    name: ClassVar[str] = "gsr"
+    summary: ClassVar[str] = "GSR-Net segmentation network with trained weights (any architecture)."
+    arch: ClassVar[str | None] = None
+
+    def __init__(self, device: str = "cpu", weights: str | os.PathLike | None = None, model: SegNet | None = None,
+                 threshold: float | None = None, tile: int = 1024, overlap: int = 64, max_pixels: int | None = None,
+                 bf16: bool = True, **config: Any) -> None:
+        super().__init__(device=device, weights=str(weights) if weights is not None else None, tile=tile,
+                         overlap=overlap, max_pixels=max_pixels, bf16=bf16, **config)
+        if config:
+            raise ContractError(f"unknown option(s) for detector {self.name!r}: {', '.join(sorted(config))}; "
+                                "known: weights, threshold, tile, overlap, max_pixels, bf16")
+        self.torch_device = resolve_device(device)
+        info: dict[str, Any] = {}
+        if model is None:
+            if weights is None:
+                raise ContractError(f"detector {self.name!r} needs trained weights: pass weights=PATH.safetensors "
+                                    "(see `manipseg train --help`)")
+            from .weights import network_from_weights
+
+            model, info = network_from_weights(weights)
+        if self.arch is not None and model.arch != self.arch:
+            raise ContractError(f"weights {weights} hold a {model.arch!r} network but detector {self.name!r} expects "
+                                f"{self.arch!r}; load the file by path (--model {weights}) instead")
+        if tile % 8 or tile < 64:
+            raise ContractError(f"tile size must be a multiple of 8 and at least 64 pixels, got {tile}")
+        if not 0 <= overlap < tile // 2:
+            raise ContractError(f"overlap must be in [0, tile/2), got {overlap} for tile {tile}")
+        self.info = info
+        self.threshold = float(threshold if threshold is not None else info.get("threshold", self.threshold))
+        self.tile, self.overlap = int(tile), int(overlap)
+        self.max_pixels = int(max_pixels) if max_pixels is not None else self.tile * self.tile
+        self.use_bf16 = bool(bf16) and bf16_supported(self.torch_device.type)
+        self.model = model.to(self.torch_device).eval()
+        if self.torch_device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    # -- constructors -------------------------------------------------------------------------------------
+    @classmethod
+    def from_weights(cls, path: str | os.PathLike, device: str = "cpu", **config: Any) -> "GSRDetector":
+        """The detector class matching the architecture stored in ``path``."""
+        from .weights import network_from_weights
+
+        model, info = network_from_weights(path)
+        target = _ARCH_CLASSES.get(model.arch, GSRDetector) if cls is GSRDetector else cls
+        det = target(device=device, model=model, **config)
+        det.info = info
+        det.config["weights"] = str(path)
+        if "threshold" not in config:
+            det.threshold = float(info.get("threshold", det.threshold))
+        return det
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> "GSRDetector":
+        """Weights from ``path``, or the file shipped with manipseg for this detector's name."""
+        if path is None:
+            path = WEIGHTS_DIR / f"{cls.name}.safetensors"
+            if not path.is_file():
+                raise ContractError(
+                    f"no trained weights are bundled for detector {cls.name!r} (looked for {path}). Train a model "
+                    "with `manipseg train CONFIG.yaml` and pass the resulting .safetensors file as --model PATH "
+                    "(or GSRDetector.from_weights(PATH)).")
+        return cls.from_weights(path, device=device)
+
+    # -- prediction ---------------------------------------------------------------------------------------
+    def _predict(self, image: np.ndarray) -> Prediction:
+        t0 = time.perf_counter()
+        seg, boundary, n_tiles = self.predict_maps(image)
+        extras: dict[str, Any] = {"tiles": n_tiles, "bf16": self.use_bf16, "seconds": time.perf_counter() - t0}
+        if boundary is not None:
+            extras["boundary"] = boundary
+        return Prediction(prob=seg, score=image_score(seg), extras=extras)
+
+    @torch.inference_mode()
+    def predict_maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
+        """Segmentation and boundary probability maps (float32 HxW) and the number of tiles used."""
+        h, w = image.shape[:2]
+        # Normalise with whole-image statistics so tiles see exactly what the untiled network would.
+        x = normalise(torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0))
+        if h * w <= self.max_pixels:
+            seg, bnd = self._run(x)
+            return seg, bnd, 1
+        ys = tile_starts(h, self.tile, self.overlap)
+        xs = tile_starts(w, self.tile, self.overlap)
+        acc = np.zeros((h, w), dtype=np.float32)
+        wsum = np.zeros((h, w), dtype=np.float32)
+        bacc: np.ndarray | None = None
+        for y0 in ys:
+            y1 = min(y0 + self.tile, h)
+            wy = _ramp(y1 - y0, self.overlap, y0 > 0, y1 < h)
+            for x0 in xs:
+                x1 = min(x0 + self.tile, w)
+                wx = _ramp(x1 - x0, self.overlap, x0 > 0, x1 < w)
+                weight = wy[:, None] * wx[None, :]
+                seg, bnd = self._run(x[..., y0:y1, x0:x1])
+                acc[y0:y1, x0:x1] += seg * weight
+                wsum[y0:y1, x0:x1] += weight
+                if bnd is not None:
+                    if bacc is None:
+                        bacc = np.zeros((h, w), dtype=np.float32)
+                    bacc[y0:y1, x0:x1] += bnd * weight
+        acc /= wsum
+        if bacc is not None:
+            bacc /= wsum
+        return np.clip(acc, 0, 1), (np.clip(bacc, 0, 1) if bacc is not None else None), len(ys) * len(xs)
+
+    def _run(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        x = x.to(self.torch_device)
+        if self.torch_device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.torch_device, self.use_bf16):
+            out = self.model(x)
+        seg = torch.softmax(out["seg"].float(), dim=1)[0, 1].cpu().numpy()
+        bnd = out.get("boundary")
+        if bnd is not None:
+            bnd = torch.softmax(bnd.float(), dim=1)[0, 1].cpu().numpy()
+        return seg, bnd
+
+
+class GSRCompactDetector(GSRDetector):
+    name = "gsr-compact"
+    summary = "GSR-Net training scheme with the compact CPU network (boundary branch, SRM stem); needs weights."
+    arch = "compact"
+
+
+class GSRVGG16Detector(GSRDetector):
+    name = "gsr-vgg16"
+    summary = "GSR-Net (Zhou et al. 2020): DeepLab VGG-16 (BN) + ASPP with boundary branch; needs weights."
+    arch = "gsr-vgg16"
+
+
+_ARCH_CLASSES: dict[str, type[GSRDetector]] = {"compact": GSRCompactDetector, "gsr-vgg16": GSRVGG16Detector}

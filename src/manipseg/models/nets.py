@@ -1,0 +1,388 @@
+"""Segmentation networks of GSR-Net (Zhou et al., AAAI 2020, §3.2) and a compact CPU variant.
+
+Both networks share the same outline:
+
+* an encoder (DeepLab VGG-16 with batch norm, or a compact high-resolution CNN),
+* a multi-scale context module on the stride-8 features (ASPP, dropout 0.5),
+* a **boundary branch**: intermediate features of several stages are bilinearly up-sampled, concatenated and
+  passed through a 1x1 convolution that predicts the manipulated boundary (2 classes),
+* a **segmentation branch**: the up-sampled context features concatenated with the boundary features
+  predict the manipulated interior (2 classes). Only this output is used at inference.
+
+``boundary_branch=False`` drops the boundary head and its coupling (the paper's plain "DL" rows).
+``guided_residual=True`` adds AdapGRnet's manipulation trace extractor (|p - guided_filter(p)| per channel)
+as a second input stream, fused with the RGB stream by channel attention.
+
+Inputs are float ``[B, 3, H, W]`` tensors already passed through :func:`normalise`; any ``H, W`` works
+(the network pads to a multiple of its stride and crops back). Outputs are logits at input resolution.
+
+Implementation note: "up-sample, concatenate, 1x1 conv" equals "1x1 conv per level, up-sample, sum"
+(bilinear interpolation and a 1x1 convolution are both linear and the interpolation weights sum to one),
+so the boundary branch is computed the cheap way, without materialising the high-resolution concatenation.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from kornia.filters import guided_blur
+from torch import nn
+
+ARCHS = ("gsr-vgg16", "compact")
+
+
+# -- shared pieces -----------------------------------------------------------------------------------------
+def normalise(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per-image instance normalisation (paper §4.1): each image and channel to zero mean, unit std.
+
+    ``x`` is float ``[B, C, H, W]`` on any scale (0-255 or 0-1 give the same result). A constant channel maps
+    to zeros. Used identically in training and inference.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"normalise expects a [B, C, H, W] tensor, got shape {tuple(x.shape)}")
+    x = x.float()
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    std = x.std(dim=(2, 3), keepdim=True, unbiased=False)
+    return (x - mean) / std.clamp_min(eps)
+
+
+def guided_residual(x: torch.Tensor, radius: int = 2, eps: float = 0.1) -> torch.Tensor:
+    """AdapGRnet's manipulation trace extractor: ``|p - guided_filter(p)|`` with each channel as its own guide.
+
+    The guided filter (He et al.) keeps edges and image content and flattens the rest, so the residual holds
+    the fine high-frequency traces. ``eps`` is in squared input units; on :func:`normalise`-d input (unit std
+    per channel) 0.1 keeps edges whose local std exceeds about a third of the image's std. The notes do not
+    give AdapGRnet's radius/eps; radius 2 (5x5 window) and eps 0.1 are our choice. No learnable parameters.
+    """
+    b, c, h, w = x.shape
+    p = x.float().reshape(b * c, 1, h, w)
+    border = "reflect" if min(h, w) > radius else "replicate"
+    q = guided_blur(p, p, 2 * radius + 1, eps, border_type=border)
+    return (p - q).abs().reshape(b, c, h, w)
+
+
+def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Sequential:
+    pad = dilation * (k - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ChannelAttentionFusion(nn.Module):
+    """Fuse an RGB stream and a residual stream: concatenate, squeeze-and-excitation channel attention
+    (global pooling -> MLP -> sigmoid weights per channel of the concatenation), then a 1x1 projection.
+
+    The attention lets the network weigh the spatial (RGB) and residual streams per channel, the role of
+    AdapGRnet's attention fusion module.
+    """
+
+    def __init__(self, c_rgb: int, c_res: int, c_out: int, reduction: int = 4) -> None:
+        super().__init__()
+        c = c_rgb + c_res
+        hidden = max(c // reduction, 8)
+        self.gate = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, c, 1), nn.Sigmoid()
+        )
+        self.project = conv_bn_relu(c, c_out, k=1)
+
+    def forward(self, rgb: torch.Tensor, res: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([rgb, res], dim=1)
+        return self.project(x * self.gate(x))
+
+
+class SideFusion(nn.Module):
+    """Boundary features = BN-ReLU(1x1 conv(concat(up(f_1), ..., up(f_n)))), computed per level then summed."""
+
+    def __init__(self, in_channels: list[int], c_out: int) -> None:
+        super().__init__()
+        self.sides = nn.ModuleList(nn.Conv2d(c, c_out, 1, bias=(i == 0)) for i, c in enumerate(in_channels))
+        self.post = nn.Sequential(nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+    def forward(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        out = None
+        for side, f in zip(self.sides, feats):
+            y = side(f)
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            out = y if out is None else out + y
+        return self.post(out)
+
+
+class TwoHeads(nn.Module):
+    """Boundary head and segmentation head with the boundary-to-segmentation coupling of GSR-Net."""
+
+    def __init__(self, side_channels: list[int], context_channels: int, head_channels: int,
+                 boundary_channels: int, boundary_branch: bool) -> None:
+        super().__init__()
+        self.boundary_branch = boundary_branch
+        if boundary_branch:
+            self.side = SideFusion(side_channels, boundary_channels)
+            self.boundary_cls = nn.Conv2d(boundary_channels, 2, 1)
+        self.context_reduce = conv_bn_relu(context_channels, head_channels, k=1)
+        cin = head_channels + (boundary_channels if boundary_branch else 0)
+        self.seg_fuse = conv_bn_relu(cin, head_channels, k=3)
+        self.seg_cls = nn.Conv2d(head_channels, 2, 1)
+
+    def forward(self, sides: list[torch.Tensor], context: torch.Tensor, size: tuple[int, int]
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ctx = F.interpolate(self.context_reduce(context), size=size, mode="bilinear", align_corners=False)
+        if self.boundary_branch:
+            bfeat = self.side(sides, size)
+            boundary = self.boundary_cls(bfeat)
+            ctx = torch.cat([ctx, bfeat], dim=1)
+        else:
+            boundary = None
+        return self.seg_cls(self.seg_fuse(ctx)), boundary
+
+
+class SegNet(nn.Module):
+    """Common wrapper: padding to the stride, the optional residual stream, heads, crop and up-sampling."""
+
+    stride: int = 8
+    head_stride: int = 2
+
+    def __init__(self, arch: str, arch_kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.arch = arch
+        self.arch_kwargs = dict(arch_kwargs)
+
+    heads: TwoHeads
+
+    def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Side features for the boundary branch (finest first) and the stride-8 context features."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a [B, 3, H, W] tensor, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        if ph or pw:
+            mode = "reflect" if (ph < h and pw < w) else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        hp, wp = x.shape[-2:]
+        sides, context = self.features(x)
+        head_size = (hp // self.head_stride, wp // self.head_stride)
+        seg, boundary = self.heads(sides, context, head_size)
+        out = {"seg": self._to_input(seg, hp, wp, h, w), "boundary": None}
+        if boundary is not None:
+            out["boundary"] = self._to_input(boundary, hp, wp, h, w)
+        return out
+
+    def _to_input(self, logits: torch.Tensor, hp: int, wp: int, h: int, w: int) -> torch.Tensor:
+        if logits.shape[-2:] != (hp, wp):
+            logits = F.interpolate(logits, size=(hp, wp), mode="bilinear", align_corners=False)
+        return logits[..., :h, :w]
+
+
+def _init_weights(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+# -- GSR-Net: DeepLab VGG-16 (BN) + ASPP ---------------------------------------------------------------
+VGG16_LAYERS: list[tuple[str, int, int, int]] = [
+    # (name, in, out, dilation)
+    ("conv1_1", 3, 64, 1), ("conv1_2", 64, 64, 1),
+    ("conv2_1", 64, 128, 1), ("conv2_2", 128, 128, 1),
+    ("conv3_1", 128, 256, 1), ("conv3_2", 256, 256, 1), ("conv3_3", 256, 256, 1),
+    ("conv4_1", 256, 512, 1), ("conv4_2", 512, 512, 1), ("conv4_3", 512, 512, 1),
+    ("conv5_1", 512, 512, 2), ("conv5_2", 512, 512, 2), ("conv5_3", 512, 512, 2),
+]
+
+
+class VGGConv(nn.Module):
+    """conv3x3 -> BN -> ReLU with the VGG layer name kept on the module for weight mapping."""
+
+    def __init__(self, cin: int, cout: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=True)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)), inplace=True)
+
+
+class ASPP(nn.Module):
+    """DeepLab-v2 ASPP: parallel 3x3 convs with dilations (6, 12, 18, 24), each followed by a 1x1 conv,
+    ReLU and dropout (the fc6/fc7 of DeepLab-LargeFOV); branch outputs are summed into context features."""
+
+    def __init__(self, cin: int, width: int, rates: tuple[int, ...], dropout: float) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(cin, width, 3, padding=r, dilation=r), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+                nn.Conv2d(width, width, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+            )
+            for r in rates
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branches[0](x)
+        for branch in self.branches[1:]:
+            out = out + branch(x)
+        return out
+
+
+class GSRVGG16(SegNet):
+    """GSR-Net's segmentation network: DeepLab VGG-16 with batch norm, output stride 8 (pool4/pool5 with
+    stride 1, conv5 dilated by 2), ASPP, boundary branch over the 128-, 256- and 512-channel stages
+    (conv2_2, conv3_3, conv4_3 and conv5_3), heads at stride 2."""
+
+    def __init__(self, boundary_branch: bool = True, guided_residual: bool = False, dropout: float = 0.5,
+                 aspp_width: int = 1024, aspp_rates: tuple[int, ...] = (6, 12, 18, 24), head_channels: int = 64,
+                 boundary_channels: int = 64, gr_radius: int = 2, gr_eps: float = 0.1) -> None:
+        super().__init__("gsr-vgg16", dict(boundary_branch=boundary_branch, guided_residual=guided_residual,
+                                           dropout=dropout, aspp_width=aspp_width, aspp_rates=tuple(aspp_rates),
+                                           head_channels=head_channels, boundary_channels=boundary_channels,
+                                           gr_radius=gr_radius, gr_eps=gr_eps))
+        self.use_gr = guided_residual
+        self.gr_radius, self.gr_eps = gr_radius, gr_eps
+        self.vgg = nn.ModuleDict({name: VGGConv(cin, cout, d) for name, cin, cout, d in VGG16_LAYERS})
+        if guided_residual:
+            self.res_stem = conv_bn_relu(3, 64)
+            self.fusion = ChannelAttentionFusion(64, 64, 64)
+        self.aspp = ASPP(512, aspp_width, tuple(aspp_rates), dropout)
+        self.heads = TwoHeads([128, 256, 512, 512], aspp_width, head_channels, boundary_channels, boundary_branch)
+        _init_weights(self)
+
+    def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        v = self.vgg
+        f = v["conv1_1"](x)
+        if self.use_gr:
+            f = self.fusion(f, self.res_stem(guided_residual(x, self.gr_radius, self.gr_eps).to(f.dtype)))
+        f = v["conv1_2"](f)
+        f = F.max_pool2d(f, 3, 2, 1)
+        c2 = v["conv2_2"](v["conv2_1"](f))
+        f = F.max_pool2d(c2, 3, 2, 1)
+        c3 = v["conv3_3"](v["conv3_2"](v["conv3_1"](f)))
+        f = F.max_pool2d(c3, 3, 2, 1)
+        c4 = v["conv4_3"](v["conv4_2"](v["conv4_1"](f)))
+        f = F.max_pool2d(c4, 3, 1, 1)
+        c5 = v["conv5_3"](v["conv5_2"](v["conv5_1"](f)))
+        f = F.max_pool2d(c5, 3, 1, 1)
+        return [c2, c3, c4, c5], self.aspp(f)
+
+
+# -- compact CPU network ----------------------------------------------------------------------------------
+def _srm_kernels() -> torch.Tensor:
+    """Three fixed SRM high-pass kernels (Fridrich & Kodovsky 2012), as used by RGB-N (Zhou et al. 2018)."""
+    k1 = torch.tensor([[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]]) / 4.0
+    k2 = torch.tensor([[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2],
+                       [-1, 2, -2, 2, -1]]) / 12.0
+    k3 = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]) / 2.0
+    return torch.stack([k1, k2, k3]).float()
+
+
+class SRMFilter(nn.Module):
+    """Fixed SRM high-pass filters applied to each colour channel: [B, 3, H, W] -> [B, 9, H, W]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        k = _srm_kernels()  # [3, 5, 5]
+        self.register_buffer("weight", k.repeat(3, 1, 1).unsqueeze(1), persistent=False)  # [9, 1, 5, 5]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight.to(x.dtype), padding=2, groups=3)
+
+
+class DSBlock(nn.Module):
+    """Depthwise 3x3 (optionally strided/dilated) + pointwise 1x1, both with BN + ReLU; residual if shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        self.dw = conv_bn_relu(cin, cin, k=3, stride=stride, dilation=dilation, groups=cin)
+        self.pw = conv_bn_relu(cin, cout, k=1)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pw(self.dw(x))
+        return x + y if self.residual else y
+
+
+class ASPPLite(nn.Module):
+    """Small multi-scale context: a 1x1 conv and depthwise-separable 3x3 convs at dilations (2, 4, 8),
+    concatenated, projected by a 1x1 conv, dropout. No image-level pooling branch: its global statistics
+    would differ between 256-pixel training crops and large (tiled) test images."""
+
+    def __init__(self, cin: int, cout: int, rates: tuple[int, ...], dropout: float) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList([conv_bn_relu(cin, cout, k=1)] + [DSBlock(cin, cout, dilation=r) for r in rates])
+        self.project = nn.Sequential(conv_bn_relu(cout * (len(rates) + 1), cout, k=1), nn.Dropout2d(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([b(x) for b in self.branches], dim=1))
+
+
+class CompactNet(SegNet):
+    """Compact manipulation segmenter for the CPU.
+
+    Design: manipulation traces are high-frequency, so the first layers run at full resolution with no
+    early pooling: a 3x3 conv over the RGB channels and fixed SRM high-pass residuals of each channel (plus
+    the optional guided-residual stream, fused by channel attention). The encoder then
+    halves the resolution three times (stride 8) with plain 3x3 convs early and depthwise-separable blocks
+    deeper, dilations at stride 8 instead of more down-sampling, and an ASPP-lite context module. The boundary
+    branch fuses the stride-2, -4 and -8 stages; the segmentation head sees the context and boundary features.
+    """
+
+    def __init__(self, boundary_branch: bool = True, guided_residual: bool = False, dropout: float = 0.5,
+                 width: int = 16, aspp_rates: tuple[int, ...] = (2, 4, 8), head_channels: int = 32,
+                 boundary_channels: int = 32, gr_radius: int = 2, gr_eps: float = 0.1) -> None:
+        super().__init__("compact", dict(boundary_branch=boundary_branch, guided_residual=guided_residual,
+                                         dropout=dropout, width=width, aspp_rates=tuple(aspp_rates),
+                                         head_channels=head_channels, boundary_channels=boundary_channels,
+                                         gr_radius=gr_radius, gr_eps=gr_eps))
+        w = width
+        self.use_gr = guided_residual
+        self.gr_radius, self.gr_eps = gr_radius, gr_eps
+        self.srm = SRMFilter()
+        self.stem = conv_bn_relu(3 + 9, w)                                                              # full res
+        if guided_residual:
+            self.gr_stem = conv_bn_relu(3, w // 2)
+            self.fusion = ChannelAttentionFusion(w, w // 2, w)
+        self.stage2 = nn.Sequential(conv_bn_relu(w, 2 * w, stride=2), conv_bn_relu(2 * w, 2 * w))          # /2
+        self.stage3 = nn.Sequential(conv_bn_relu(2 * w, 4 * w, stride=2), DSBlock(4 * w, 4 * w))          # /4
+        self.stage4 = nn.Sequential(DSBlock(4 * w, 8 * w, stride=2), DSBlock(8 * w, 8 * w, dilation=2),
+                                    DSBlock(8 * w, 8 * w, dilation=4))                                    # /8
+        self.context = ASPPLite(8 * w, 4 * w, tuple(aspp_rates), dropout)
+        self.heads = TwoHeads([2 * w, 4 * w, 8 * w], 4 * w, head_channels, boundary_channels, boundary_branch)
+        _init_weights(self)
+
+    def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        f = self.stem(torch.cat([x, self.srm(x)], dim=1))
+        if self.use_gr:
+            gr = self.gr_stem(guided_residual(x, self.gr_radius, self.gr_eps).to(x.dtype))
+            f = self.fusion(f, gr.to(f.dtype))
+        s2 = self.stage2(f)
+        s3 = self.stage3(s2)
+        s4 = self.stage4(s3)
+        return [s2, s3, s4], self.context(s4)
+
+
+_BUILDERS: dict[str, Callable[..., SegNet]] = {"gsr-vgg16": GSRVGG16, "compact": CompactNet}
+
+
+def build_network(arch: str, **kw: Any) -> SegNet:
+    """Build a segmentation network by name (``"gsr-vgg16"`` or ``"compact"``).
+
+    Common keyword arguments: ``boundary_branch=True``, ``guided_residual=False``, ``dropout=0.5``; each
+    architecture has a few more (widths, dilation rates). The result's ``arch_kwargs`` holds the full set
+    so that :func:`manipseg.models.weights.save_weights` can record it.
+    """
+    try:
+        builder = _BUILDERS[arch]
+    except KeyError:
+        raise ValueError(f"unknown network architecture {arch!r}; choose one of {', '.join(ARCHS)}") from None
+    try:
+        return builder(**kw)
+    except TypeError as exc:
+        raise ValueError(f"bad options for architecture {arch!r}: {exc}") from None

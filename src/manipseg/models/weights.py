@@ -1,0 +1,134 @@
+"""Trained weights as safetensors files (no pickle).
+
+A weights file holds the network's state dict and, in the safetensors metadata:
+
+* ``manipseg``: JSON ``{"format": 1, "arch": ..., "arch_kwargs": {...}, "threshold": ..., "training": {...}}``
+  (``metadata`` passed to :func:`save_weights` is stored under ``"training"``, except ``threshold``);
+* ``sha256``: the SHA-256 of all tensors (names, dtypes, shapes and bytes, in sorted name order), checked on
+  load so that a corrupted or truncated file gives a clear error instead of silently wrong predictions.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+FORMAT_VERSION = 1
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used (missing, corrupted, or not a manipseg weights file)."""
+
+
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and raw bytes, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{str(t.dtype)}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} value {value!r} in weights metadata (JSON only)")
+
+
+def save_weights(path: str | os.PathLike, model: nn.Module, arch: str, arch_kwargs: Mapping[str, Any],
+                 metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights and description to a safetensors file, atomically.
+
+    ``metadata`` (JSON-serialisable) describes the training run; its ``threshold`` key, if any, becomes the
+    detector's default decision threshold (0.5 otherwise).
+    """
+    from safetensors.torch import save
+
+    from ..io import atomic_write
+
+    module = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    meta = dict(metadata or {})
+    threshold = float(meta.pop("threshold", 0.5))
+    info = {"format": FORMAT_VERSION, "arch": arch, "arch_kwargs": _jsonable(dict(arch_kwargs)),
+            "threshold": threshold, "training": _jsonable(meta)}
+    header = {"manipseg": json.dumps(info, sort_keys=True), "sha256": tensors_sha256(tensors)}
+    data = save(tensors, metadata=header)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a weights file written by :func:`save_weights`: ``(state_dict, info)``.
+
+    ``info`` has ``arch``, ``arch_kwargs``, ``threshold``, ``training`` and ``path``. Raises
+    :class:`WeightsError` naming the file and the problem when it is missing, unreadable, not a manipseg
+    weights file, or its tensors do not match the recorded checksum.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"weights file not found: {p}")
+    data = p.read_bytes()
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + header_len])
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{p}: not a readable safetensors file ({exc}); the file is corrupted or truncated - "
+                           "copy or download it again") from None
+    meta = header.get("__metadata__") or {}
+    if "manipseg" not in meta or "sha256" not in meta:
+        raise WeightsError(f"{p}: safetensors file without manipseg metadata (arch, checksum); "
+                           "it was not written by manipseg.models.weights.save_weights")
+    try:
+        info = json.loads(meta["manipseg"])
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{p}: corrupted manipseg metadata ({exc})") from None
+    if int(info.get("format", 0)) > FORMAT_VERSION:
+        raise WeightsError(f"{p}: weights format {info.get('format')} is newer than this manipseg understands "
+                           f"({FORMAT_VERSION}); upgrade manipseg")
+    actual = tensors_sha256(tensors)
+    if actual != meta["sha256"]:
+        raise WeightsError(f"{p}: checksum mismatch (recorded {meta['sha256'][:12]}..., actual {actual[:12]}...): "
+                           "the weights are corrupted - copy or download the file again")
+    info["path"] = str(p)
+    return tensors, info
+
+
+def network_from_weights(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the network described by a weights file and load its weights (strictly); eval mode."""
+    from .nets import build_network
+
+    state, info = load_weights(path)
+    try:
+        net = build_network(info["arch"], **info.get("arch_kwargs", {}))
+    except (KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: cannot build the network it describes: {exc}") from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: weights do not fit architecture {info['arch']!r}: {exc}") from None
+    return net.eval(), info
+
+
+def detector_from_weights(path: str | os.PathLike, device: str = "cpu", **config: Any):
+    """A :class:`~manipseg.models.gsr.GSRDetector` for a weights file (used by ``registry.load_detector``)."""
+    from .gsr import GSRDetector
+
+    return GSRDetector.from_weights(path, device=device, **config)
