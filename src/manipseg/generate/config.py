@@ -1,0 +1,98 @@
+"""Every knob of the generator in one dataclass, so a run is described (and reproduced) by its config."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class PostConfig:
+    """Post-processing applied after any manipulation (identically to the image, target and source).
+
+    Each step fires with its probability; the chain order is resize, blur, noise, JPEG.
+    """
+
+    enabled: bool = True
+    jpeg_prob: float = 0.5
+    jpeg_quality: tuple[int, int] = (60, 95)
+    resize_prob: float = 0.2
+    resize_scale: tuple[float, float] = (0.5, 0.9)  # down-sample by this factor, then back up
+    blur_prob: float = 0.15
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    noise_prob: float = 0.15
+    noise_sigma: tuple[float, float] = (1.0, 4.0)  # Gaussian noise std in 8-bit levels
+
+
+@dataclass
+class GenConfig:
+    """Parameters of region sampling and of each manipulation kind.
+
+    Areas are fractions of the image. Ranges are inclusive ``(low, high)`` pairs sampled uniformly.
+    """
+
+    # regions
+    region_area: tuple[float, float] = (0.01, 0.30)
+    region_count: tuple[int, int] = (1, 2)
+    #: relative weights of region sources; "object" uses annotated objects/segments when the image has them
+    region_weights: dict[str, float] = field(default_factory=lambda: {
+        "object": 3.0, "polygon": 1.0, "ellipse": 1.0, "blob": 1.0})
+    elastic_prob: float = 0.3
+    elastic_alpha: tuple[float, float] = (4.0, 12.0)  # displacement amplitude in pixels
+    elastic_sigma: tuple[float, float] = (6.0, 14.0)  # smoothness of the displacement field
+    boundary_width: int = 5
+    # splice / enhance / poisson geometry
+    jitter_scale: tuple[float, float] = (0.7, 1.3)
+    jitter_rotate: float = 20.0  # degrees, symmetric
+    flip_prob: float = 0.5
+    # copy-move: minimum displacement as a fraction of the region's size
+    copymove_min_shift: float = 0.5
+    copymove_scale: tuple[float, float] = (0.8, 1.2)
+    copymove_rotate: float = 30.0
+    # poisson
+    poisson_mixed_prob: float = 0.3
+    # removal
+    removal_dilate: tuple[int, int] = (3, 9)
+    removal_methods: dict[str, float] = field(default_factory=lambda: {"telea": 1.0, "ns": 1.0, "exemplar": 1.0})
+    inpaint_radius: tuple[int, int] = (3, 7)
+    # enhance
+    enhance_strength: tuple[float, float] = (0.6, 1.0)
+    # self-blending
+    sbi_alpha_threshold: float = 0.1  # K = blend alpha >= this
+    sbi_blend_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+    sbi_kernel: tuple[int, int] = (5, 25)  # odd Gaussian kernel sizes at 256 px (scaled with the image)
+    sbi_scale: tuple[float, float] = (0.95, 1.05)
+    sbi_shift: float = 0.03  # fraction of the image size
+    post: PostConfig = field(default_factory=PostConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "GenConfig":
+        """Build from a (possibly partial, possibly YAML-loaded) dict; unknown keys are an error."""
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown generator config keys: {sorted(unknown)}; known: {sorted(known)}")
+        post = data.pop("post", None)
+        cfg = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+        if isinstance(post, PostConfig):
+            cfg.post = post
+        elif post is not None:
+            pknown = {f.name for f in fields(PostConfig)}
+            bad = set(post) - pknown
+            if bad:
+                raise ValueError(f"unknown post-processing keys: {sorted(bad)}; known: {sorted(pknown)}")
+            cfg.post = PostConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in post.items()})
+        return cfg
+
+
+def as_config(config: "GenConfig | dict | None") -> GenConfig:
+    if config is None:
+        return GenConfig()
+    if isinstance(config, GenConfig):
+        return config
+    if isinstance(config, dict):
+        return GenConfig.from_dict(config)
+    raise TypeError(f"config must be a GenConfig, a dict or None, not {type(config).__name__}")

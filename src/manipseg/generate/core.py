@@ -1,0 +1,417 @@
+"""The manipulations: splice, copy-move, Poisson, removal (inpainting), enhance, self-blending, authentic.
+
+Every kind returns a :class:`Sample` whose mask ``K`` contains every pixel the manipulation changed
+(before post-processing; after it, changes can spill over by the blur / JPEG-block / resampling margin):
+
+- ``splice``, ``copymove``, ``enhance``: ``M = K*S + (1-K)*T`` exactly (paper Eq. 1), ``K`` binary.
+- ``poisson``: ``K`` is the region whose pixels OpenCV's ``seamlessClone`` re-synthesised from the
+  source gradients (paper Eq. 2); outside ``K`` the target is kept bit for bit.
+- ``removal``: ``K`` is the (dilated) hole that was inpainted.
+- ``sbi``: ``M = a*S + (1-a)*T`` with a soft alpha ``a``; ``K = a >= sbi_alpha_threshold`` (default 0.1):
+  outside ``K`` a pixel moved less than 10 % of the way towards the source.
+- ``authentic``: the unmodified image, ``K`` empty.
+
+Randomness comes only from a ``numpy.random.Generator`` seeded by ``(seed, kind)``, so a sample is a
+pure function of (kind, seed, pool contents, size, config).
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..postprocess import boundary_of
+from .config import GenConfig, as_config
+from .pool import ImagePool
+from .post import apply_post, jpeg_roundtrip, resize_roundtrip
+from .regions import elastic_deform, sample_regions
+
+KINDS = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "authentic")
+#: smallest and largest accepted area of K, as fractions of the image
+MIN_AREA, MAX_AREA = 0.002, 0.9
+
+
+@dataclass
+class Sample:
+    """One generated training example (see the module docstring for what ``mask`` means per kind)."""
+
+    image: np.ndarray  # uint8 HxWx3, the forgery M
+    mask: np.ndarray  # bool HxW, K
+    boundary: np.ndarray  # bool HxW, dilation - erosion of K
+    target: np.ndarray | None = None  # uint8 HxWx3, authentic image T at the same geometry
+    source: np.ndarray | None = None  # uint8 HxWx3, S aligned so that M = K*S + (1-K)*T
+    alpha: np.ndarray | None = None  # float32 HxW soft blend weights (sbi only): M = a*S + (1-a)*T
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _Retry(Exception):
+    """The drawn parameters gave an unusable K; draw again."""
+
+
+def _rng_for(kind: str, seed: int) -> np.random.Generator:
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(kind.encode())]))
+
+
+def _check_area(k: np.ndarray) -> None:
+    frac = np.count_nonzero(k) / k.size
+    if not (MIN_AREA <= frac <= MAX_AREA):
+        raise _Retry(f"area {frac:.4f}")
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) exclusive bounding box of a non-empty mask."""
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return x, y, x + w, y + h
+
+
+def _pick_two(rng: np.random.Generator, n: int) -> tuple[int, int]:
+    t = int(rng.integers(n))
+    if n == 1:
+        return t, t
+    s = int(rng.integers(n - 1))
+    return t, s + (s >= t)
+
+
+def _affine(rng: np.random.Generator, mask: np.ndarray, scale: float, angle: float, flip: bool,
+            min_shift: float = 0.0) -> tuple[np.ndarray, dict]:
+    """2x3 matrix scaling/rotating/flipping ``mask``'s bounding box about its centre and moving it to a
+    random place where it fits; with ``min_shift`` the move is at least that many box sizes if possible."""
+    h, w = mask.shape
+    x0, y0, x1, y1 = _bbox(mask)
+    cx, cy = (x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0
+    a = np.vstack([cv2.getRotationMatrix2D((cx, cy), angle, scale), [0, 0, 1]])
+    if flip:
+        a = a @ np.array([[-1.0, 0, 2 * cx], [0, 1, 0], [0, 0, 1]])
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], dtype=np.float64) @ a.T
+    bw, bh = np.ptp(corners[:, 0]), np.ptp(corners[:, 1])
+    lo_x, hi_x = min(bw / 2, w / 2), max(w - bw / 2, w / 2)
+    lo_y, hi_y = min(bh / 2, h / 2), max(h - bh / 2, h / 2)
+    need = min_shift * max(x1 - x0, y1 - y0)
+    best, best_d = (cx, cy), -1.0
+    for _ in range(12):
+        dx, dy = float(rng.uniform(lo_x, hi_x)), float(rng.uniform(lo_y, hi_y))
+        d = math.hypot(dx - cx, dy - cy)
+        if d > best_d:
+            best, best_d = (dx, dy), d
+        if d >= need:
+            break
+    a[0, 2] += best[0] - cx
+    a[1, 2] += best[1] - cy
+    params = {"scale": round(scale, 4), "angle": round(angle, 3), "flip": bool(flip),
+              "shift": [round(best[0] - cx, 2), round(best[1] - cy, 2)]}
+    return a[:2], params
+
+
+def _warp(img: np.ndarray, a: np.ndarray, nearest: bool = False) -> np.ndarray:
+    h, w = img.shape[:2]
+    if nearest:
+        return cv2.warpAffine(img, a, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(img, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _composite(k: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return np.where(k[:, :, None], s, t)
+
+
+def _geometry_jitter(rng: np.random.Generator, cfg: GenConfig) -> tuple[float, float, bool]:
+    return (float(rng.uniform(*cfg.jitter_scale)), float(rng.uniform(-cfg.jitter_rotate, cfg.jitter_rotate)),
+            bool(rng.random() < cfg.flip_prob))
+
+
+# ----- kinds ---------------------------------------------------------------------------------------
+
+def _splice_parts(rng, pool: ImagePool, size: int, cfg: GenConfig, meta: dict):
+    """Shared by splice / poisson / enhance: T, the aligned source S and K (not yet composited)."""
+    ti, si = _pick_two(rng, len(pool))
+    t = pool.image(ti, size)
+    s_img, s_objs = pool.get(si, size)
+    region, infos = sample_regions(rng, (size, size), cfg, s_objs)
+    scale, angle, flip = _geometry_jitter(rng, cfg)
+    a, params = _affine(rng, region, scale, angle, flip)
+    k = _warp(region.astype(np.uint8), a, nearest=True).astype(bool)
+    _check_area(k)
+    s = _warp(s_img, a)
+    meta.update(target_id=pool.ids[ti], source_id=pool.ids[si], regions=infos, geometry=params)
+    return t, s, k
+
+
+def _splice(rng, pool, size, cfg, meta):
+    t, s, k = _splice_parts(rng, pool, size, cfg, meta)
+    return _composite(k, s, t), k, t, s
+
+
+def _copymove(rng, pool, size, cfg, meta):
+    ti = int(rng.integers(len(pool)))
+    t, objs = pool.get(ti, size)
+    region, infos = sample_regions(rng, (size, size), cfg, objs)
+    scale = float(rng.uniform(*cfg.copymove_scale))
+    angle = float(rng.uniform(-cfg.copymove_rotate, cfg.copymove_rotate))
+    flip = bool(rng.random() < cfg.flip_prob)
+    a, params = _affine(rng, region, scale, angle, flip, min_shift=cfg.copymove_min_shift)
+    k = _warp(region.astype(np.uint8), a, nearest=True).astype(bool)
+    _check_area(k)
+    s = _warp(t, a)
+    x0, y0, x1, y1 = _bbox(region)
+    meta.update(target_id=pool.ids[ti], source_id=pool.ids[ti], regions=infos, geometry=params,
+                copied_from_bbox=[x0, y0, x1, y1])
+    return _composite(k, s, t), k, t, s
+
+
+def _poisson(rng, pool, size, cfg, meta):
+    t, s, k = _splice_parts(rng, pool, size, cfg, meta)
+    mixed = bool(rng.random() < cfg.poisson_mixed_prob)
+    meta["clone"] = "mixed" if mixed else "normal"
+    # work on the bounding box only, padded so the mask never touches the patch border
+    p = 4
+    x0, y0, x1, y1 = _bbox(k)
+    tp = cv2.copyMakeBorder(t, p, p, p, p, cv2.BORDER_REFLECT_101)
+    sp = cv2.copyMakeBorder(s, p, p, p, p, cv2.BORDER_REFLECT_101)
+    kp = cv2.copyMakeBorder(k.astype(np.uint8) * 255, p, p, p, p, cv2.BORDER_CONSTANT, value=0)
+    win = (slice(y0, y1 + 2 * p), slice(x0, x1 + 2 * p))
+    bw, bh = x1 - x0, y1 - y0
+    centre = (p + bw // 2, p + bh // 2)
+    blended = cv2.seamlessClone(sp[win], tp[win], kp[win], centre, cv2.MIXED_CLONE if mixed else cv2.NORMAL_CLONE)
+    out = t.copy()
+    kk = k[y0:y1, x0:x1]
+    out[y0:y1, x0:x1][kk] = blended[p:p + bh, p:p + bw][kk]
+    return out, k, t, s
+
+
+def _exemplar_fill(t: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """Fill ``hole`` with the patch of ``t`` whose surroundings best match the hole's surroundings
+    (masked SSD template matching on a ring around the hole, at half resolution), corrected for mean
+    colour. Returns None when no candidate patch avoids the hole."""
+    h, w = hole.shape
+    ring_w = max(3, int(round(min(h, w) / 32)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_w + 1, 2 * ring_w + 1))
+    ring = cv2.dilate(hole.astype(np.uint8), kernel).astype(bool) & ~hole
+    x0, y0, x1, y1 = _bbox(hole | ring)
+    if (x1 - x0) * 2 > w and (y1 - y0) * 2 > h:
+        return None
+    f = 2  # search at half resolution
+    small = cv2.resize(t, (w // f, h // f), interpolation=cv2.INTER_AREA).astype(np.float32)
+    sx0, sy0 = x0 // f, y0 // f
+    sx1, sy1 = max(sx0 + 2, -(-x1 // f)), max(sy0 + 2, -(-y1 // f))
+    tmpl = small[sy0:sy1, sx0:sx1]
+    ring_s = cv2.resize(ring.astype(np.uint8), (w // f, h // f), interpolation=cv2.INTER_NEAREST)[sy0:sy1, sx0:sx1]
+    hole_s = (cv2.resize(hole.astype(np.float32), (w // f, h // f), interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
+    hole_dil = cv2.dilate(hole_s, np.ones((3, 3), np.uint8)).astype(np.float32)
+    if not ring_s.any():
+        return None
+    score = cv2.matchTemplate(small, tmpl, cv2.TM_SQDIFF, mask=np.repeat(ring_s[:, :, None], 3, axis=2).astype(np.float32))
+    tmpl_hole = hole_dil[sy0:sy1, sx0:sx1]
+    overlap = cv2.matchTemplate(hole_dil, tmpl_hole, cv2.TM_CCORR)
+    score = np.where((overlap > 0.5) | ~np.isfinite(score), np.inf, score)
+    if not np.isfinite(score).any():
+        return None
+    # a little randomness among near-best candidates keeps fills diverse
+    flat = score.ravel()
+    order = np.argsort(flat, kind="stable")[:5]
+    order = order[np.isfinite(flat[order])]
+    pick = int(order[int(rng.integers(len(order)))])
+    py, px = divmod(pick, score.shape[1])
+    dx, dy = px * f - x0, py * f - y0
+    a = np.array([[1.0, 0, dx], [0, 1.0, dy]])
+    shifted = cv2.warpAffine(t, a, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+    diff = t[ring].astype(np.float32).mean(axis=0) - shifted[ring].astype(np.float32).mean(axis=0)
+    filled = np.clip(shifted.astype(np.float32) + diff + 0.5, 0, 255).astype(np.uint8)
+    out = t.copy()
+    out[hole] = filled[hole]
+    return out
+
+
+def _removal(rng, pool, size, cfg, meta):
+    ti = int(rng.integers(len(pool)))
+    t, objs = pool.get(ti, size)
+    region, infos = sample_regions(rng, (size, size), cfg, objs)
+    d = int(rng.integers(cfg.removal_dilate[0], cfg.removal_dilate[1] + 1))
+    kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * d + 1, 2 * d + 1))
+    k = cv2.dilate(region.astype(np.uint8), kern).astype(bool)
+    _check_area(k)
+    names = sorted(cfg.removal_methods)
+    w = np.array([cfg.removal_methods[n] for n in names], dtype=np.float64)
+    method = names[int(rng.choice(len(names), p=w / w.sum()))]
+    radius = int(rng.integers(cfg.inpaint_radius[0], cfg.inpaint_radius[1] + 1))
+    out = _exemplar_fill(t, k, rng) if method == "exemplar" else None
+    if out is None:
+        if method == "exemplar":
+            method = "telea"
+        m = 2 * radius + 8
+        x0, y0, x1, y1 = _bbox(k)
+        x0, y0, x1, y1 = max(0, x0 - m), max(0, y0 - m), min(size, x1 + m), min(size, y1 + m)
+        crop = np.ascontiguousarray(t[y0:y1, x0:x1])
+        kc = k[y0:y1, x0:x1]
+        flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+        filled = cv2.inpaint(crop, kc.astype(np.uint8), radius, flag)
+        out = t.copy()
+        out[y0:y1, x0:x1][kc] = filled[kc]
+    meta.update(target_id=pool.ids[ti], regions=infos, dilate=d, method=method,
+                inpaint_radius=radius if method != "exemplar" else None)
+    return out, k, t, None
+
+
+def _colour_transfer(src_px: np.ndarray, ref_px: np.ndarray, mode: str, strength: float) -> np.ndarray:
+    """Reinhard-style statistics transfer in Lab of ``src_px`` (N x 3 uint8 RGB) towards ``ref_px``;
+    ``mode`` "colour" matches all channels, "light" only lightness. Blended with ``strength``."""
+    s = cv2.cvtColor(src_px.reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).reshape(-1, 3)
+    r = cv2.cvtColor(ref_px.reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab).reshape(-1, 3)
+    ms, ss = s.mean(0), s.std(0) + 1e-3
+    mr, sr = r.mean(0), r.std(0) + 1e-3
+    gain = np.clip(sr / ss, 0.5, 2.0)
+    moved = (s - ms) * gain + mr
+    if mode == "light":
+        moved[:, 1:] = s[:, 1:]
+    out = s + np.float32(strength) * (moved - s)
+    out[:, 0] = np.clip(out[:, 0], 0, 100)
+    rgb = cv2.cvtColor(out.reshape(-1, 1, 3).astype(np.float32), cv2.COLOR_Lab2RGB).reshape(-1, 3)
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _enhance(rng, pool, size, cfg, meta):
+    t, s, k = _splice_parts(rng, pool, size, cfg, meta)
+    mode = "colour" if rng.random() < 0.6 else "light"
+    strength = float(rng.uniform(*cfg.enhance_strength))
+    rw = max(4, size // 12)
+    ring = cv2.dilate(k.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rw + 1, 2 * rw + 1))).astype(bool) & ~k
+    ref = t[ring] if np.count_nonzero(ring) >= 16 else t[~k]
+    s = s.copy()
+    s[k] = _colour_transfer(s[k], ref, mode, strength)
+    meta["enhance"] = {"mode": mode, "strength": round(strength, 4), "reference": "ring" if ref.shape[0] != np.count_nonzero(~k) else "background"}
+    return _composite(k, s, t), k, t, s
+
+
+def _sbi_augment(rng: np.random.Generator, img: np.ndarray) -> tuple[np.ndarray, dict]:
+    """SBI's source-target augmentation: a colour transform then a frequency transform."""
+    x = img.astype(np.float32)
+    info: dict = {}
+    # colour: RGB shift, hue/saturation/value shift, brightness/contrast
+    shift = rng.uniform(-20, 20, 3).astype(np.float32)
+    hsv = cv2.cvtColor(np.clip(x + shift, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+    dh, ds, dv = float(rng.uniform(-0.3, 0.3) * 18), float(rng.uniform(-0.3, 0.3) * 255 * 0.3), float(rng.uniform(-0.3, 0.3) * 255 * 0.3)
+    hsv[:, :, 0] = np.mod(hsv[:, :, 0] + dh, 180)
+    hsv[:, :, 1] = np.clip(hsv[:, :, 1] + ds, 0, 255)
+    hsv[:, :, 2] = np.clip(hsv[:, :, 2] + dv, 0, 255)
+    x = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    b, c = float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.1, 0.1))
+    x = np.clip((x - 127.5) * (1 + c) + 127.5 + b * 255, 0, 255).astype(np.uint8)
+    info["colour"] = {"rgb_shift": [round(float(v), 2) for v in shift], "hsv": [round(dh, 2), round(ds, 2), round(dv, 2)],
+                      "brightness": round(b, 4), "contrast": round(c, 4)}
+    # frequency: one of down/up-sampling, sharpening, JPEG
+    op = ["downup", "sharpen", "jpeg"][int(rng.integers(3))]
+    if op == "downup":
+        f = float(rng.uniform(0.25, 0.75))
+        x = resize_roundtrip(x, f)
+        info["frequency"] = {"op": op, "scale": round(f, 4)}
+    elif op == "sharpen":
+        amt = float(rng.uniform(0.2, 1.0))
+        blur = cv2.GaussianBlur(x, (0, 0), 1.0)
+        x = cv2.addWeighted(x, 1 + amt, blur, -amt, 0)
+        info["frequency"] = {"op": op, "amount": round(amt, 4)}
+    else:
+        q = int(rng.integers(30, 101))
+        x = jpeg_roundtrip(x, q)
+        info["frequency"] = {"op": op, "quality": q}
+    return x, info
+
+
+def _sbi(rng, pool, size, cfg, meta):
+    ti = int(rng.integers(len(pool)))
+    img, objs = pool.get(ti, size)
+    aug, aug_info = _sbi_augment(rng, img)
+    if rng.random() < 0.5:
+        src, tgt, which = aug, img, "source"
+    else:
+        src, tgt, which = img, aug, "target"
+    # random resize and translate of the source
+    sc = float(rng.uniform(*cfg.sbi_scale))
+    tx, ty = (float(v) for v in rng.uniform(-cfg.sbi_shift, cfg.sbi_shift, 2) * size)
+    c = (size - 1) / 2.0
+    a = np.array([[sc, 0, c - sc * c + tx], [0, sc, c - sc * c + ty]])
+    src = _warp(src, a)
+    # mask generation: region, deformation, resize trick, two Gaussian blurs
+    region, infos = sample_regions(rng, (size, size), cfg, objs)
+    region = elastic_deform(region, rng, alpha=float(rng.uniform(*cfg.elastic_alpha)) * size / 256,
+                            sigma=float(rng.uniform(*cfg.elastic_sigma)) * size / 256)
+    if not region.any():
+        raise _Retry("empty after deformation")
+    m = region.astype(np.float32)
+    rs = float(rng.uniform(0.75, 1.0))
+    small = (max(8, int(round(size * rs))), max(8, int(round(size * float(rng.uniform(0.75, 1.0))))))
+    m = cv2.resize(cv2.resize(m, small, interpolation=cv2.INTER_LINEAR), (size, size), interpolation=cv2.INTER_LINEAR)
+    kscale = size / 256.0
+    lo, hi = cfg.sbi_kernel
+
+    def odd(v: float) -> int:
+        return max(3, int(round(v)) | 1)
+    k1 = odd(int(rng.integers(lo, hi + 1)) * kscale)
+    k2 = odd(int(rng.integers(lo, hi + 1)) * kscale)
+    sig2 = float(rng.uniform(5, 46)) * kscale
+    m = cv2.GaussianBlur(m, (k1, k1), 0)
+    if m.max() <= 0:
+        raise _Retry("empty mask")
+    m = m / m.max()
+    m[m < 1] = 0
+    m = cv2.GaussianBlur(m, (k2, k2), sig2)
+    if m.max() <= 0:
+        raise _Retry("empty mask")
+    m = m / m.max()
+    ratio = float(cfg.sbi_blend_ratios[int(rng.integers(len(cfg.sbi_blend_ratios)))])
+    alpha = (m * np.float32(ratio)).astype(np.float32)
+    k = alpha >= cfg.sbi_alpha_threshold
+    _check_area(k)
+    a3 = alpha[:, :, None]
+    out = np.clip(a3 * src.astype(np.float32) + (1 - a3) * tgt.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
+    meta.update(target_id=pool.ids[ti], source_id=pool.ids[ti], regions=infos, augmented=which, augmentation=aug_info,
+                resize_translate={"scale": round(sc, 4), "shift": [round(tx, 2), round(ty, 2)]},
+                blur_kernels=[k1, k2], blend_ratio=ratio, alpha_threshold=cfg.sbi_alpha_threshold)
+    meta["_alpha"] = alpha
+    return out, k, tgt, src
+
+
+def _authentic(rng, pool, size, cfg, meta):
+    ti = int(rng.integers(len(pool)))
+    t = pool.image(ti, size)
+    meta.update(target_id=pool.ids[ti])
+    return t.copy(), np.zeros((size, size), dtype=bool), t, None
+
+
+_KIND_FUNCS = {"splice": _splice, "copymove": _copymove, "poisson": _poisson, "removal": _removal,
+               "enhance": _enhance, "sbi": _sbi, "authentic": _authentic}
+
+
+def make_sample(kind: str, seed: int, pool: ImagePool, size: int = 256,
+                config: GenConfig | dict | None = None, max_tries: int = 20) -> Sample:
+    """Generate one sample of ``kind``; a pure function of (kind, seed, pool contents, size, config).
+
+    ``meta`` is JSON-serialisable. Draws that give an unusable K (too small, nearly the whole image) are
+    redrawn from the same generator, at most ``max_tries`` times.
+    """
+    if kind not in _KIND_FUNCS:
+        raise ValueError(f"unknown manipulation kind {kind!r}; choose from {', '.join(KINDS)}")
+    if len(pool) == 0:
+        raise ValueError("the image pool is empty")
+    cfg = as_config(config)
+    rng = _rng_for(kind, seed)
+    last = ""
+    for attempt in range(max_tries):
+        meta: dict[str, Any] = {"kind": kind, "seed": int(seed), "size": int(size)}
+        try:
+            image, k, target, source = _KIND_FUNCS[kind](rng, pool, size, cfg, meta)
+        except _Retry as why:
+            last = str(why)
+            continue
+        meta["attempt"] = attempt
+        alpha = meta.pop("_alpha", None)
+        (image, target, source), ops = apply_post(rng, [image, target, source], cfg.post)
+        meta["post"] = ops
+        return Sample(image=np.ascontiguousarray(image), mask=k, boundary=boundary_of(k, cfg.boundary_width),
+                      target=None if target is None else np.ascontiguousarray(target),
+                      source=None if source is None else np.ascontiguousarray(source), alpha=alpha, meta=meta)
+    raise RuntimeError(f"could not draw a usable {kind} region in {max_tries} tries (last: {last}); "
+                       "widen region_area in the config or use larger images")

@@ -1,0 +1,224 @@
+"""A pool of authentic images (with their annotated regions) that the generator draws from.
+
+Images are found recursively under the given folders, sorted (so the pool's order, and therefore every
+generated sample, does not depend on the file system), decoded lazily, resized so the shorter side is
+``size`` and centre-cropped to ``size`` x ``size``, and kept in an LRU cache.
+
+Annotated regions are attached when the folder layout has them (``<root>/images/<split>/<stem>.jpg``):
+
+- COCO polygons from ``<root>/instances_<split>.json`` (or ``<root>/annotations/instances_<split>.json``),
+  crowd (RLE) annotations skipped;
+- YOLO-seg polygons from ``<root>/yolo-seg-labels/<split>/<stem>.txt`` (or ``<root>/labels/...``) when
+  the image is not in a COCO JSON;
+- BSDS500 human segmentations ``<root>/segmentations/<split>/<stem>_<k>.png`` (one label map per
+  annotator, every labelled region of every annotator is a candidate).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from ..io import IMAGE_SUFFIXES, load_image
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(ValueError):
+    """A source folder that cannot be used (missing, not a folder, no images)."""
+
+
+@dataclass
+class ObjectSet:
+    """Annotated regions of one image at pool geometry, stored compactly as label maps.
+
+    Region ``k`` is ``maps[entries[k][0]] == entries[k][1]``; ``areas[k]`` is its image fraction and
+    ``ids[k]`` a human-readable id (``coco:<ann id>``, ``bsds:<annotator>:<label>``, ``yolo:<line>``).
+    """
+
+    maps: list[np.ndarray] = field(default_factory=list)
+    entries: list[tuple[int, int]] = field(default_factory=list)
+    areas: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def mask(self, k: int) -> np.ndarray:
+        m, label = self.entries[k]
+        return self.maps[m] == label
+
+
+def _fit(img_hw: tuple[int, int], size: int) -> tuple[float, int, int, int, int]:
+    """Scale so the shorter side is ``size``; returns (scale, new_w, new_h, crop_x, crop_y)."""
+    h, w = img_hw
+    s = size / min(h, w)
+    nw, nh = max(size, int(round(w * s))), max(size, int(round(h * s)))
+    return s, nw, nh, (nw - size) // 2, (nh - size) // 2
+
+
+def _resize_crop(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    s, nw, nh, cx, cy = _fit(img.shape[:2], size)
+    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    out = cv2.resize(img, (nw, nh), interpolation=interp)
+    return np.ascontiguousarray(out[cy:cy + size, cx:cx + size])
+
+
+class ImagePool:
+    """Authentic images under ``dirs`` (recursively), served at ``size`` x ``size`` with their regions.
+
+    ``cache_size`` decoded images (per size) are kept; the pool pickles without its cache, so it can be
+    sent to DataLoader / multiprocessing / Ray workers cheaply.
+    """
+
+    def __init__(self, dirs: Sequence[str | os.PathLike] | str | os.PathLike, size: int = 256,
+                 cache_size: int = 256, annotations: bool = True) -> None:
+        if isinstance(dirs, (str, os.PathLike)):
+            dirs = [dirs]
+        if not dirs:
+            raise SourceError("no source folders given: pass at least one folder of authentic images")
+        self.size = int(size)
+        self.cache_size = int(cache_size)
+        self.annotations = annotations
+        self.paths: list[Path] = []
+        self.ids: list[str] = []
+        for d in dirs:
+            root = Path(d)
+            if not root.exists():
+                raise SourceError(f"{root}: source folder does not exist (check the path)")
+            if not root.is_dir():
+                raise SourceError(f"{root}: is a file, not a folder of images")
+            found = sorted((p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                            and not any(part.startswith(".") for part in p.relative_to(root).parts)),
+                           key=lambda p: p.relative_to(root).as_posix())
+            if not found:
+                raise SourceError(f"{root}: contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))}), "
+                                  "searched recursively")
+            for p in found:
+                self.paths.append(p)
+                self.ids.append(f"{root.name}/{p.relative_to(root).as_posix()}")
+        self._cache: OrderedDict = OrderedDict()
+        self._coco: dict[Path, dict | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cache"] = OrderedDict()
+        state["_coco"] = {}
+        return state
+
+    def image(self, index: int, size: int | None = None) -> np.ndarray:
+        """RGB uint8 ``size`` x ``size`` image ``index`` (treat as read-only: it is cached)."""
+        return self.get(index, size)[0]
+
+    def objects(self, index: int, size: int | None = None) -> ObjectSet:
+        return self.get(index, size)[1]
+
+    def get(self, index: int, size: int | None = None) -> tuple[np.ndarray, ObjectSet]:
+        size = int(size or self.size)
+        key = (int(index), size)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        path = self.paths[index]
+        raw = load_image(path)
+        img = _resize_crop(raw, size)
+        img.setflags(write=False)
+        objs = self._load_objects(path, raw.shape[:2], size) if self.annotations else ObjectSet()
+        for m in objs.maps:
+            m.setflags(write=False)
+        value = (img, objs)
+        self._cache[key] = value
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return value
+
+    # ----- annotations -------------------------------------------------------------------------
+    @staticmethod
+    def _layout(path: Path) -> tuple[Path, str] | None:
+        if path.parent.parent.name == "images":
+            return path.parent.parent.parent, path.parent.name
+        return None
+
+    def _coco_index(self, json_path: Path) -> dict | None:
+        if json_path not in self._coco:
+            try:
+                data = json.loads(json_path.read_text())
+                by_name: dict[str, list[dict]] = {}
+                names = {im["id"]: im["file_name"] for im in data.get("images", [])}
+                for ann in data.get("annotations", []):
+                    name = names.get(ann.get("image_id"))
+                    if name is not None and not ann.get("iscrowd", 0) and isinstance(ann.get("segmentation"), list):
+                        by_name.setdefault(name, []).append(ann)
+                self._coco[json_path] = by_name
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("%s: cannot read COCO annotations (%s); its images get no object regions", json_path, exc)
+                self._coco[json_path] = None
+        return self._coco[json_path]
+
+    def _load_objects(self, path: Path, raw_hw: tuple[int, int], size: int) -> ObjectSet:
+        layout = self._layout(path)
+        if layout is None:
+            return ObjectSet()
+        root, split = layout
+        s, _, _, cx, cy = _fit(raw_hw, size)
+        polys: list[tuple[str, list[np.ndarray]]] = []
+        for jp in (root / f"instances_{split}.json", root / "annotations" / f"instances_{split}.json"):
+            if jp.is_file():
+                index = self._coco_index(jp)
+                if index and path.name in index:
+                    for ann in index[path.name]:
+                        rings = [np.asarray(seg, dtype=np.float64).reshape(-1, 2) for seg in ann["segmentation"]
+                                 if len(seg) >= 6]
+                        if rings:
+                            polys.append((f"coco:{ann.get('id')}", rings))
+                    break
+        if not polys:
+            h, w = raw_hw
+            for lp in (root / "yolo-seg-labels" / split / f"{path.stem}.txt", root / "labels" / split / f"{path.stem}.txt"):
+                if lp.is_file():
+                    for n, line in enumerate(lp.read_text().splitlines()):
+                        vals = line.split()
+                        if len(vals) >= 7 and (len(vals) - 1) % 2 == 0:
+                            xy = np.asarray(vals[1:], dtype=np.float64).reshape(-1, 2) * (w, h)
+                            polys.append((f"yolo:{n}", [xy]))
+                    break
+        objs = ObjectSet()
+        ids, areas = [], []
+        for oid, rings in polys:
+            m = np.zeros((size, size), dtype=np.uint8)
+            cv2.fillPoly(m, [np.rint(r * s - (cx, cy)).astype(np.int32) for r in rings], 1)
+            a = np.count_nonzero(m)
+            if a:
+                objs.maps.append(m)
+                objs.entries.append((len(objs.maps) - 1, 1))
+                ids.append(oid)
+                areas.append(a / m.size)
+        seg_dir = root / "segmentations" / split
+        if seg_dir.is_dir():
+            for sp in sorted(seg_dir.glob(f"{path.stem}_*.png")):
+                lab = cv2.imread(str(sp), cv2.IMREAD_UNCHANGED)
+                if lab is None or lab.ndim != 2:
+                    log.warning("%s: unreadable segmentation, skipped", sp)
+                    continue
+                lab = _resize_crop(lab.astype(np.uint16), size, nearest=True)
+                counts = np.bincount(lab.ravel())
+                objs.maps.append(lab)
+                annot = sp.stem.rsplit("_", 1)[-1]
+                for label in np.flatnonzero(counts):
+                    objs.entries.append((len(objs.maps) - 1, int(label)))
+                    ids.append(f"bsds:{annot}:{int(label)}")
+                    areas.append(counts[label] / lab.size)
+        objs.ids = ids
+        objs.areas = np.asarray(areas, dtype=np.float64)
+        return objs
