@@ -1,0 +1,223 @@
+"""Networks, weights I/O, device helpers and the tiled GSR detector (small images, random weights)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import uniform_filter
+
+from manipseg import registry
+from manipseg.contract import ContractError
+from manipseg.device import DeviceError, autocast, bf16_supported, resolve_device
+from manipseg.models import gsr
+from manipseg.models.gsr import GSRCompactDetector, GSRDetector, GSRVGG16Detector, image_score, tile_starts
+from manipseg.models.nets import build_network, guided_residual, normalise
+from manipseg.models.weights import WeightsError, load_weights, network_from_weights, save_weights
+
+SMALL = {"compact": dict(width=8, head_channels=16, boundary_channels=16),
+         "gsr-vgg16": dict(aspp_width=64, head_channels=16, boundary_channels=16)}
+
+
+def _net(arch: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_network(arch, **{**SMALL[arch], **kw})
+
+
+# -- networks -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["compact", "gsr-vgg16"])
+@pytest.mark.parametrize("size", [(64, 64), (37, 53), (71, 9)])
+def test_output_shapes_any_size(arch, size):
+    net = _net(arch).eval()
+    x = normalise(torch.rand(2, 3, *size))
+    with torch.no_grad():
+        out = net(x)
+    assert out["seg"].shape == (2, 2, *size)
+    assert out["boundary"].shape == (2, 2, *size)
+    assert torch.isfinite(out["seg"]).all()
+
+
+@pytest.mark.parametrize("arch", ["compact", "gsr-vgg16"])
+@pytest.mark.parametrize("boundary_branch", [True, False])
+@pytest.mark.parametrize("gr", [False, True])
+def test_gradients_reach_every_parameter(arch, boundary_branch, gr):
+    net = _net(arch, boundary_branch=boundary_branch, guided_residual=gr).train()
+    net = net.to(memory_format=torch.channels_last)
+    x = normalise(torch.rand(2, 3, 48, 56)).contiguous(memory_format=torch.channels_last)
+    target = torch.zeros(2, 48, 56, dtype=torch.long)
+    target[:, 10:30, 20:40] = 1
+    out = net(x)
+    loss = torch.nn.functional.cross_entropy(out["seg"], target)
+    if boundary_branch:
+        assert out["boundary"] is not None
+        loss = loss + torch.nn.functional.cross_entropy(out["boundary"], target)
+    else:
+        assert out["boundary"] is None
+        assert not any(n.startswith("heads.side") for n, _ in net.named_parameters())
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+    bad = [n for n, p in net.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad
+    assert sum(float(p.grad.abs().sum()) for p in net.parameters()) > 0
+    if gr:
+        assert any("fusion" in n for n, _ in net.named_parameters())
+
+
+def test_boundary_features_feed_the_segmentation_head():
+    """The segmentation loss alone must train the boundary branch's side convs (the GSR-Net coupling)."""
+    net = _net("compact").train()
+    out = net(normalise(torch.rand(2, 3, 32, 32)))
+    out["seg"][:, 1].mean().backward()
+    side_grads = [p.grad for n, p in net.named_parameters() if n.startswith("heads.side")]
+    assert side_grads and all(g is not None and g.abs().sum() > 0 for g in side_grads)
+    assert net.heads.boundary_cls.weight.grad is None  # the boundary classifier itself is not on that path
+
+
+def test_build_network_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="unknown network architecture"):
+        build_network("resnet")
+    with pytest.raises(ValueError, match="bad options"):
+        build_network("compact", nonsense=3)
+
+
+def test_normalise_zero_mean_unit_std_per_image_channel():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 3, 20, 30, generator=gen) * torch.tensor([1.0, 50.0, 255.0]).view(1, 3, 1, 1) + 7.0
+    y = normalise(x)
+    assert torch.allclose(y.mean(dim=(2, 3)), torch.zeros(3, 3), atol=1e-5)
+    assert torch.allclose(y.std(dim=(2, 3), unbiased=False), torch.ones(3, 3), atol=1e-4)
+    assert torch.allclose(normalise(x * 3.0 + 2.0), y, atol=1e-4)  # scale- and offset-free
+    assert torch.equal(normalise(torch.full((1, 3, 8, 8), 5.0)), torch.zeros(1, 3, 8, 8))
+
+
+def test_guided_residual_of_constant_image_is_zero():
+    r = guided_residual(torch.full((2, 3, 24, 24), 0.7))
+    assert r.shape == (2, 3, 24, 24)
+    assert float(r.abs().max()) < 1e-6
+
+
+def test_guided_residual_matches_reference_guided_filter():
+    """Cross-check against He et al.'s guided filter written with scipy box filters (self-guided, per channel)."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(2, 40, 50)).astype(np.float64)
+    radius, eps = 2, 0.1
+    k = 2 * radius + 1
+    ref = []
+    for p in img:
+        box = lambda a: uniform_filter(a, size=k, mode="mirror")  # noqa: E731  (torch 'reflect' == scipy 'mirror')
+        mean, var = box(p), box(p * p) - box(p) ** 2
+        a = var / (var + eps)
+        b = mean - a * mean
+        ref.append(np.abs(p - (box(a) * p + box(b))))
+    out = guided_residual(torch.from_numpy(img).float()[None], radius=radius, eps=eps)[0].numpy()
+    np.testing.assert_allclose(out, np.stack(ref), atol=1e-4)
+    assert out.mean() > 0.05  # noise is mostly residual
+
+
+# -- device ---------------------------------------------------------------------------------------------
+def test_device_helpers():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="invalid device"):
+        resolve_device("warp-drive")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no usable CUDA"):
+            resolve_device("cuda:0")
+    x = torch.rand(1, 3, 8, 8)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with autocast("cpu", enabled=False) as active:
+        assert active is False and conv(x).dtype == torch.float32
+    with autocast("cpu", enabled=True) as active:
+        assert active == bf16_supported("cpu")
+        assert conv(x).dtype == (torch.bfloat16 if active else torch.float32)
+
+
+# -- weights --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["compact", "gsr-vgg16"])
+def test_weights_round_trip(tmp_path, arch):
+    net = _net(arch, guided_residual=True)
+    net.train()
+    net(normalise(torch.rand(2, 3, 32, 32)))  # move BN running statistics away from their defaults
+    net.eval()
+    path = save_weights(tmp_path / "w.safetensors", net, net.arch, net.arch_kwargs, {"threshold": 0.35, "steps": 7})
+    state, info = load_weights(path)
+    assert info["arch"] == arch and info["threshold"] == 0.35 and info["training"] == {"steps": 7}
+    assert info["arch_kwargs"]["guided_residual"] is True
+    net2, _ = network_from_weights(path)
+    x = normalise(torch.rand(1, 3, 40, 44))
+    with torch.no_grad():
+        a, b = net(x), net2(x)
+    assert torch.equal(a["seg"], b["seg"]) and torch.equal(a["boundary"], b["boundary"])
+    assert not path.read_bytes().startswith(b"\x80")  # not a pickle
+
+
+def test_corrupted_weights_give_clear_errors(tmp_path):
+    net = _net("compact")
+    path = save_weights(tmp_path / "w.safetensors", net, net.arch, net.arch_kwargs)
+    data = bytearray(path.read_bytes())
+    flipped = tmp_path / "flipped.safetensors"
+    data[-100] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="checksum mismatch"):
+        load_weights(flipped)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:-500])
+    with pytest.raises(WeightsError, match="corrupted or truncated"):
+        load_weights(truncated)
+    with pytest.raises(WeightsError, match="not found"):
+        load_weights(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(WeightsError, match="without manipseg metadata"):
+        load_weights(foreign)
+
+
+# -- detector -------------------------------------------------------------------------------------------
+def test_image_score_and_tiles():
+    prob = np.zeros((100, 100), np.float32)
+    assert image_score(prob) == 0.0
+    prob[:10, :10] = 0.9  # exactly 1 % of the pixels
+    assert image_score(prob) == pytest.approx(0.9, abs=1e-6)
+    prob[50, 50] = 1.0  # one isolated pixel moves the score by less than 1 %
+    assert image_score(prob) < 0.91
+    for size in (100, 1024, 1025, 3001, 4032):
+        starts = tile_starts(size, 1024, 64)
+        assert all(s % 8 == 0 for s in starts) and starts[0] == 0
+        assert starts[-1] + 1024 >= size
+        assert all(b - a <= 1024 - 64 for a, b in zip(starts, starts[1:]))
+
+
+def test_tiled_inference_matches_untiled(astronaut):
+    net = _net("compact", aspp_rates=(1, 2)).eval()
+    img = astronaut[:300, :411]
+    whole = GSRDetector(model=net, bf16=False).predict(img)
+    tiled = GSRDetector(model=net, bf16=False, tile=128, overlap=56).predict(img)
+    assert whole.extras["tiles"] == 1 and tiled.extras["tiles"] > 9
+    diff = np.abs(whole.prob - tiled.prob)
+    assert whole.prob.std() > 0.05  # the maps are not trivially flat
+    assert diff.mean() < 0.005 and diff.max() < 0.06
+    assert np.abs(whole.extras["boundary"] - tiled.extras["boundary"]).mean() < 0.005
+
+
+def test_detector_contract(tmp_path, astronaut, monkeypatch):
+    net = _net("compact")
+    path = save_weights(tmp_path / "m.safetensors", net, net.arch, net.arch_kwargs, {"threshold": 0.42})
+    det = registry.load_detector(str(path))
+    assert isinstance(det, GSRCompactDetector) and det.threshold == pytest.approx(0.42)
+    img = astronaut[:97, :131]
+    pred = det.predict(img)
+    assert pred.prob.shape == (97, 131) and pred.prob.dtype == np.float32
+    assert 0.0 <= pred.prob.min() and pred.prob.max() <= 1.0
+    assert pred.score == pytest.approx(image_score(pred.prob))
+    assert pred.extras["boundary"].shape == (97, 131)
+    np.testing.assert_array_equal(det.predict(img).prob, pred.prob)  # deterministic (eval mode)
+    with pytest.raises(ContractError):
+        det.predict(img.astype(np.float32))
+    with pytest.raises(ContractError, match="expects 'gsr-vgg16'"):
+        GSRVGG16Detector.from_pretrained(path)
+    monkeypatch.setattr(gsr, "WEIGHTS_DIR", tmp_path / "none")
+    with pytest.raises(ContractError, match="no trained weights are bundled"):
+        registry.create("gsr-compact")
+    with pytest.raises(ContractError, match="needs trained weights"):
+        GSRCompactDetector()
