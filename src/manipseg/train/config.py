@@ -1,0 +1,336 @@
+"""Training configuration: YAML/TOML/JSON files with ``extends:``, validated against a schema of defaults.
+
+A config file is a nested mapping whose sections and keys must appear in :data:`DEFAULTS`; unknown keys
+raise :class:`ConfigError` naming the file, the dotted key and the closest known key. ``extends: FILE``
+(a path relative to the file, or a list of them) merges a base config underneath (the ablation configs
+in ``configs/`` extend ``configs/base.yaml``). Command-line overrides use dotted keys
+(``--set train.steps=200``) and are parsed as YAML scalars.
+
+String values that name files may use ``$VARIABLES`` and ``~``; relative paths in ``data`` and
+``validation`` are resolved against ``data.root`` (default: :func:`manipseg.paths.data_root`).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+#: the generation kinds the synthetic engine knows (``splice`` is the paper's copy-paste CP).
+GENERATED_KINDS = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "authentic")
+
+#: every accepted key with its default value; ``None`` means "not set".
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {
+        "arch": "compact",            # "gsr-vgg16" (the paper's DeepLab VGG-16) or "compact"
+        "boundary_branch": True,      # GS-Net's boundary head (off = plain DeepLab segmentation)
+        "guided_residual": False,     # AdapGRnet guided-residual stream beside RGB
+        "dropout": 0.5,
+        "options": {},                # further architecture options (e.g. width for "compact")
+    },
+    "data": {
+        "root": None,                 # base of relative paths; default $MANIPSEG_DATA or ../shared/data
+        "sources": ["natural/coco/images", "natural/bsds500/images"],  # authentic photo folders
+        "kinds": {"splice": 1.0},     # generated kinds and their sampling weights
+        "size": 256,                  # training crop side in pixels
+        "generate": {},               # extra options passed to the generation engine
+        "real": None,                 # real training forgeries: {path, format, weight}
+        "generator": None,            # G(M) hook: "module:callable" (see manipseg.train.data.load_generator)
+        "generator_args": {},         # keyword arguments when the hook names a factory/class
+        "generated_fraction": 0.0,    # fraction of copy-pasted (splice) samples replaced by G(M)
+    },
+    "train": {
+        "steps": 2000,
+        "batch_size": 4,
+        "lr": 1.0e-4,
+        "weight_decay": 5.0e-5,
+        "schedule": "constant",       # "constant" (the paper) or "cosine" (decay to 5% over the run)
+        "warmup": 0,                  # linear warm-up steps
+        "grad_clip": None,            # max gradient norm, None = off
+        "flip": True,                 # random horizontal + vertical flips (the paper's only augmentation)
+        "bf16": True,                 # bf16 autocast when the CPU supports it (fp32 otherwise)
+        "channels_last": True,
+        "num_workers": 0,
+        "seed": 0,
+        "log_every": 10,
+    },
+    "loss": {
+        "seg_weight": 1.0,
+        "boundary_weight": 1.0,
+        "boundary_class_weights": [0.3, 0.7],  # background / boundary, as GSRNet
+        "seg_class_weights": None,             # None = unweighted two-class softmax cross-entropy
+    },
+    "refine": {
+        "enabled": False,
+        "passes": 1,                  # refinement passes per step (each re-uses the previous prediction)
+        "threshold": 0.5,             # boundary probability above which a pixel is replaced by T
+        "restrict_to_mask": True,     # only replace predicted-boundary pixels within K's dilated region
+        "weight": 1.0,                # loss weight of each refined pass
+        "boundary_width": 5,          # width of the boundary recomputed from K'
+    },
+    "validation": {
+        "every": 500,                 # steps; 0 = only at the end
+        "generated": 64,              # held-out generated images (0 = none)
+        "seed": 1_000_003,            # generation seed of the held-out set (differs from training)
+        "sources": ["natural/sun-hays", "natural/imagenet-sample"],  # photos NOT used for training
+        "kinds": None,                # None = the training kinds
+        "folder": None,               # a real forgery dataset to validate on (path)
+        "format": "auto",             # its layout, for manipseg.eval.datasets.open_dataset
+        "max_images": 50,             # cap on the folder's images per validation
+        "max_side": 1024,             # folder images are downscaled to this longest side
+    },
+    "checkpoint": {
+        "every": 500,                 # steps; the final step is always saved
+        "keep": 3,                    # most recent checkpoints kept
+    },
+    "log": {
+        "tensorboard": False,         # write TensorBoard events if the package is installed
+        "progress": True,
+    },
+}
+
+#: keys whose value is a free-form mapping (not checked key by key).
+FREE_FORM = {("model", "options"), ("data", "kinds"), ("data", "generate"), ("data", "generator_args"), ("data", "real")}
+REAL_KEYS = {"path": None, "format": "auto", "weight": 0.5}
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message names the file and key."""
+
+
+def _closest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def read_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse one YAML/TOML/JSON config file (without resolving ``extends``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # the parsers raise several unrelated exception types
+        raise ConfigError(f"{path}: cannot parse config: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``; nested mappings merge, anything else replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_raw(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file with its ``extends`` chain merged (later files win)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: circular 'extends' chain: {' -> '.join(str(p) for p in _seen + (path,))}")
+    data = read_file(path)
+    parents = data.pop("extends", None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        merged = deep_merge(merged, load_raw(path.parent / os.path.expanduser(str(parent)), _seen + (path,)))
+    return deep_merge(merged, data)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.steps=200"`` -> (["train", "steps"], 200)."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {k!r} is not a section")
+        node[keys[-1]] = value
+    return raw
+
+
+def _check_type(where: str, value: Any, default: Any) -> None:
+    if default is None or value is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
+            ok = value.is_integer()
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where}: expected {type(default).__name__} like {default!r}, got {value!r}")
+
+
+def validate(raw: Mapping[str, Any], origin: str = "<config>") -> dict[str, Any]:
+    """Fill defaults and check every key, type and cross-constraint. Returns the full config."""
+    cfg = copy.deepcopy(DEFAULTS)
+    for section, values in raw.items():
+        if section not in DEFAULTS:
+            raise ConfigError(f"{origin}: unknown section {section!r}.{_closest(section, list(DEFAULTS))} "
+                              f"Sections: {', '.join(DEFAULTS)}.")
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: section {section!r} must be a mapping, got {values!r}")
+        for key, value in values.items():
+            if key not in DEFAULTS[section]:
+                raise ConfigError(f"{origin}: unknown key {section}.{key}.{_closest(key, list(DEFAULTS[section]))} "
+                                  f"Keys of {section!r}: {', '.join(DEFAULTS[section])}.")
+            where = f"{origin}: {section}.{key}"
+            if (section, key) not in FREE_FORM:
+                _check_type(where, value, DEFAULTS[section][key])
+            if isinstance(value, float) and isinstance(DEFAULTS[section][key], int) \
+                    and not isinstance(DEFAULTS[section][key], bool):
+                value = int(value)
+            cfg[section][key] = copy.deepcopy(value)
+    _cross_check(cfg, origin)
+    return cfg
+
+
+def _positive(cfg: dict, origin: str, section: str, key: str, allow_zero: bool = False) -> None:
+    v = cfg[section][key]
+    if v is None or v < 0 or (v == 0 and not allow_zero):
+        raise ConfigError(f"{origin}: {section}.{key} must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
+
+
+def _cross_check(cfg: dict[str, Any], origin: str) -> None:
+    m, d, t, lo, r, v = (cfg[k] for k in ("model", "data", "train", "loss", "refine", "validation"))
+    if m["arch"] not in ("gsr-vgg16", "compact"):
+        raise ConfigError(f"{origin}: model.arch must be 'gsr-vgg16' or 'compact', got {m['arch']!r}."
+                          f"{_closest(str(m['arch']), ['gsr-vgg16', 'compact'])}")
+    if not 0.0 <= float(m["dropout"]) < 1.0:
+        raise ConfigError(f"{origin}: model.dropout must be in [0, 1), got {m['dropout']}")
+    kinds = d["kinds"] or {}
+    if isinstance(kinds, list):
+        kinds = {k: 1.0 for k in kinds}
+    if not isinstance(kinds, dict):
+        raise ConfigError(f"{origin}: data.kinds must map kind -> weight, e.g. {{splice: 1.0}}, got {kinds!r}")
+    for kind, weight in kinds.items():
+        if kind not in GENERATED_KINDS:
+            raise ConfigError(f"{origin}: data.kinds: unknown kind {kind!r}.{_closest(str(kind), list(GENERATED_KINDS))}"
+                              f" Kinds: {', '.join(GENERATED_KINDS)}.")
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+            raise ConfigError(f"{origin}: data.kinds.{kind}: weight must be a number >= 0, got {weight!r}")
+    d["kinds"] = {k: float(w) for k, w in kinds.items() if w > 0}
+    if d["real"] is not None:
+        if not isinstance(d["real"], dict):
+            raise ConfigError(f"{origin}: data.real must be a mapping {{path, format, weight}}, got {d['real']!r}")
+        for key in d["real"]:
+            if key not in REAL_KEYS:
+                raise ConfigError(f"{origin}: unknown key data.real.{key}.{_closest(key, list(REAL_KEYS))} "
+                                  f"Keys: {', '.join(REAL_KEYS)}.")
+        d["real"] = {**REAL_KEYS, **d["real"]}
+        w = d["real"]["weight"]
+        if not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+            raise ConfigError(f"{origin}: data.real.weight is the fraction of samples drawn from real forgeries, "
+                              f"in [0, 1]; got {w!r}")
+        if not d["real"]["path"]:
+            raise ConfigError(f"{origin}: data.real needs a path to a forgery dataset (e.g. CASIA 2.0): "
+                              "set data.real.path, or --set data.real.path=/path/to/CASIA2")
+    real_weight = d["real"]["weight"] if d["real"] else 0.0
+    if real_weight < 1.0 and not d["kinds"]:
+        raise ConfigError(f"{origin}: no training data: data.kinds is empty and data.real does not supply "
+                          "every sample (weight 1.0)")
+    if real_weight < 1.0 and not d["sources"]:
+        raise ConfigError(f"{origin}: data.sources must list at least one folder of authentic photos")
+    if not 0.0 <= float(d["generated_fraction"]) <= 1.0:
+        raise ConfigError(f"{origin}: data.generated_fraction must be in [0, 1], got {d['generated_fraction']}")
+    if d["generated_fraction"] > 0 and not d["generator"]:
+        raise ConfigError(
+            f"{origin}: data.generated_fraction={d['generated_fraction']} needs a generator G(M) (paper §3.1), "
+            "but data.generator is not set. The learned GAN blender is the separate 'GAN blender' issue; until "
+            "it lands, set data.generator to a 'module:callable' taking (images [B,3,H,W] in [0,1], masks "
+            "[B,1,H,W]) and returning blended images, or use a config without G.")
+    if d["generated_fraction"] > 0 and "splice" not in d["kinds"]:
+        raise ConfigError(f"{origin}: data.generated_fraction applies G to copy-pasted samples, so data.kinds "
+                          "must include 'splice'")
+    if int(d["size"]) < 32 or int(d["size"]) % 16:
+        raise ConfigError(f"{origin}: data.size must be a multiple of 16 and >= 32, got {d['size']}")
+    for key in ("steps", "batch_size"):
+        _positive(cfg, origin, "train", key)
+    for key in ("lr",):
+        _positive(cfg, origin, "train", key)
+    for key in ("weight_decay", "warmup", "num_workers", "log_every"):
+        _positive(cfg, origin, "train", key, allow_zero=True)
+    if t["schedule"] not in ("constant", "cosine"):
+        raise ConfigError(f"{origin}: train.schedule must be 'constant' or 'cosine', got {t['schedule']!r}")
+    for key in ("boundary_class_weights", "seg_class_weights"):
+        w = lo[key]
+        if w is not None and (len(w) != 2 or any(not isinstance(x, (int, float)) or x < 0 for x in w)):
+            raise ConfigError(f"{origin}: loss.{key} must be two non-negative numbers, got {w!r}")
+    if r["enabled"]:
+        if not m["boundary_branch"]:
+            raise ConfigError(f"{origin}: refine.enabled needs the boundary prediction P (Eq. 8), so "
+                              "model.boundary_branch must be true")
+        _positive(cfg, origin, "refine", "passes")
+        if not 0.0 < r["threshold"] < 1.0:
+            raise ConfigError(f"{origin}: refine.threshold must be in (0, 1), got {r['threshold']}")
+        if real_weight >= 1.0:
+            raise ConfigError(f"{origin}: refinement needs the authentic target T, which only generated samples "
+                              "have; real forgeries supply every sample here (data.real.weight = 1)")
+    for key in ("every", "generated", "max_images", "max_side"):
+        _positive(cfg, origin, "validation", key, allow_zero=True)
+    _positive(cfg, origin, "checkpoint", "every", allow_zero=True)
+    _positive(cfg, origin, "checkpoint", "keep")
+    if v["kinds"] is not None:
+        bad = [k for k in v["kinds"] if k not in GENERATED_KINDS]
+        if bad:
+            raise ConfigError(f"{origin}: validation.kinds: unknown kind {bad[0]!r}."
+                              f"{_closest(str(bad[0]), list(GENERATED_KINDS))}")
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read, merge (``extends``), override and validate a training config file."""
+    raw = apply_overrides(load_raw(path), overrides or [])
+    return validate(raw, origin=str(path))
+
+
+def resolve_path(value: str | os.PathLike, root: str | os.PathLike | None) -> Path:
+    """Expand ``$VARS`` and ``~``; a relative path is taken under ``root`` (the data root)."""
+    from ..paths import data_root
+
+    p = Path(os.path.expanduser(os.path.expandvars(str(value))))
+    if p.is_absolute():
+        return p
+    return data_root(root) / p

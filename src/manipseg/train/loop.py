@@ -1,0 +1,455 @@
+"""The GSR-Net training loop: segment, refine, checkpoint, validate, log; single process or DDP.
+
+One step (paper §3.2-3.3, §4.1):
+
+1. a batch of inputs — generated forgeries (copy-paste M and the other kinds), G(M) for a fraction of the
+   copy-pasted ones through the generator hook, and real forgeries when configured — with random flips;
+2. forward, two-class softmax cross-entropy on the segmentation and boundary heads, backward;
+3. for each refinement pass: M' = T⊙P + M⊙(1−P), K' = K − K⊙P from the boundary P just predicted
+   (:mod:`manipseg.train.refine`), forward M' through the same network, loss on K' and boundary(K'),
+   backward (only samples with a target T count). Gradients of all passes accumulate; DDP synchronises
+   them once, on the last backward;
+4. one Adam step (lr 1e-4, weight decay 5e-5 by default).
+
+Runs are reproducible: the data of step ``s`` is a function of ``(seed, s)``, and checkpoints hold the
+model, optimizer, scheduler, step and every RNG state, so ``--resume`` continues the same run.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io as _io
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from . import checkpoint as ckpt
+from .config import resolve_path
+from .data import StepSampler, TrainingSet, apply_generator, generated_selection, load_generator
+from .losses import gsr_loss
+from .refine import refine
+from .validate import predict_probs, score
+
+log = logging.getLogger("manipseg.train")
+
+CSV_FIELDS = ["step", "loss", "loss_seg", "loss_boundary", "loss_refine", "lr", "imgs_per_s",
+              "val_f1_dataset", "val_mcc_dataset", "val_f1_image", "val_mcc_image", "val_baseline_f1",
+              "folder_f1_dataset", "folder_mcc_dataset", "folder_f1_image", "folder_mcc_image",
+              "folder_baseline_f1"]
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue (bad data, mismatched resume...)."""
+
+
+# -- distributed ---------------------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR...).
+
+    Backend: gloo on CPU, nccl on CUDA. Without those variables this is a single process.
+    """
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise TrainingError("--ddp needs torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); "
+                            "launch with: torchrun --nproc_per_node N -m manipseg.train CONFIG.yaml --ddp")
+    if not dist.is_initialized():
+        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+# -- building blocks -----------------------------------------------------------------------------------------
+def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
+    from ..models.nets import build_network
+
+    m = cfg["model"]
+    return build_network(m["arch"], boundary_branch=m["boundary_branch"], guided_residual=m["guided_residual"],
+                         dropout=float(m["dropout"]), **(m.get("options") or {}))
+
+
+def _lr_lambda(schedule: str, warmup: int, steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        scale = 1.0
+        if warmup and step < warmup:
+            scale = (step + 1) / warmup
+        if schedule == "cosine":
+            progress = min(1.0, step / max(1, steps))
+            scale *= 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return scale
+    return f
+
+
+def synthetic_dataset(cfg: dict[str, Any], sources: list[str], kinds: dict[str, float], length: int,
+                      seed: int) -> tuple[Dataset, int | None]:
+    """The generation engine's dataset and the integer code of its 'splice' kind."""
+    from .. import generate
+
+    d = cfg["data"]
+    dirs = [str(resolve_path(s, d["root"])) for s in sources]
+    missing = [p for p in dirs if not Path(p).is_dir()]
+    if missing:
+        raise TrainingError(f"photo folder(s) not found: {', '.join(missing)} (data.sources / validation.sources;"
+                            f" relative paths are under the data root, set data.root or $MANIPSEG_DATA)")
+    names = list(kinds)
+    ds = generate.SyntheticDataset(dirs, names, int(d["size"]), int(length), int(seed), d["generate"] or None,
+                                   kind_weights=[float(kinds[k]) for k in names])
+    return ds, (names.index("splice") if "splice" in names else None)
+
+
+def real_dataset(cfg: dict[str, Any]) -> Dataset | None:
+    real = cfg["data"]["real"]
+    if not real or real["weight"] <= 0:
+        return None
+    from .realdata import RealCrops
+
+    return RealCrops(resolve_path(real["path"], cfg["data"]["root"]), real["format"], cfg["data"]["size"])
+
+
+def _collate_val_generated(cfg: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    v = cfg["validation"]
+    n = int(v["generated"])
+    if n <= 0:
+        return []
+    kinds = v["kinds"] or cfg["data"]["kinds"] or {"splice": 1.0}
+    if isinstance(kinds, list):
+        kinds = {k: 1.0 for k in kinds}
+    kinds = {k: w for k, w in kinds.items() if k != "authentic"} or {"splice": 1.0}
+    ds, _ = synthetic_dataset(cfg, v["sources"], kinds, n, int(v["seed"]))
+    out = []
+    for i in range(n):
+        s = ds[i]
+        out.append((s["image"].permute(1, 2, 0).numpy(), s["mask"][0].numpy() > 0.5))
+    return out
+
+
+def _collate_val_folder(cfg: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    v = cfg["validation"]
+    if not v["folder"]:
+        return []
+    from .realdata import load_forgeries
+
+    return load_forgeries(resolve_path(v["folder"], cfg["data"]["root"]), v["format"],
+                          max_images=int(v["max_images"]), max_side=int(v["max_side"]))
+
+
+class CsvLog:
+    """Append-only CSV of training metrics; on resume, rows after the resumed step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        rows: list[dict[str, str]] = []
+        if resume_step is not None and path.is_file():
+            with path.open(newline="", encoding="utf-8") as fh:
+                rows = [r for r in csv.DictReader(fh) if r.get("step") and int(r["step"]) <= resume_step]
+        buf = _io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(buf.getvalue(), encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", newline="", encoding="utf-8") as fh:
+            csv.DictWriter(fh, fieldnames=CSV_FIELDS).writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in CSV_FIELDS})
+
+
+@dataclass
+class Result:
+    step: int
+    losses: list[float] = field(default_factory=list)   # total loss of every step run in this call
+    validation: dict[str, float] = field(default_factory=dict)
+    model_path: Path | None = None
+
+
+class Trainer:
+    """Trains one run. ``model`` and ``train_set`` may be injected (tests, custom data); by default they
+    are built from the config. Outputs go to ``run_dir``: ``config.yaml``, ``train.csv``,
+    ``checkpoints/``, ``model.safetensors`` (and ``tensorboard/`` when enabled)."""
+
+    def __init__(self, cfg: dict[str, Any], run_dir: str | os.PathLike, device: str = "cpu",
+                 model: torch.nn.Module | None = None, train_set: Dataset | None = None,
+                 dist: Dist | None = None, export: bool = True) -> None:
+        from ..device import resolve_device
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(device)
+        self.dist = dist or Dist()
+        self.export = export
+        self._model_override = model
+        self._train_set_override = train_set
+
+    # -- setup ---------------------------------------------------------------------------------------------
+    def _seed(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _setup(self, resume: bool) -> int:
+        t, d = self.cfg["train"], self.cfg["data"]
+        self._seed(int(t["seed"]))
+        model = self._model_override if self._model_override is not None else build_model(self.cfg)
+        model = model.to(self.device)
+        if t["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(t["schedule"], int(t["warmup"]), int(t["steps"])))
+        # every rank starts from the same weights; dropout then differs per rank
+        self._seed(int(t["seed"]) + 7919 * self.dist.rank + 1)
+        start = 0
+        if resume:
+            path = ckpt.latest_checkpoint(self.run_dir)
+            if path is None:
+                raise TrainingError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
+            start = self._restore(ckpt.load_checkpoint(path), path)
+            log.info("resumed %s at step %d", path, start)
+        self.net = model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(model, device_ids=None if self.device.type == "cpu" else [self.device])
+        self.generator = load_generator(d["generator"], d["generator_args"]) if d["generated_fraction"] > 0 else None
+        return start
+
+    def _restore(self, state: dict[str, Any], path: Path) -> int:
+        saved = state.get("config", {})
+        for section in ("model", "data", "loss", "refine"):
+            if saved.get(section) != self.cfg[section]:
+                raise TrainingError(f"{path}: the checkpoint was trained with a different {section!r} section; "
+                                    f"resume with the same config (only train.steps and logging may change)")
+        if state.get("world") != self.dist.world:
+            raise TrainingError(f"{path}: saved by {state.get('world')} process(es), resuming with {self.dist.world}: "
+                                "the data shards would differ")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"][self.dist.rank])
+        return int(state["step"])
+
+    def _loader(self, start: int, stop: int) -> tuple[DataLoader, StepSampler]:
+        t, d = self.cfg["train"], self.cfg["data"]
+        if self._train_set_override is not None:
+            dataset = self._train_set_override
+        else:
+            synth, splice = (None, None)
+            real = real_dataset(self.cfg)
+            if d["kinds"] and (real is None or d["real"]["weight"] < 1.0):
+                total = int(t["steps"]) * int(t["batch_size"]) * self.dist.world
+                synth, splice = synthetic_dataset(self.cfg, d["sources"], d["kinds"], total, int(t["seed"]))
+            dataset = TrainingSet(synth, real, d["real"]["weight"] if d["real"] else 0.0, int(t["seed"]),
+                                  flip=bool(t["flip"]), splice_code=splice)
+        sampler = StepSampler(int(t["batch_size"]), start, stop, self.dist.rank, self.dist.world)
+        workers = int(t["num_workers"])
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                            generator=torch.Generator().manual_seed(0),  # never touch the global RNG
+                            persistent_workers=False, prefetch_factor=2 if workers else None)
+        return loader, sampler
+
+    # -- one step ------------------------------------------------------------------------------------------
+    def _step(self, batch: dict[str, torch.Tensor], indices: list[int]) -> dict[str, float]:
+        from ..device import autocast
+        from ..models.nets import normalise
+
+        t, lo, r, d = self.cfg["train"], self.cfg["loss"], self.cfg["refine"], self.cfg["data"]
+        dev = self.device
+        image = batch["image"].to(dev)
+        mask = batch["mask"].to(dev)
+        boundary = batch["boundary"].to(dev)
+        target = batch["target"].to(dev)
+        has_target = batch["has_target"].to(dev)
+        if self.generator is not None:
+            select = generated_selection(indices, batch["is_splice"], float(d["generated_fraction"]), int(t["seed"]))
+            image = apply_generator(self.generator, image, mask, select.to(dev))
+        loss_kw = dict(seg_weight=float(lo["seg_weight"]), boundary_weight=float(lo["boundary_weight"]),
+                       boundary_class_weights=lo["boundary_class_weights"], seg_class_weights=lo["seg_class_weights"])
+        passes = 1 + (int(r["passes"]) if r["enabled"] else 0)
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = {"loss": 0.0, "loss_seg": 0.0, "loss_boundary": 0.0, "loss_refine": 0.0}
+        sample_weight = None
+        for p in range(passes):
+            last = p == passes - 1
+            sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.net.no_sync()
+            with sync:
+                x = normalise(image.float())
+                if t["channels_last"]:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(dev, enabled=bool(t["bf16"])):
+                    out = self.net(x)
+                losses = gsr_loss(out, mask, boundary, sample_weight=sample_weight, **loss_kw)
+                weight = 1.0 if p == 0 else float(r["weight"])
+                (weight * losses["total"]).backward()
+            values = {k: float(v.detach().item()) for k, v in losses.items()}
+            stats["loss"] += weight * values["total"]
+            if p == 0:
+                stats["loss_seg"], stats["loss_boundary"] = values["seg"], values["boundary"]
+            else:
+                stats["loss_refine"] += values["total"]
+            if not last:
+                prob = torch.softmax(out["boundary"].detach().float(), dim=1)[:, 1:2]
+                ref = refine(image, target, mask, prob, has_target, threshold=float(r["threshold"]),
+                             restrict_to_mask=bool(r["restrict_to_mask"]), boundary_width=int(r["boundary_width"]))
+                image, mask, boundary = ref.image, ref.mask, ref.boundary
+                sample_weight = has_target.float()
+        if t["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(t["grad_clip"]))
+        self.optimizer.step()
+        self.scheduler.step()
+        if not math.isfinite(stats["loss"]):
+            raise TrainingError(f"the loss became {stats['loss']}; lower train.lr or set train.grad_clip")
+        return stats
+
+    # -- validation, checkpoints, export -------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        t = self.cfg["train"]
+        res: dict[str, float] = {}
+        for prefix, samples in (("val", self._val_generated), ("folder", self._val_folder)):
+            if not samples:
+                continue
+            probs = predict_probs(self.model, [s[0] for s in samples], self.device, bool(t["bf16"]),
+                                  bool(t["channels_last"]))
+            for k, v in score(probs, [s[1] for s in samples]).items():
+                res[f"{prefix}_{k}"] = v
+        return res
+
+    def _checkpoint(self, step: int) -> None:
+        import torch.distributed as dist
+
+        rng = ckpt.rng_state()
+        if self.dist.enabled:
+            states: list[Any] = [None] * self.dist.world
+            dist.all_gather_object(states, rng)
+        else:
+            states = [rng]
+        if self.dist.main:
+            state = {"step": step, "world": self.dist.world, "model": self.model.state_dict(),
+                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "rng": states, "sampler": {"next_step": step, "batch_size": int(self.cfg["train"]["batch_size"])},
+                     "config": self.cfg}
+            ckpt.save_checkpoint(self.run_dir, step, state, keep=int(self.cfg["checkpoint"]["keep"]))
+
+    def _export(self, val: dict[str, float], step: int) -> Path:
+        from ..models.weights import save_weights
+
+        meta: dict[str, Any] = {"step": step, "config": self.cfg, "validation": val}
+        if "val_f1_dataset_threshold" in val:
+            meta["threshold"] = val["val_f1_dataset_threshold"]
+        arch = getattr(self.model, "arch", self.cfg["model"]["arch"])
+        kwargs = getattr(self.model, "arch_kwargs", {})
+        return save_weights(self.run_dir / "model.safetensors", self.model, arch, kwargs, meta)
+
+    # -- the run -------------------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> Result:
+        import yaml
+
+        t, v, c = self.cfg["train"], self.cfg["validation"], self.cfg["checkpoint"]
+        steps = int(t["steps"])
+        main = self.dist.main
+        # held-out sets first: whatever randomness they use must not shift the training RNG streams
+        self._val_generated = _collate_val_generated(self.cfg) if main else []
+        self._val_folder = _collate_val_folder(self.cfg) if main else []
+        start = self._setup(resume)
+        if start > steps:
+            raise TrainingError(f"the checkpoint is at step {start}, beyond train.steps={steps}; raise --steps")
+        writer = csvlog = None
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False), encoding="utf-8")
+            csvlog = CsvLog(self.run_dir / "train.csv", start if resume else None)
+            writer = _tensorboard(self.run_dir) if self.cfg["log"]["tensorboard"] else None
+        loader, sampler = self._loader(start, steps)
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, initial=start, disable=not (main and self.cfg["log"]["progress"]),
+                   unit="step", dynamic_ncols=True)
+        result = Result(step=start)
+        tick, done_since = time.perf_counter(), 0
+        step = start
+        for step_index, batch in zip(range(start, steps), loader):
+            stats = self._step(batch, sampler.indices(step_index))
+            step = step_index + 1
+            result.losses.append(stats["loss"])
+            done_since += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}")
+            row: dict[str, Any] = {"step": step, **stats, "lr": self.scheduler.get_last_lr()[0]}
+            validated = bool(v["every"]) and step % int(v["every"]) == 0 and step < steps
+            if validated:
+                paused = time.perf_counter()
+                row.update(self._validate_all())
+                tick += time.perf_counter() - paused  # throughput counts training time only
+            if main and (step % int(t["log_every"]) == 0 or step == steps or validated):
+                now = time.perf_counter()
+                row["imgs_per_s"] = done_since * int(t["batch_size"]) * self.dist.world / max(now - tick, 1e-9)
+                tick, done_since = now, 0
+                csvlog.write(row)
+                if writer is not None:
+                    for k, value in row.items():
+                        if k != "step":
+                            writer.add_scalar(k, value, step)
+            if (c["every"] and step % int(c["every"]) == 0) or step == steps:
+                paused = time.perf_counter()
+                self._checkpoint(step)
+                tick += time.perf_counter() - paused
+        bar.close()
+        if step != steps:
+            raise TrainingError(f"the data loader stopped at step {step} before train.steps={steps}")
+        result.step = step
+        val = self._validate_all()
+        result.validation = val
+        if main:
+            if val:
+                csvlog.write({"step": step, **val})
+                log.info("validation at step %d: %s", step, ", ".join(f"{k}={x:.4f}" for k, x in val.items()))
+            if self.export:
+                result.model_path = self._export(val, step)
+            if writer is not None:
+                writer.close()
+        return result
+
+    def _validate_all(self) -> dict[str, float]:
+        """Validation on rank 0 (the others wait at a barrier)."""
+        import torch.distributed as dist
+
+        val = self.validate() if self.dist.main else {}
+        if self.dist.enabled:
+            dist.barrier()
+        return val
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("log.tensorboard is on but the tensorboard package is not installed "
+                    "(pip install tensorboard); logging to train.csv only")
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
