@@ -221,3 +221,58 @@ def test_detector_contract(tmp_path, astronaut, monkeypatch):
         registry.create("gsr-compact")
     with pytest.raises(ContractError, match="needs trained weights"):
         GSRCompactDetector()
+
+
+# -- packaged backbones (optional extra) ----------------------------------------------------------------
+def test_hed_backbone_detects_edges(astronaut):
+    """Loaded HED weights, run as HED (VGG convs + side outputs + fusion), must find the image's edges."""
+    pytest.importorskip("h5py")
+    from manipseg.models.pretrained import PretrainedError, load_packaged_vgg16, packaged_file
+
+    try:
+        path = packaged_file("hed")
+    except PretrainedError as exc:
+        pytest.skip(str(exc))
+    import h5py
+    import torch.nn.functional as F
+
+    net = build_network("gsr-vgg16", **SMALL["gsr-vgg16"])
+    report = load_packaged_vgg16(net, "hed")
+    assert len(report["loaded"]) == 26 and all(".bn." in k for k in report["not_in_source"])
+    with pytest.raises(Exception, match="only the 'gsr-vgg16'"):
+        load_packaged_vgg16(_net("compact"), "hed")
+    img = astronaut[100:228, 150:278].astype(np.float32)
+    x = torch.from_numpy(img - np.array([122.67892, 116.66877, 104.00699], np.float32)).permute(2, 0, 1)[None]
+    with h5py.File(path, "r") as f:
+        dsn = [(torch.from_numpy(f[f"dsn{i}/vars/0"][()]).permute(3, 2, 0, 1), torch.from_numpy(f[f"dsn{i}/vars/1"][()]))
+               for i in range(1, 6)]
+        fuse = (torch.from_numpy(f["fuse/vars/0"][()]).permute(3, 2, 0, 1), torch.from_numpy(f["fuse/vars/1"][()]))
+    sides, h = [], x
+    blocks = [["conv1_1", "conv1_2"], ["conv2_1", "conv2_2"], ["conv3_1", "conv3_2", "conv3_3"],
+              ["conv4_1", "conv4_2", "conv4_3"], ["conv5_1", "conv5_2", "conv5_3"]]
+    with torch.no_grad():
+        for i, names in enumerate(blocks):
+            if i:
+                h = F.max_pool2d(h, 2, 2)
+            for n in names:
+                h = F.relu(F.conv2d(h, net.vgg[n].conv.weight, net.vgg[n].conv.bias, padding=1))
+            sides.append(F.interpolate(F.conv2d(h, *dsn[i]), size=(128, 128), mode="bilinear"))
+        edges = torch.sigmoid(F.conv2d(torch.cat(sides, 1), *fuse))[0, 0].numpy()
+    import cv2
+
+    gray = cv2.cvtColor(astronaut[100:228, 150:278], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    sobel = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+    assert np.corrcoef(edges.ravel(), sobel.ravel())[0, 1] > 0.4
+
+
+def test_craft_backbone_loads_with_batch_norm():
+    from manipseg.models.pretrained import PretrainedError, load_packaged_vgg16
+
+    net = build_network("gsr-vgg16", **SMALL["gsr-vgg16"])
+    try:
+        report = load_packaged_vgg16(net, "craft")
+    except PretrainedError as exc:
+        pytest.skip(str(exc))
+    assert len(report["loaded"]) == 12 * 7  # conv1_1..conv5_2: conv weight, bias and 5 batch-norm tensors
+    assert all(k.startswith("conv5_3.") for k in report["not_in_source"])
+    assert not torch.allclose(net.vgg["conv3_1"].bn.running_var, torch.ones(256))
