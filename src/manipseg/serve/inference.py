@@ -11,6 +11,7 @@ import asyncio
 import base64
 import concurrent.futures
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -196,7 +197,12 @@ def decode_upload(data: bytes, filename: str, max_pixels: int) -> np.ndarray:
             raise ApiError(code, f"{filename}: not an image this server can read (the content is not JPEG, PNG, "
                                  "TIFF, BMP, GIF or WebP, whatever its name says)") from None
         if code == "too_many_pixels":
-            raise ApiError(code, f"{filename}: {exc.problem}; this server accepts at most {max_pixels:,} pixels")
+            declared = re.search(r"(\d+x\d+ = [\d,]+ pixels)|\((\d+) pixels\)", exc.problem)
+            size = ""
+            if declared:
+                size = f" declares {declared.group(1) or f'{int(declared.group(2)):,} pixels'}"
+            raise ApiError(code, f"{filename}: the image{size}; this server accepts at most {max_pixels:,} "
+                                 "pixels (a possible decompression bomb); send a smaller image") from None
         hint = f" ({exc.hint})" if exc.hint else ""
         raise ApiError(code, f"{filename}: {exc.problem}{hint}") from None
     except (ValueError, OSError, SyntaxError, EOFError, IndexError, TypeError, MemoryError) as exc:

@@ -83,6 +83,7 @@ def parse_multipart(body: bytes, content_type: str, max_bytes: int) -> Form:
     header_value = bytearray()
     headers: dict[bytes, bytes] = {}
     current: list[Part | None] = [None]
+    finished: list[bool] = [False]
 
     def on_part_begin() -> None:
         headers.clear()
@@ -126,7 +127,11 @@ def parse_multipart(body: bytes, content_type: str, max_bytes: int) -> Form:
             parts.append(current[0])
         current[0] = None
 
+    def on_end() -> None:
+        finished[0] = True
+
     parser = MultipartParser(boundary, {
+        "on_end": on_end,
         "on_part_begin": on_part_begin, "on_part_data": on_part_data, "on_part_end": on_part_end,
         "on_header_field": on_header_field, "on_header_value": on_header_value,
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
@@ -136,6 +141,8 @@ def parse_multipart(body: bytes, content_type: str, max_bytes: int) -> Form:
         parser.finalize()
     except MultipartParseError as exc:
         raise ApiError("invalid_request", f"malformed multipart body: {exc}") from None
+    if not finished[0]:
+        raise ApiError("invalid_request", "incomplete multipart body: the closing boundary is missing")
 
     fields: dict[str, str] = {}
     files: dict[str, Part] = {}
