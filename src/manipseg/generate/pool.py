@@ -1,6 +1,7 @@
 """A pool of authentic images (with their annotated regions) that the generator draws from.
 
-Images are found recursively under the given folders, sorted (so the pool's order, and therefore every
+Images are found recursively under the given folders (skipping hidden folders and annotation folders
+named in ``ANNOTATION_DIRS``, e.g. ``segmentations/`` and ``masks/``), sorted (so the pool's order, and therefore every
 generated sample, does not depend on the file system), decoded lazily, resized so the shorter side is
 ``size`` and centre-cropped to ``size`` x ``size``, and kept in an LRU cache.
 
@@ -29,6 +30,10 @@ import numpy as np
 from ..io import IMAGE_SUFFIXES, load_image
 
 log = logging.getLogger(__name__)
+
+
+#: folders whose images are annotations (label maps, masks), never authentic photos
+ANNOTATION_DIRS = {"segmentations", "masks", "labels", "yolo-seg-labels", "annotations", "boundaries", "groundtruth"}
 
 
 class SourceError(ValueError):
@@ -96,7 +101,8 @@ class ImagePool:
             if not root.is_dir():
                 raise SourceError(f"{root}: is a file, not a folder of images")
             found = sorted((p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                            and not any(part.startswith(".") for part in p.relative_to(root).parts)),
+                            and not any(part.startswith(".") or part.lower() in ANNOTATION_DIRS
+                                       for part in p.relative_to(root).parts[:-1])),
                            key=lambda p: p.relative_to(root).as_posix())
             if not found:
                 raise SourceError(f"{root}: contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))}), "

@@ -42,8 +42,10 @@ def random_polygon(rng: np.random.Generator, shape: tuple[int, int], area: float
     r = _radius_for(area, shape)
     cx, cy = _centre(rng, shape, r)
     n = int(rng.integers(3, 13))
-    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-    radii = r * rng.uniform(0.5, 1.4, n)
+    step = 2 * np.pi / n
+    angles = rng.uniform(0, 2 * np.pi) + step * (np.arange(n) + rng.uniform(-0.35, 0.35, n))
+    r *= math.sqrt(math.pi / (n / 2 * math.sin(step)))  # a regular n-gon of this radius has the area
+    radii = r * rng.uniform(0.6, 1.3, n)
     pts = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1)
     out = np.zeros(shape, dtype=np.uint8)
     cv2.fillPoly(out, [np.rint(pts).astype(np.int32)], 1)
