@@ -20,9 +20,10 @@ Following the paper (and its reference code as shipped in the Zampoglou toolbox,
 The green lattice (which quincunx holds acquired pixels) is estimated as the one whose prediction
 error variance is larger in most blocks, i.e. ``median(L) > 0``; the toolbox picks it by re-demosaicing
 with each Bayer pattern, which selects the same green lattice on demosaiced images.
-Variances are floored at the variance of 8-bit rounding noise of the predictor (``1.25/12``), so flat or
-saturated blocks get ``L`` near 0: like the original method, such blocks carry no CFA evidence and tend
-to look tampered.
+A small constant (``VAR_FLOOR``, 1e-3 grey levels squared, about 1/100 of 8-bit rounding-noise variance)
+is added to the variances before the logarithm, so exactly flat pixels do not produce infinite ``L``
+(the reference code maps those blocks to ``L = 0`` or drops them instead). Flat or saturated blocks get
+``L`` near 0: like in the original method, such blocks carry no CFA evidence and tend to look tampered.
 """
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ from ...contract import Detector, Prediction
 from ._blocks import block_view, upsample_blocks
 
 BILINEAR_KERNEL = np.array([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]])
-#: variance of rounding noise in the bilinear prediction error: (1 + 4 * (1/4)^2) / 12.
-QUANTISATION_VAR = 1.25 / 12.0
+#: added to local variances before taking logs (grey levels squared); keeps flat pixels finite.
+VAR_FLOOR = 1e-3
 
 
 def lattice_window(size: int = 7, sigma: float = 1.0) -> np.ndarray:
@@ -67,7 +68,7 @@ def cfa_feature(var_map: np.ndarray, block: int = 8) -> np.ndarray:
     Partial border blocks use the pixels they have; a block with pixels of one lattice only gets 0.
     """
     h, w = var_map.shape
-    log_var = np.log(var_map + QUANTISATION_VAR)
+    log_var = np.log(var_map + VAR_FLOOR)
     on_a = (np.add.outer(np.arange(h), np.arange(w)) % 2 == 0).astype(np.float64)
     on_b = 1.0 - on_a
     sum_a = block_view(log_var * on_a, block, 0.0).sum(axis=2)
