@@ -158,3 +158,21 @@ def test_trivial_baseline_constant_equals_full_map():
             assert sa[p][k] == pytest.approx(sb[p][k], abs=1e-12), (p, k)
     assert sb["best_dataset"]["f1"] == pytest.approx(np.mean(fl))
     assert sb["best_dataset"]["mcc"] == 0 and sb["pooled"]["auc"] == 0.5
+
+
+@pytest.mark.parametrize("n", [101, 11, 257])
+def test_threshold_bins_equal_searchsorted(n):
+    grid = M.threshold_grid(n)
+    rng = np.random.default_rng(n)
+    p = np.concatenate([rng.random(5000), grid, np.nextafter(grid, -1)[1:], np.nextafter(grid, 2)[:-1],
+                        grid.astype(np.float32).astype(np.float64), [0.0, 1.0]])
+    p = np.clip(p, 0, 1)
+    assert np.array_equal(M.threshold_bins(p, grid), np.searchsorted(grid, p, side="right"))
+
+
+def test_per_image_auc_close_to_float_auc():
+    rng = np.random.default_rng(8)
+    prob, mask = random_case(rng, shape=(60, 70))
+    acc = M.Accumulator()
+    rec = acc.add("x", prob, mask, 0.5, False)
+    assert rec.auc == pytest.approx(roc_auc_score(mask.ravel(), prob.ravel()), abs=1e-4)
