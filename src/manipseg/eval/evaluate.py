@@ -191,7 +191,8 @@ def protocol_table(run: dict) -> list[str]:
 
 def _thresholds_line(run: dict) -> str:
     det = run["detector"]["protocols"]
-    parts = [f"{p} {k.upper()} at t={det[p][k + '_threshold']:.2f}" for p in ("best_dataset", "pooled")
+    label = {"f1": "F1", "mcc": "MCC", "iou": "IoU"}
+    parts = [f"{p} {label[k]} at t={det[p][k + '_threshold']:.2f}" for p in ("best_dataset", "pooled")
              for k in PIXEL_METRICS if det.get(p, {}).get(k + "_threshold") is not None]
     return "Chosen thresholds: " + ", ".join(parts) + "." if parts else ""
 
