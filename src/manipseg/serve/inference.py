@@ -56,8 +56,7 @@ class Gate:
         self.max_concurrent = max_concurrent
         self.capacity = max_concurrent + queue
         self.admitted = 0  # running + waiting; only touched on the event loop thread
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent,
-                                                           thread_name_prefix="manipseg-infer")
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # made on first use, again after shutdown
 
     async def run(self, fn: Callable[[], T], timeout: float) -> T:
         if self.admitted >= self.capacity:
@@ -65,12 +64,11 @@ class Gate:
                                    f"{self.capacity - self.max_concurrent} waiting); try again in a few seconds",
                            headers={"Retry-After": "5"})
         loop = asyncio.get_running_loop()
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.max_concurrent,
+                                                               thread_name_prefix="manipseg-infer")
+        job = self._pool.submit(fn)
         self.admitted += 1
-        try:
-            job = self._pool.submit(fn)
-        except RuntimeError:
-            self.admitted -= 1
-            raise ApiError("model_unavailable", "the server is shutting down") from None
         job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job, loop=loop)), timeout)
@@ -84,7 +82,9 @@ class Gate:
         self.admitted -= 1
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 def model_label(spec: str) -> str:
