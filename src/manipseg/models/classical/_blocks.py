@@ -6,16 +6,22 @@ import numpy as np
 
 
 def block_view(arr: np.ndarray, block: int, pad_value: float = np.nan) -> np.ndarray:
-    """Reshape a 2-D array into ``(rows, cols, block*block)`` non-overlapping blocks.
+    """Split a 2-D array into a ``(ceil(H/block), ceil(W/block), block*block)`` grid of blocks.
 
-    The array is padded at the bottom/right with ``pad_value`` up to a multiple of ``block``, so
-    partial border blocks are kept; use ``nan`` padding with ``nan``-aware reductions.
+    Every block holds ``block x block`` real samples: where the size is not a multiple of ``block``,
+    the last block row/column is taken flush with the array's edge (overlapping its neighbour) rather
+    than left partial, so border estimates are as reliable as inner ones. Only an array smaller than
+    one block is padded, with ``pad_value`` (use ``nan`` with nan-aware reductions).
     """
     h, w = arr.shape
-    rows, cols = -(-h // block), -(-w // block)
-    padded = np.full((rows * block, cols * block), pad_value, dtype=np.float64)
-    padded[:h, :w] = arr
-    return padded.reshape(rows, block, cols, block).transpose(0, 2, 1, 3).reshape(rows, cols, block * block)
+    if h < block or w < block:
+        padded = np.full((max(h, block), max(w, block)), pad_value, dtype=np.float64)
+        padded[:h, :w] = arr
+        arr, h, w = padded, padded.shape[0], padded.shape[1]
+    rows = np.minimum(np.arange(-(-h // block)) * block, h - block)[:, None] + np.arange(block)
+    cols = np.minimum(np.arange(-(-w // block)) * block, w - block)[:, None] + np.arange(block)
+    blocks = np.asarray(arr, dtype=np.float64)[rows[:, None, :, None], cols[None, :, None, :]]
+    return blocks.reshape(rows.shape[0], cols.shape[0], block * block)
 
 
 def upsample_blocks(block_map: np.ndarray, block_px: float, height: int, width: int) -> np.ndarray:

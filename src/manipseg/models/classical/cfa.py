@@ -65,7 +65,7 @@ def local_variance_map(green: np.ndarray, window_size: int = 7, sigma: float = 1
 def cfa_feature(var_map: np.ndarray, block: int = 8) -> np.ndarray:
     """Per-block ``L = mean log var (lattice A) - mean log var (lattice B)``; lattice A holds ``(i + j)`` even.
 
-    Partial border blocks use the pixels they have; a block with pixels of one lattice only gets 0.
+    A block with pixels of one lattice only (images smaller than a block) gets 0.
     """
     h, w = var_map.shape
     log_var = np.log(var_map + VAR_FLOOR)

@@ -50,7 +50,7 @@ def noise_level_map(gray: np.ndarray, block: int = 8, wavelet: str = "db8") -> n
     """Per-block noise standard deviation ``median(|HH1|) / 0.6745`` (blocks of ``block`` sub-band pixels).
 
     Returns an array of ``ceil(ceil(H/2)/block) x ceil(ceil(W/2)/block)`` estimates; each covers
-    ``2*block`` image pixels. Partial border blocks use the coefficients they have.
+    ``2*block`` image pixels; the last block row/column is taken flush with the border (see ``block_view``).
     """
     hh = hh1_subband(np.asarray(gray, dtype=np.float64), wavelet)
     blocks = block_view(np.abs(hh), block)
