@@ -96,3 +96,15 @@ def live_server(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@registry.register("test-noweights", "test detector whose trained weights are missing")
+class NoWeightsDetector(Detector):
+    @classmethod
+    def from_pretrained(cls, path=None, device: str = "cpu") -> Detector:
+        from manipseg.contract import ContractError
+
+        raise ContractError("no trained weights are bundled for detector 'test-noweights' (looked for /srv/x)")
+
+    def _predict(self, image: np.ndarray) -> Prediction:
+        raise AssertionError("never built")

@@ -262,6 +262,17 @@ def test_unknown_model_gets_a_suggestion_and_paths_are_never_loaded(api):
         assert_error(post(api, data, model=hostile), 422, "unknown_model")
 
 
+def test_detector_without_weights_is_503_and_then_listed_unavailable():
+    with client() as c:
+        listed = {m["name"]: m["available"] for m in c.get("/v1/models").json()["models"]}
+        assert listed["test-noweights"] is True  # not known until someone tries it
+        msg = assert_error(post(c, sup.encode(small_photo()), model="test-noweights"), 503, "model_unavailable",
+                           "'test-noweights'", "pick another detector")
+        assert "/srv" not in msg  # server paths stay in the server log
+        listed = {m["name"]: m["available"] for m in c.get("/v1/models").json()["models"]}
+        assert listed["test-noweights"] is False and listed["test-square"] is True
+
+
 def test_internal_errors_are_logged_not_shown(api, caplog):
     with caplog.at_level(logging.ERROR, logger="manipseg.serve"):
         msg = assert_error(post(api, sup.encode(small_photo()), model="test-broken"), 500, "internal_error")
@@ -363,6 +374,25 @@ def test_declared_oversize_body_is_refused_before_it_is_sent():
         reply = reply.decode("latin-1")
         assert reply.startswith("HTTP/1.1 413"), reply
         assert '"code":"upload_too_large"' in reply.replace(" ", "")
+
+
+def test_slow_upload_gets_408():
+    app = create_app(Settings(model="test-square", timeout=0.5))
+    with sup.live_server(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=z\r\n"
+                      b"Content-Length: 5000\r\n\r\n--z\r\n")  # ... and then nothing more
+            t = time.perf_counter()
+            reply = b""
+            while b"upload_timeout" not in reply and len(reply) < 65536:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            assert time.perf_counter() - t < 5
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        assert httpx.get(url + "/healthz").status_code == 200
 
 
 # -- the command line ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -93,7 +94,8 @@ class ModelInfo(BaseModel):
     name: str
     summary: str
     default: bool
-    available: bool = Field(description="false when the detector's code is not installed")
+    available: bool = Field(description="false when the detector's code or trained weights are missing "
+                                        "(weights are found missing on first use)")
     threshold: float | None = Field(description="default mask threshold")
 
 
@@ -214,7 +216,10 @@ def create_app(settings: Settings | None = None, preload: bool = True,
     @app.post("/v1/analyze", response_model=AnalyzeResult, responses=ERRORS, openapi_extra={"requestBody": ANALYZE_BODY},
               summary="Analyse one image")
     async def analyze_image(request: Request) -> JSONResponse:
-        body = await read_body(request, settings.max_bytes)
+        try:
+            body = await asyncio.wait_for(read_body(request, settings.max_bytes), settings.timeout)
+        except TimeoutError:
+            raise ApiError("upload_timeout", f"the upload did not complete within {settings.timeout:g} s") from None
         form = parse_multipart(body, request.headers.get("content-type", ""), settings.max_bytes)
         del body
         part = form.files.get("image")

@@ -19,6 +19,7 @@ ERROR_CODES: dict[str, int] = {
     "invalid_request": 400,
     "not_found": 404,
     "method_not_allowed": 405,
+    "upload_timeout": 408,
     "upload_too_large": 413,
     "too_many_pixels": 413,
     "not_an_image": 415,

@@ -99,6 +99,7 @@ class DetectorPool:
         self.default_spec = default_spec
         self.default_name = model_label(default_spec)
         self._loaded: dict[str, Detector] = {default_spec: default_detector} if default_detector else {}
+        self._failed: set[str] = set()  # specs that failed to load: listed as unavailable
         self._lock = threading.Lock()
 
     def resolve(self, name: str | None) -> str:
@@ -117,9 +118,12 @@ class DetectorPool:
                 try:
                     det = registry.load_detector(spec)
                 except (ImportError, OSError, ValueError, KeyError, RuntimeError) as exc:
-                    log.error("cannot load detector %r", spec, exc_info=exc)
+                    log.warning("cannot load detector %r: %s: %s", spec, type(exc).__name__, exc)
+                    self._failed.add(spec)
                     raise ApiError("model_unavailable",
-                                   f"detector {model_label(spec)!r} cannot be loaded on this server") from None
+                                   f"detector {model_label(spec)!r} cannot be loaded on this server (for example, "
+                                   "its trained weights are not installed); pick another detector") from None
+                self._failed.discard(spec)
                 self._loaded[spec] = det
             return det
 
@@ -132,7 +136,7 @@ class DetectorPool:
                                     "default": entry.name == self.default_name}
             try:
                 cls = entry.load()
-                item.update(available=True, threshold=float(cls.threshold))
+                item.update(available=entry.name not in self._failed, threshold=float(cls.threshold))
             except (ImportError, AttributeError) as exc:
                 log.debug("detector %s not importable: %s", entry.name, exc)
                 item.update(available=False, threshold=None)

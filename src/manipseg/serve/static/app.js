@@ -40,7 +40,7 @@ async function loadConfig() {
     for (const m of models.models) {
       const opt = document.createElement("option");
       opt.value = m.name;
-      opt.textContent = m.name + (m.default ? " (default)" : "") + (m.available ? "" : " (not installed)");
+      opt.textContent = m.name + (m.default ? " (default)" : "") + (m.available ? "" : " (unavailable)");
       opt.disabled = !m.available;
       opt.dataset.summary = m.summary;
       opt.selected = m.default;
