@@ -135,7 +135,8 @@ def test_analyze_known_answer(api):
     overlay = decode_data_url(r["overlay_png"])
     assert overlay.shape == (120, 160, 3)
     np.testing.assert_array_equal(overlay[5, 5, ::-1], image[5, 5])  # untouched where prob = 0
-    heat = decode_data_url(r["heatmap_png"])
+    assert "heatmap_png" not in r  # on request only
+    heat = decode_data_url(post(api, jpeg, images="heatmap").json()["heatmap_png"])
     assert heat.shape == (120, 160, 4) and heat[60, 80, 3] == 255 and heat[5, 5, 3] == 0
 
 
@@ -157,6 +158,8 @@ def test_threshold_zero_marks_everything_and_bad_thresholds_are_refused(api):
 
 def test_images_option(api):
     data = sup.encode(small_photo())
+    r = post(api, data, images="all").json()
+    assert sorted(k for k in r if k.endswith("_png")) == ["heatmap_png", "mask_png", "overlay_png", "prob_png"]
     r = post(api, data, images="none").json()
     assert not any(k.endswith("_png") for k in r) and r["score"] == 0.75
     r = post(api, data, images="mask, prob").json()

@@ -93,15 +93,15 @@ def test_forgery_shows_overlay_score_and_downloads(page, tmp_path):
     assert page.text_content("#used-model") == "noi"
     assert page.text_content("#size") == "512 × 512 px"
     # the photo and the heatmap overlay are decoded and displayed by the browser
-    page.wait_for_function("() => document.getElementById('heat').complete && document.getElementById('photo').complete")
+    page.wait_for_function("() => document.getElementById('overlay').complete && document.getElementById('photo').complete")
     assert page.eval_on_selector("#photo", "e => e.naturalWidth") == 512
-    assert page.eval_on_selector("#heat", "e => e.naturalWidth") == 512
+    assert page.eval_on_selector("#overlay", "e => e.naturalWidth") == 512
     assert page.eval_on_selector("#mask", "e => e.naturalWidth") == 512
-    assert page.is_visible("#heat") and page.is_visible("#mask")
-    # the opacity slider drives the heatmap layer
+    assert page.is_visible("#overlay") and page.is_visible("#mask") and page.is_visible("#opacity")
+    # the opacity slider fades the heatmap overlay in and out over the photo
     page.fill("#opacity", "25")
-    assert page.eval_on_selector("#heat", "e => e.style.opacity") == "0.25"
-    page.fill("#opacity", "70")
+    assert page.eval_on_selector("#overlay", "e => e.style.opacity") == "0.25"
+    page.fill("#opacity", "100")
     # downloads carry the PNGs under the photo's name; the map is higher on the pasted patch
     assert page.get_attribute("#dl-mask", "download") == "forged-astronaut.mask.png"
     prob = data_url_to_array(page.get_attribute("#dl-prob", "href"))

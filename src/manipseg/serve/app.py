@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..contract import Detector
 from .errors import ERROR_CODES, ApiError, install_error_handlers
-from .inference import IMAGE_KINDS, DetectorPool, Gate, Settings, analyze
+from .inference import DEFAULT_IMAGES, IMAGE_KINDS, DetectorPool, Gate, Settings, analyze
 from .upload import parse_multipart, read_body
 
 log = logging.getLogger("manipseg.serve")
@@ -87,7 +87,8 @@ class AnalyzeResult(BaseModel):
     prob_png: str | None = Field(None, description="probability map, 16-bit grayscale PNG (0..65535 = 0..1), data URL")
     mask_png: str | None = Field(None, description="binary mask, 8-bit PNG (255 = flagged), data URL")
     overlay_png: str | None = Field(None, description="photo with heatmap and mask outline, RGB PNG, data URL")
-    heatmap_png: str | None = Field(None, description="heatmap with alpha = probability, RGBA PNG, data URL")
+    heatmap_png: str | None = Field(None, description="heatmap with alpha = probability, RGBA PNG, data URL "
+                                                      "(only when asked for with images)")
 
 
 class ModelInfo(BaseModel):
@@ -141,9 +142,9 @@ ANALYZE_BODY = {
             "model": {"type": "string", "description": "detector name from GET /v1/models (default: server's)"},
             "threshold": {"type": "number", "minimum": 0, "maximum": 1,
                           "description": "mask threshold in [0, 1] (default: the detector's own)"},
-            "images": {"type": "string", "default": "all",
-                       "description": "PNGs to return: 'all', 'none' or a comma list of "
-                                      + ", ".join(IMAGE_KINDS)},
+            "images": {"type": "string", "default": ",".join(DEFAULT_IMAGES),
+                       "description": "PNGs to return: a comma list of " + ", ".join(IMAGE_KINDS)
+                                      + ", or 'all' or 'none'"},
         },
     }}},
 }
@@ -162,7 +163,9 @@ def _parse_threshold(raw: str | None) -> float | None:
 
 
 def _parse_images(raw: str | None) -> tuple[str, ...]:
-    value = (raw or "all").strip().lower()
+    if raw is None or raw.strip() == "":
+        return DEFAULT_IMAGES
+    value = raw.strip().lower()
     if value == "all":
         return IMAGE_KINDS
     if value == "none":

@@ -104,17 +104,20 @@ async function analyse(file) {
 function showResult(file, r) {
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
   state.photoUrl = URL.createObjectURL(file);
+  // the slider cross-fades from the photo to the server's overlay (heatmap blended by probability)
   const photo = $("photo");
-  const heat = $("heat");
-  heat.hidden = false;
-  photo.onerror = () => {  // the browser cannot show this format (e.g. TIFF): use the server's overlay
+  const layer = $("overlay");
+  layer.hidden = false;
+  $("slider").hidden = false;
+  photo.onerror = () => {  // the browser cannot show this format (e.g. TIFF): show the overlay alone
     photo.onerror = null;
     photo.src = r.overlay_png;
-    heat.hidden = true;
+    layer.hidden = true;
+    $("slider").hidden = true;
   };
   photo.src = state.photoUrl;
-  heat.src = r.heatmap_png;
-  heat.style.opacity = $("opacity").value / 100;
+  layer.src = r.overlay_png;
+  layer.style.opacity = $("opacity").value / 100;
   $("mask").src = r.mask_png;
 
   $("score").textContent = r.score.toFixed(2);
@@ -154,7 +157,7 @@ function setupDrop() {
     const file = e.dataTransfer && e.dataTransfer.files[0];
     if (file) analyse(file);
   });
-  $("opacity").addEventListener("input", (e) => { $("heat").style.opacity = e.target.value / 100; });
+  $("opacity").addEventListener("input", (e) => { $("overlay").style.opacity = e.target.value / 100; });
   $("model").addEventListener("change", showSummary);
 }
 
