@@ -138,6 +138,17 @@ def test_noi_finds_noisier_pasted_region(astronaut):
     assert pred.score > NOIDetector().predict(clean).score
 
 
+def test_noi_quantile_scale_is_relative_per_image(astronaut):
+    clean = cv2.GaussianBlur(astronaut, (0, 0), 2.0)
+    z_pred = NOIDetector().predict(clean)
+    q_pred = NOIDetector(scale="quantile").predict(clean)
+    np.testing.assert_array_equal(q_pred.extras["raw"], z_pred.extras["raw"])
+    assert q_pred.prob.max() > 0.9  # the image's top blocks always reach (about) 1
+    assert np.mean(q_pred.prob < 0.1) > 0.4  # the median block maps to 0
+    with pytest.raises(ValueError, match="scale"):
+        NOIDetector(scale="minmax")
+
+
 def test_noi_finds_region_at_odd_border(astronaut):
     """The map must stay aligned at the bottom-right of an odd-sized image (partial blocks)."""
     clean = cv2.GaussianBlur(astronaut[:301, :203], (0, 0), 2.0)

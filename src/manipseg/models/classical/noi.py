@@ -13,7 +13,12 @@ log-noise is compared with the image's typical log-noise by a robust z-score,
 where ``1.2533 / sqrt(n)`` is the sampling spread of the median estimator itself over ``n`` coefficients
 (a block cannot be called inconsistent by less than its own estimation noise). Then
 ``prob = clip(|z| / z_max, 0, 1)``: with the default ``z_max = 6`` the default threshold 0.5 means
-"noise differs from the image's typical noise by more than 3 robust standard deviations".
+"noise differs from the image's typical noise by more than 3 robust standard deviations", on every
+image alike, so an image with consistent noise gets an empty mask.
+
+``scale="quantile"`` instead maps ``|log(sigma_b / median sigma)|`` with
+:func:`manipseg.contract.robust_normalise` (median -> 0, 99.5th percentile -> 1): relative to each
+image, so every image gets its most inconsistent blocks near 1, authentic ones included.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import cv2
 import numpy as np
 import pywt
 
-from ...contract import Detector, Prediction
+from ...contract import Detector, Prediction, robust_normalise
 from ._blocks import block_view, upsample_blocks
 
 #: median(|N(0, 1)|), the constant of the median absolute deviation noise estimator.
@@ -65,8 +70,11 @@ class NOIDetector(Detector):
     threshold = 0.5  # |z| = z_max / 2 = 3 robust standard deviations with the defaults
 
     def __init__(self, device: str = "cpu", block: int = 8, wavelet: str = "db8", z_max: float = 6.0,
-                 score_quantile: float = 0.99) -> None:
-        super().__init__(device=device, block=block, wavelet=wavelet, z_max=z_max, score_quantile=score_quantile)
+                 scale: str = "robust_z", score_quantile: float = 0.99) -> None:
+        super().__init__(device=device, block=block, wavelet=wavelet, z_max=z_max, scale=scale,
+                         score_quantile=score_quantile)
+        if scale not in ("robust_z", "quantile"):
+            raise ValueError(f"NOI scale must be 'robust_z' or 'quantile', got {scale!r}")
         if int(block) < 2:
             raise ValueError(f"NOI block size must be at least 2 sub-band pixels, got {block}")
         if z_max <= 0:
@@ -77,6 +85,7 @@ class NOIDetector(Detector):
         self.block = int(block)
         self.wavelet = wavelet
         self.z_max = float(z_max)
+        self.scale = scale
         self.score_quantile = float(score_quantile)
 
     def inconsistency(self, sigma: np.ndarray) -> np.ndarray:
@@ -91,7 +100,7 @@ class NOIDetector(Detector):
         h, w = image.shape[:2]
         sigma = noise_level_map(luminance(image), self.block, self.wavelet)
         z = self.inconsistency(sigma)
-        prob_blocks = np.clip(z / self.z_max, 0.0, 1.0)
+        prob_blocks = robust_normalise(z) if self.scale == "quantile" else np.clip(z / self.z_max, 0.0, 1.0)
         prob = upsample_blocks(prob_blocks, 2 * self.block, h, w)
         score = float(np.quantile(prob_blocks, self.score_quantile))
         return Prediction(prob=np.clip(prob, 0.0, 1.0), score=score,
