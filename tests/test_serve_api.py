@@ -167,6 +167,22 @@ def test_images_option(api):
     assert_error(post(api, data, images="thumbnail"), 400, "invalid_request", "comma list")
 
 
+def test_uploads_stay_in_memory(api, monkeypatch):
+    """No temporary file is made for a 2.5 MB upload (Starlette's own form parser would spool it)."""
+    import tempfile
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a temporary file was created")
+
+    for name in ("TemporaryFile", "NamedTemporaryFile", "SpooledTemporaryFile", "mkstemp", "mkdtemp"):
+        monkeypatch.setattr(tempfile, name, forbidden)
+    noise = np.random.default_rng(2).integers(0, 255, (900, 900, 3), dtype=np.uint8)
+    data = sup.encode(noise)
+    assert len(data) > 2_000_000
+    resp = post(api, data, images="none")
+    assert resp.status_code == 200 and resp.json()["width"] == 900
+
+
 # -- content sniffing and bad images ---------------------------------------------------------------
 
 def test_content_is_sniffed_not_the_name_or_type(api):

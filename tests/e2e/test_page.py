@@ -112,6 +112,35 @@ def test_forgery_shows_overlay_score_and_downloads(page, tmp_path):
     shot(page, tmp_path, "forgery.png")
 
 
+def test_drop_a_file_on_the_page(page, tmp_path):
+    image, _ = sup.make_forgery()
+    payload = base64.b64encode(sup.encode(image, ".jpg")).decode("ascii")
+    transfer = page.evaluate_handle(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+            return dt;
+        }""", payload)
+    page.dispatch_event("#drop", "dragover", {"dataTransfer": transfer})
+    assert "over" in page.get_attribute("#drop", "class")
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    assert "dropped.jpg" in page.text_content("#status")
+    assert page.get_attribute("#dl-overlay", "download") == "dropped.overlay.png"
+
+
+def test_tiff_the_browser_cannot_show_falls_back_to_the_overlay(page, tmp_path):
+    image, _ = sup.make_forgery()
+    path = tmp_path / "scan.tif"
+    path.write_bytes(sup.encode(image, ".tiff"))
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    page.wait_for_function("() => document.getElementById('photo').src.startsWith('data:image/png')")
+    assert page.eval_on_selector("#photo", "e => e.naturalWidth") == 512
+    assert page.is_hidden("#overlay") and page.is_hidden("#opacity")
+
+
 def test_detector_picker_uses_the_chosen_model(page, tmp_path):
     options = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
     assert "noi" in options and "test-square" in options
