@@ -50,7 +50,8 @@ class GenConfig:
     copymove_rotate: float = 30.0
     # poisson
     poisson_mixed_prob: float = 0.3
-    # removal
+    # removal: inpainting fills small holes plausibly, large ones become smears, so regions are smaller
+    removal_area: tuple[float, float] = (0.005, 0.12)
     removal_dilate: tuple[int, int] = (3, 9)
     removal_methods: dict[str, float] = field(default_factory=lambda: {"telea": 1.0, "ns": 1.0, "exemplar": 1.0})
     inpaint_radius: tuple[int, int] = (3, 7)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -229,7 +229,7 @@ def _exemplar_fill(t: np.ndarray, hole: np.ndarray, rng: np.random.Generator) ->
 def _removal(rng, pool, size, cfg, meta):
     ti = int(rng.integers(len(pool)))
     t, objs = pool.get(ti, size)
-    region, infos = sample_regions(rng, (size, size), cfg, objs)
+    region, infos = sample_regions(rng, (size, size), replace(cfg, region_area=cfg.removal_area), objs)
     d = int(rng.integers(cfg.removal_dilate[0], cfg.removal_dilate[1] + 1))
     kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * d + 1, 2 * d + 1))
     k = cv2.dilate(region.astype(np.uint8), kern).astype(bool)
