@@ -69,9 +69,17 @@ class Gate:
                                                                thread_name_prefix="manipseg-infer")
         job = self._pool.submit(fn)
         self.admitted += 1
-        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+
+        def release(_: concurrent.futures.Future) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._release)
+
+        job.add_done_callback(release)
+        result = asyncio.wrap_future(job, loop=loop)
+        # a job that ends after its request timed out must not log "exception was never retrieved"
+        result.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job, loop=loop)), timeout)
+            return await asyncio.wait_for(asyncio.shield(result), timeout)
         except TimeoutError:
             started = not job.cancel()
             where = "while analysing the image" if started else "waiting in the queue"
