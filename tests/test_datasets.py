@@ -263,3 +263,15 @@ def test_errors(tmp_path):
     (tmp_path / "masks").mkdir()
     with pytest.raises(DatasetError, match="no usable samples"):
         open_dataset(tmp_path, "generic")
+
+
+def test_convention_override(tmp_path):
+    put(tmp_path / "DSO-1" / "splicing-01.png", photo())
+    put(tmp_path / "DSO-1-Fake-Images-Masks" / "splicing-01.png", box_mask())  # white = tampered copy
+    ds = open_dataset(tmp_path, convention="white")
+    assert ds.format == "dso1" and np.array_equal(ds.load(0)[1], EXPECTED)
+    wrong = open_dataset(tmp_path)
+    wrong.load(0)
+    assert wrong.quirks == {"mostly_tampered_mask": 1}
+    with pytest.raises(DatasetError, match="unknown mask convention"):
+        open_dataset(tmp_path, convention="red")

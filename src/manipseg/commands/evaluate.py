@@ -13,6 +13,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", "-f", default="auto", dest="fmt",
                    help="dataset layout (default: auto-detect); one of auto, generic, json, tpgt, casia1, casia2, "
                         "coverage, columbia, dso1, inthewild, nist16, imd2020, comofod, cvip, noso")
+    p.add_argument("--mask-convention", choices=("white", "black", "green"), default=None,
+                   help="override the format's mask convention: white or black = tampered, green (Columbia)")
     p.add_argument("--attack", "-a", action="append", default=[], metavar="KIND:VALUE",
                    help="also evaluate under an attack, repeatable: jpeg:Q, scale:F, blur:SIGMA, noise:STD")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--thresholds must be odd and >= 3 (0.5 must be on the grid), got {args.thresholds}")
     try:
         attacks = parse_attacks(args.attack)
-        dataset = open_dataset(args.dataset, args.fmt).subset(args.limit)
+        dataset = open_dataset(args.dataset, args.fmt, args.mask_convention).subset(args.limit)
     except (AttackError, DatasetError) as exc:
         return fail(str(exc))
     model = args.model or registry.default_model()

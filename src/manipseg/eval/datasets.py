@@ -277,8 +277,8 @@ def open_generic(root: Path) -> Dataset:
 
 
 def open_inthewild(root: Path) -> Dataset:
-    """In-the-Wild (Huh et al. 2018): ``images/*.jpg`` and ``masks/*.png`` with the same stem; white =
-    tampered. Same layout as the generic one."""
+    """In-the-Wild (Huh et al. 2018, folder ``label_in_wild``): ``images/*.jpg`` and ``masks/*.png`` with
+    the same stem, 201 spliced images, no authentic ones; white = tampered. Same layout as the generic one."""
     ds = open_generic(root)
     ds.format = "inthewild"
     return ds
@@ -423,8 +423,8 @@ def open_coverage(root: Path) -> Dataset:
 def open_columbia(root: Path) -> Dataset:
     """Columbia Uncompressed Image Splicing (Hsu & Chang 2006): ``4cam_splc/*.tif`` spliced,
     ``4cam_auth/*.tif`` authentic, ``4cam_splc/edgemask/<stem>_edgemask.jpg`` colour-coded masks (JPEG):
-    the spliced-in region is green, the host region red. Tampered = green >= 128 and red < 128 (as in
-    photoholmes, which takes the green channel)."""
+    the spliced-in region is green ((0, 255, 0) or (0, 200, 0)), the host region red. Tampered = green
+    >= 128 and red < 128, robust to the JPEG noise of the masks."""
     splc = _child(root, "4cam_splc")
     if splc is None:
         raise DatasetError(f"{root}: Columbia needs a '4cam_splc/' folder")
@@ -438,7 +438,9 @@ def open_columbia(root: Path) -> Dataset:
 def open_dso1(root: Path) -> Dataset:
     """DSO-1 (Carvalho et al. 2013, ``tifs-database``): ``DSO-1/splicing-NN.png`` tampered,
     ``DSO-1/normal-NN.png`` authentic, masks ``DSO-1-Fake-Images-Masks/splicing-NN.png``. Also accepted:
-    ``images/`` and ``masks/``. Masks are inverted: black (< 128) = tampered."""
+    ``images/`` and ``masks/``. Masks are inverted: black (< 128) = tampered, as photoholmes reads them
+    (one other public loader reads them the other way; a wrong convention shows up as a large
+    ``mostly_tampered_mask`` count, and ``convention="white"`` overrides it)."""
     img_dir = _child(root, "DSO-1", "images")
     mask_dir = _child(root, "DSO-1-Fake-Images-Masks", "masks")
     if img_dir is None or mask_dir is None:
@@ -646,15 +648,23 @@ def detect_format(path: str | Path) -> str:
         "(the generic layout is 'images/' + 'masks/' matched by file stem, optional 'authentic/')")
 
 
-def open_dataset(path: str | Path, fmt: str = "auto") -> Dataset:
-    """Open a benchmark folder (or IMDL-BenCo JSON list) as a :class:`Dataset`."""
+def open_dataset(path: str | Path, fmt: str = "auto", convention: str | None = None) -> Dataset:
+    """Open a benchmark folder (or IMDL-BenCo JSON list) as a :class:`Dataset`.
+
+    ``convention`` overrides the format's mask convention (one of :data:`CONVENTIONS`), e.g. for a
+    re-released copy of a benchmark whose masks were inverted.
+    """
     p = Path(path)
     if not p.exists():
         raise DatasetError(f"{p}: no such file or directory")
     name = detect_format(p) if fmt == "auto" else fmt.lower()
     if name not in FORMATS:
         raise UnknownFormatError(fmt)
+    if convention is not None and convention not in CONVENTIONS:
+        raise DatasetError(f"unknown mask convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
     ds = FORMATS[name].opener(p)
+    if convention is not None:
+        ds.convention = convention
     if not ds.samples:
         raise DatasetError(f"{p}: no usable samples found as format {name!r} (quirks: {ds.quirks or 'none'})")
     return ds
