@@ -71,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
     spec = GenerateSpec(sources=[str(Path(s)) for s in args.sources], kinds=kinds, n=args.n, size=args.size,
                         seed=args.seed, config=config, save_sources=args.save_sources)
     if args.backend == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
             print("error: --backend ray needs Ray: pip install 'manipseg[ray]'", file=sys.stderr)
             return 2
         results = iter_ray(spec, address=args.ray_address)
