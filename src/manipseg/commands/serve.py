@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     except (registry.UnknownDetectorError, ImportError, OSError, ValueError, RuntimeError) as exc:
         log.error("cannot load model %r: %s", args.model, exc)
         return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: other machines can reach this server, and it has no authentication; "
+                    "put it behind a reverse proxy with access control if the network is not trusted", args.host)
     app = create_app(settings, preload=False, default_detector=detector)
     log.info("manipseg: open http://%s:%d/ in a browser (API schema at /openapi.json)",
              f"[{args.host}]" if ":" in args.host else args.host, args.port)
