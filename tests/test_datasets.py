@@ -275,3 +275,17 @@ def test_convention_override(tmp_path):
     assert wrong.quirks == {"mostly_tampered_mask": 1}
     with pytest.raises(DatasetError, match="unknown mask convention"):
         open_dataset(tmp_path, convention="red")
+
+
+def test_subset_keeps_both_kinds(tmp_path):
+    for i in range(6):
+        put(tmp_path / "images" / f"t{i}.png", photo(i))
+        put(tmp_path / "masks" / f"t{i}.png", box_mask())
+    for i in range(3):
+        put(tmp_path / "authentic" / f"a{i}.png", photo(i))
+    ds = open_dataset(tmp_path)
+    sub = ds.subset(3)
+    assert [s.name for s in sub] == ["t0", "t1", "a0"]
+    assert len(ds.subset(1)) == 1 and ds.subset(None) is ds and ds.subset(100) is ds
+    sub.note("x", "t0")
+    assert ds.quirks == {"x": 1}

@@ -17,7 +17,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="override the format's mask convention: white or black = tampered, green (Columbia)")
     p.add_argument("--attack", "-a", action="append", default=[], metavar="KIND:VALUE",
                    help="also evaluate under an attack, repeatable: jpeg:Q, scale:F, blur:SIGMA, noise:STD")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate at most N samples (tampered and authentic in the dataset's proportion)")
     p.add_argument("--out", "-o", default="manipseg-eval", help="output directory (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device for learned detectors (default: cpu)")
     p.add_argument("--save-probs", action="store_true",

@@ -136,10 +136,17 @@ class Dataset:
         return image, mask
 
     def subset(self, limit: int | None) -> "Dataset":
-        """The first ``limit`` samples (all when None), sharing the quirk counter."""
+        """At most ``limit`` samples (all when None), sharing the quirk counter: the first tampered and
+        the first authentic ones in the dataset's proportion (at least one of each when both exist)."""
         if limit is None or limit >= len(self.samples):
             return self
-        sub = Dataset(self.root, self.format, self.samples[:limit], self.convention)
+        tampered = [s for s in self.samples if not s.authentic]
+        authentic = [s for s in self.samples if s.authentic]
+        n_t = round(limit * len(tampered) / len(self.samples))
+        if tampered and authentic and limit >= 2:
+            n_t = min(max(n_t, 1), limit - 1)
+        chosen = tampered[:n_t] + authentic[: limit - n_t]
+        sub = Dataset(self.root, self.format, chosen, self.convention)
         sub.quirk_names = self.quirk_names
         return sub
 
