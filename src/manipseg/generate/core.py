@@ -163,30 +163,36 @@ def _copymove(rng, pool, size, cfg, meta):
     return _composite(k, s, t), k, t, s
 
 
-def _poisson(rng, pool, size, cfg, meta):
-    t, s, k = _splice_parts(rng, pool, size, cfg, meta)
-    mixed = bool(rng.random() < cfg.poisson_mixed_prob)
-    meta["clone"] = "mixed" if mixed else "normal"
-    # work on the bounding box only, padded so the mask never touches the patch border
-    p = 4
+def _poisson_paste(s: np.ndarray, t: np.ndarray, k: np.ndarray, mixed: bool = False) -> np.ndarray:
+    """Poisson-blend the aligned source ``s`` into ``t`` over ``k`` (OpenCV ``seamlessClone`` on the
+    bounding box only); pixels outside ``k`` are returned unchanged, bit for bit."""
+    p = 4  # padding so the mask never touches the patch border (OpenCV clears the outer pixel ring)
     x0, y0, x1, y1 = _bbox(k)
     tp = cv2.copyMakeBorder(t, p, p, p, p, cv2.BORDER_REFLECT_101)
     sp = cv2.copyMakeBorder(s, p, p, p, p, cv2.BORDER_REFLECT_101)
     kp = cv2.copyMakeBorder(k.astype(np.uint8) * 255, p, p, p, p, cv2.BORDER_CONSTANT, value=0)
     win = (slice(y0, y1 + 2 * p), slice(x0, x1 + 2 * p))
     bw, bh = x1 - x0, y1 - y0
+    # seamlessClone puts the mask's bounding box at centre - size // 2: this centre keeps it in place
     centre = (p + bw // 2, p + bh // 2)
     blended = cv2.seamlessClone(sp[win], tp[win], kp[win], centre, cv2.MIXED_CLONE if mixed else cv2.NORMAL_CLONE)
     out = t.copy()
     kk = k[y0:y1, x0:x1]
     out[y0:y1, x0:x1][kk] = blended[p:p + bh, p:p + bw][kk]
-    return out, k, t, s
+    return out
+
+
+def _poisson(rng, pool, size, cfg, meta):
+    t, s, k = _splice_parts(rng, pool, size, cfg, meta)
+    mixed = bool(rng.random() < cfg.poisson_mixed_prob)
+    meta["clone"] = "mixed" if mixed else "normal"
+    return _poisson_paste(s, t, k, mixed), k, t, s
 
 
 def _exemplar_fill(t: np.ndarray, hole: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     """Fill ``hole`` with the patch of ``t`` whose surroundings best match the hole's surroundings
-    (masked SSD template matching on a ring around the hole, at half resolution), corrected for mean
-    colour. Returns None when no candidate patch avoids the hole."""
+    (masked SSD template matching on a ring around the hole, at half resolution), Poisson-blended into
+    place. Returns None when no candidate patch avoids the hole."""
     h, w = hole.shape
     ring_w = max(3, int(round(min(h, w) / 32)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_w + 1, 2 * ring_w + 1))
@@ -219,11 +225,7 @@ def _exemplar_fill(t: np.ndarray, hole: np.ndarray, rng: np.random.Generator) ->
     dx, dy = px * f - x0, py * f - y0
     a = np.array([[1.0, 0, dx], [0, 1.0, dy]])
     shifted = cv2.warpAffine(t, a, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
-    diff = t[ring].astype(np.float32).mean(axis=0) - shifted[ring].astype(np.float32).mean(axis=0)
-    filled = np.clip(shifted.astype(np.float32) + diff + 0.5, 0, 255).astype(np.uint8)
-    out = t.copy()
-    out[hole] = filled[hole]
-    return out
+    return _poisson_paste(shifted, t, hole)
 
 
 def _removal(rng, pool, size, cfg, meta):
