@@ -71,8 +71,14 @@ def test_mask_normalisation_variants(tmp_path):
 def test_size_quirks_are_resized_and_counted(tmp_path):
     put(tmp_path / "images" / "big.png", photo())
     put(tmp_path / "masks" / "big.png", box_mask(h=2 * H, w=2 * W)[::1, ::1])  # twice the size
-    put(tmp_path / "images" / "rot.png", photo())
-    put(tmp_path / "masks" / "rot.png", box_mask().T.copy())
+    stored = Image.fromarray(photo(h=W, w=H))  # stored portrait, EXIF says "rotate 90 clockwise" (6)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir(parents=True, exist_ok=True)
+    stored.save(tmp_path / "images" / "rot.jpg", exif=exif.tobytes())
+    raw_mask = np.zeros((W, H), np.uint8)
+    raw_mask[0:3, 0:2] = 255  # top-left corner of the stored pixels
+    put(tmp_path / "masks" / "rot.png", raw_mask)
     put(tmp_path / "images" / "empty.png", photo())
     put(tmp_path / "masks" / "empty.png", np.zeros((H, W), np.uint8))
     put(tmp_path / "images" / "inv.png", photo())
@@ -83,9 +89,13 @@ def test_size_quirks_are_resized_and_counted(tmp_path):
         assert mask.shape == img.shape[:2]
     for i in range(len(ds)):  # loading twice does not double-count
         ds.load(i)
-    assert ds.quirks == {"empty_mask": 1, "mask_resized": 1, "mask_rotated": 1, "mostly_tampered_mask": 1}
+    assert ds.quirks == {"empty_mask": 1, "mask_exif_oriented": 1, "mask_resized": 1, "mostly_tampered_mask": 1}
     big = [i for i, s in enumerate(ds) if s.name == "big"][0]
     assert ds.load(big)[1].sum() == 4 * 7  # nearest-neighbour halving of an 8x14 box at 2x
+    rot = [i for i, s in enumerate(ds) if s.name == "rot"][0]
+    img, mask = ds.load(rot)
+    # rotating 90 degrees clockwise moves the stored top-left corner to the top-right
+    assert img.shape == (H, W, 3) and mask.sum() == 6 and mask[:2, W - 3:].all()
 
 
 def test_tpgt_by_stem_and_by_order(tmp_path):

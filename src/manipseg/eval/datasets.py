@@ -17,7 +17,8 @@ Quirks are counted per sample, once, by name (``Dataset.quirks``):
 ``missing_mask``         a tampered image without its mask: skipped (not in the sample list).
 ``missing_image``        a list entry (JSON, NIST CSV) naming an image that does not exist: skipped.
 ``mask_resized``         mask size differs from the image: resized with nearest neighbour.
-``mask_rotated``         mask is the image's size transposed (portrait/landscape): rotated to fit.
+``mask_exif_oriented``   the image has an EXIF orientation that swaps width and height and the mask
+                         matches its stored (unrotated) pixels: the mask is turned the same way.
 ``empty_mask``           a tampered image whose mask has no tampered pixel: kept for image-level
                          metrics, excluded from pixel-level metrics.
 ``mostly_tampered_mask`` more than 50 % of the mask is tampered: kept; often a sign of an inverted
@@ -121,9 +122,10 @@ class Dataset:
         mask = read_mask(s.mask_path, self.convention)
         h, w = image.shape[:2]
         if mask.shape != (h, w):
-            if mask.shape == (w, h) and h != w:
-                mask = np.ascontiguousarray(mask.T)
-                self.note("mask_rotated", s.name)
+            oriented = _apply_exif_orientation(mask, s.image_path) if mask.shape == (w, h) else None
+            if oriented is not None:
+                mask = oriented
+                self.note("mask_exif_oriented", s.name)
             else:
                 import cv2
 
@@ -194,6 +196,23 @@ def read_mask(path: str | Path, convention: str = "white") -> np.ndarray:
             return gray > 0
         return gray >= 128
     raise ValueError(f"unknown mask convention {convention!r}")
+
+
+_EXIF_TRANSPOSE = {5: "TRANSPOSE", 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _apply_exif_orientation(mask: np.ndarray, image_path: Path) -> np.ndarray | None:
+    """The mask turned by the image's EXIF orientation when that orientation swaps width and height
+    (the image is loaded upright, its mask was drawn on the stored pixels); None otherwise."""
+    from PIL import Image
+
+    with Image.open(image_path) as img:
+        orientation = img.getexif().get(0x0112, 1)
+    method = _EXIF_TRANSPOSE.get(orientation)
+    if method is None:
+        return None
+    turned = Image.fromarray(mask.astype(np.uint8) * 255).transpose(getattr(Image.Transpose, method))
+    return np.asarray(turned) >= 128
 
 
 # -- helpers ------------------------------------------------------------------------------------
