@@ -68,9 +68,9 @@ class ErrorResponse(BaseModel):
 
 
 class Timings(BaseModel):
-    decode: float
-    predict: float
-    encode: float
+    decode: float = Field(description="seconds to decode the upload (and load the detector on first use)")
+    predict: float = Field(description="seconds the detector took")
+    encode: float = Field(description="seconds for the mask, the overlay and the PNG encoding")
 
 
 class AnalyzeResult(BaseModel):
