@@ -6,7 +6,8 @@
 
 Starts ``python -m manipseg serve`` on a free loopback port, sends one warm-up request, then times
 ``--repeats`` requests from the client side (upload, decode, analysis, PNG encoding, JSON, download)
-and prints the median with the server's own breakdown. ``images=none`` shows the cost of the PNGs.
+and prints the median with the server's own breakdown, for the default PNGs (probability map, mask, overlay), for all four
+(``images=all``, adds the RGBA heatmap) and for none (``images=none``: the cost of analysis alone).
 """
 from __future__ import annotations
 
@@ -69,13 +70,14 @@ def main() -> int:
                 raise SystemExit("the server did not start")
             time.sleep(0.1)
         with httpx.Client(base_url=url, timeout=300) as client:
-            for images in ("all", "none"):
+            for images in ("default", "all", "none"):  # default = prob, mask, overlay (what the page uses)
                 files = {"image": ("bench.jpg", data, "image/jpeg")}
-                client.post("/v1/analyze", files=files, data={"images": images})  # warm-up
+                form = {} if images == "default" else {"images": images}
+                client.post("/v1/analyze", files=files, data=form)  # warm-up
                 walls, server_side, last = [], [], None
                 for _ in range(args.repeats):
                     t = time.perf_counter()
-                    resp = client.post("/v1/analyze", files=files, data={"images": images})
+                    resp = client.post("/v1/analyze", files=files, data=form)
                     walls.append(time.perf_counter() - t)
                     resp.raise_for_status()
                     last = resp.json()
