@@ -12,7 +12,7 @@ import pytest
 
 from manipseg.generate import (KINDS, GenConfig, ImagePool, SourceError, SyntheticDataset, derive_seed,
                                elastic_deform, face_hull_mask, make_sample, random_blob, random_ellipse,
-                               random_polygon)
+                               random_polygon, self_blend)
 from manipseg.generate.core import _colour_transfer
 from manipseg.generate.post import apply_post
 from manipseg.generate.config import PostConfig
@@ -290,6 +290,24 @@ def test_dataset_items_and_dataloader(pool):
     assert torch.equal(stacked, torch.stack([ds[i]["image"] for i in range(6)]))
     with pytest.raises(ValueError, match="unknown"):
         SyntheticDataset(pool, ["splice", "nope"], length=2)
+
+
+def test_self_blend_on_a_face_hull(astronaut):
+    """SBI for the face pipeline: a non-square photo, a convex hull of (made-up) landmarks."""
+    img = np.ascontiguousarray(astronaut[20:220, 120:420])  # 200 x 300, the face is around x 80..200
+    pts = np.array([[95, 60], [175, 55], [200, 110], [170, 175], [120, 180], [90, 120]], dtype=float)
+    hull = face_hull_mask(pts, img.shape[:2])
+    s = self_blend(img, hull, seed=4, config=NO_POST)
+    assert s.image.shape == img.shape and s.mask.shape == hull.shape
+    near = cv2.dilate(hull.astype(np.uint8), np.ones((41, 41), np.uint8)).astype(bool)
+    assert s.mask.any() and not (s.mask & ~near).any()  # K stays around the hull (deformation + blur)
+    limit = 0.1 * np.abs(s.source.astype(np.float32) - s.target.astype(np.float32)) + 1.0
+    diff = np.abs(s.image.astype(np.float32) - s.target.astype(np.float32))
+    assert np.all(diff[~s.mask] <= limit[~s.mask])
+    again = self_blend(img, hull, seed=4, config=NO_POST)
+    assert np.array_equal(again.image, s.image) and np.array_equal(again.mask, s.mask)
+    with pytest.raises(ValueError, match="empty"):
+        self_blend(img, np.zeros(hull.shape, bool), seed=0)
 
 
 def test_config_validation():

@@ -322,9 +322,10 @@ def _sbi_augment(rng: np.random.Generator, img: np.ndarray) -> tuple[np.ndarray,
     return x, info
 
 
-def _sbi(rng, pool, size, cfg, meta):
-    ti = int(rng.integers(len(pool)))
-    img, objs = pool.get(ti, size)
+def _self_blend_core(rng: np.random.Generator, img: np.ndarray, region: np.ndarray, cfg: GenConfig, meta: dict):
+    """SBI on any H x W image and region: returns (M, K, target, source, alpha); fills ``meta``."""
+    h, w = region.shape
+    scale = min(h, w) / 256.0
     aug, aug_info = _sbi_augment(rng, img)
     if rng.random() < 0.5:
         src, tgt, which = aug, img, "source"
@@ -332,28 +333,24 @@ def _sbi(rng, pool, size, cfg, meta):
         src, tgt, which = img, aug, "target"
     # random resize and translate of the source
     sc = float(rng.uniform(*cfg.sbi_scale))
-    tx, ty = (float(v) for v in rng.uniform(-cfg.sbi_shift, cfg.sbi_shift, 2) * size)
-    c = (size - 1) / 2.0
-    a = np.array([[sc, 0, c - sc * c + tx], [0, sc, c - sc * c + ty]])
-    src = _warp(src, a)
-    # mask generation: region, deformation, resize trick, two Gaussian blurs
-    region, infos = sample_regions(rng, (size, size), cfg, objs)
-    region = elastic_deform(region, rng, alpha=float(rng.uniform(*cfg.elastic_alpha)) * size / 256,
-                            sigma=float(rng.uniform(*cfg.elastic_sigma)) * size / 256)
+    tx, ty = (float(v) for v in rng.uniform(-cfg.sbi_shift, cfg.sbi_shift, 2) * (w, h))
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    src = _warp(src, np.array([[sc, 0, cx - sc * cx + tx], [0, sc, cy - sc * cy + ty]]))
+    # mask generation: deformation, resize trick, two Gaussian blurs (erode or dilate), blend ratio
+    region = elastic_deform(region, rng, alpha=float(rng.uniform(*cfg.elastic_alpha)) * scale,
+                            sigma=float(rng.uniform(*cfg.elastic_sigma)) * scale)
     if not region.any():
         raise _Retry("empty after deformation")
-    m = region.astype(np.float32)
-    rs = float(rng.uniform(0.75, 1.0))
-    small = (max(8, int(round(size * rs))), max(8, int(round(size * float(rng.uniform(0.75, 1.0))))))
-    m = cv2.resize(cv2.resize(m, small, interpolation=cv2.INTER_LINEAR), (size, size), interpolation=cv2.INTER_LINEAR)
-    kscale = size / 256.0
+    small = (max(8, int(round(w * float(rng.uniform(0.75, 1.0))))), max(8, int(round(h * float(rng.uniform(0.75, 1.0))))))
+    m = cv2.resize(cv2.resize(region.astype(np.float32), small, interpolation=cv2.INTER_LINEAR), (w, h),
+                   interpolation=cv2.INTER_LINEAR)
     lo, hi = cfg.sbi_kernel
 
     def odd(v: float) -> int:
         return max(3, int(round(v)) | 1)
-    k1 = odd(int(rng.integers(lo, hi + 1)) * kscale)
-    k2 = odd(int(rng.integers(lo, hi + 1)) * kscale)
-    sig2 = float(rng.uniform(5, 46)) * kscale
+    k1 = odd(int(rng.integers(lo, hi + 1)) * scale)
+    k2 = odd(int(rng.integers(lo, hi + 1)) * scale)
+    sig2 = float(rng.uniform(5, 46)) * scale
     m = cv2.GaussianBlur(m, (k1, k1), 0)
     if m.max() <= 0:
         raise _Retry("empty mask")
@@ -369,11 +366,46 @@ def _sbi(rng, pool, size, cfg, meta):
     _check_area(k)
     a3 = alpha[:, :, None]
     out = np.clip(a3 * src.astype(np.float32) + (1 - a3) * tgt.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
-    meta.update(target_id=pool.ids[ti], source_id=pool.ids[ti], regions=infos, augmented=which, augmentation=aug_info,
+    meta.update(augmented=which, augmentation=aug_info,
                 resize_translate={"scale": round(sc, 4), "shift": [round(tx, 2), round(ty, 2)]},
                 blur_kernels=[k1, k2], blend_ratio=ratio, alpha_threshold=cfg.sbi_alpha_threshold)
+    return out, k, tgt, src, alpha
+
+
+def _sbi(rng, pool, size, cfg, meta):
+    ti = int(rng.integers(len(pool)))
+    img, objs = pool.get(ti, size)
+    region, infos = sample_regions(rng, (size, size), cfg, objs)
+    meta.update(target_id=pool.ids[ti], source_id=pool.ids[ti], regions=infos)
+    out, k, tgt, src, alpha = _self_blend_core(rng, img, region, cfg, meta)
     meta["_alpha"] = alpha
     return out, k, tgt, src
+
+
+def self_blend(image: np.ndarray, region: np.ndarray, seed: int, config: GenConfig | dict | None = None,
+               max_tries: int = 20) -> Sample:
+    """Self-Blended Image of ``image`` (uint8 H x W x 3, any size) over ``region`` (bool H x W, e.g. a
+    :func:`face_hull_mask`), with SBI's source-target augmentation and mask generation; the config's
+    post-processing chain is applied as in :func:`make_sample`. Deterministic in (image, region, seed, config)."""
+    image = np.asarray(image)
+    region = np.asarray(region, dtype=bool)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or region.shape != image.shape[:2]:
+        raise ValueError(f"need a uint8 HxWx3 image and an HxW region, got {image.shape} {image.dtype} and {region.shape}")
+    if not region.any():
+        raise ValueError("region is empty")
+    cfg = as_config(config)
+    rng = _rng_for("sbi", seed)
+    for attempt in range(max_tries):
+        meta: dict[str, Any] = {"kind": "sbi", "seed": int(seed), "size": list(image.shape[:2])}
+        try:
+            out, k, tgt, src, alpha = _self_blend_core(rng, image, region, cfg, meta)
+        except _Retry:
+            continue
+        meta["attempt"] = attempt
+        (out, tgt, src), meta["post"] = apply_post(rng, [out, tgt, src], cfg.post)
+        return Sample(image=out, mask=k, boundary=boundary_of(k, cfg.boundary_width), target=tgt, source=src,
+                      alpha=alpha, meta=meta)
+    raise RuntimeError(f"self-blending gave an unusable mask {max_tries} times; use a larger region")
 
 
 def _authentic(rng, pool, size, cfg, meta):
