@@ -24,6 +24,10 @@ A small constant (``VAR_FLOOR``, 1e-3 grey levels squared, about 1/100 of 8-bit 
 is added to the variances before the logarithm, so exactly flat pixels do not produce infinite ``L``
 (the reference code maps those blocks to ``L = 0`` or drops them instead). Flat or saturated blocks get
 ``L`` near 0: like in the original method, such blocks carry no CFA evidence and tend to look tampered.
+
+Images whose demosaicing traces were erased everywhere (resized, strongly JPEG-compressed, not from a
+Bayer camera) give an "authentic" component with mean ``mu2`` near 0 (``extras["mixture"]``): the map
+then only splits blocks by the spread of ``L`` and says nothing about tampering.
 """
 from __future__ import annotations
 
