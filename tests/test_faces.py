@@ -1,0 +1,205 @@
+"""Faces: SBI generation, MTE, AFM, metrics, detection/crops and the `manipseg faces` pipeline."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from manipseg.faces import sbi
+from manipseg.faces.detect import Face, box_iou, crop_face, crop_to_image, get_detector
+from manipseg.faces.metrics import binary_metrics, eer, roc_auc
+from manipseg.faces.model import AdapGRNet, AttentionFusion, ChannelSelfAttention, FaceNetConfig, losses, mte, to_tensors
+
+
+def template_landmarks(size: int = 128) -> np.ndarray:
+    """A plausible 68-point face layout (dlib order) centred in a ``size`` crop."""
+    c, r = size / 2, size * 0.3
+    t = np.linspace(np.pi, 0, 17)
+    jaw = np.stack([c + r * np.cos(t), c + 0.1 * size + r * 1.1 * np.sin(t)], 1)
+    brows = np.stack([np.r_[np.linspace(c - r * 0.9, c - r * 0.15, 5), np.linspace(c + r * 0.15, c + r * 0.9, 5)],
+                      np.full(10, c - r * 0.45)], 1)
+    nose = np.stack([np.r_[np.full(4, c), np.linspace(c - r * 0.2, c + r * 0.2, 5)],
+                     np.r_[np.linspace(c - r * 0.3, c + r * 0.15, 4), np.full(5, c + r * 0.3)]], 1)
+    eye = lambda cx: np.stack([cx + r * 0.2 * np.cos(np.linspace(0, 2 * np.pi, 6, endpoint=False)),  # noqa: E731
+                               c - r * 0.2 + r * 0.08 * np.sin(np.linspace(0, 2 * np.pi, 6, endpoint=False))], 1)
+    mouth = np.stack([c + r * 0.4 * np.cos(np.linspace(0, 2 * np.pi, 20, endpoint=False)),
+                      c + r * 0.65 + r * 0.15 * np.sin(np.linspace(0, 2 * np.pi, 20, endpoint=False))], 1)
+    lm = np.concatenate([jaw, brows, nose, eye(c - r * 0.45), eye(c + r * 0.45), mouth]).astype(np.float32)
+    assert lm.shape == (68, 2)
+    return lm
+
+
+@pytest.fixture
+def face_crop(astronaut):
+    return cv2.resize(astronaut[20:220, 140:340], (128, 128), interpolation=cv2.INTER_AREA)
+
+
+# -- SBI -----------------------------------------------------------------------------------------------
+def test_blend_equals_formula_on_hand_made_arrays():
+    s = np.array([[[200, 100, 0], [10, 20, 30]]], dtype=np.uint8)
+    t = np.array([[[0, 100, 200], [30, 20, 10]]], dtype=np.uint8)
+    m = np.array([[0.25, 1.0]], dtype=np.float32)
+    out = sbi.blend(s, t, m)
+    expected = np.array([[[50, 100, 150], [10, 20, 30]]], dtype=np.float32)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    np.testing.assert_allclose(sbi.blend(s, t, np.zeros((1, 2))), t.astype(np.float32))
+
+
+def test_self_blend_mask_lies_on_the_face_and_output_follows_the_mask(face_crop):
+    lm = template_landmarks()
+    hull = sbi.face_hull_mask(lm, (128, 128))
+    near = cv2.dilate(hull.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (31, 31))).astype(bool)
+    ratios = set()
+    for seed in range(12):
+        out, mask, label = sbi.self_blend(face_crop, lm, np.random.default_rng(seed))
+        assert label == 1 and out.dtype == np.uint8 and out.shape == face_crop.shape
+        assert mask.dtype == np.float32 and mask.shape == (128, 128) and 0 <= mask.min() and mask.max() <= 1
+        assert mask.max() > 0.2
+        mass = mask.sum()
+        assert mask[near].sum() / mass > 0.97, "blend mask leaks off the face"
+        assert mask[hull].mean() > 0.3 * mask.max(), "blend mask does not cover the face"
+        ratios.add(round(float(mask.max()), 2))
+    assert ratios <= {0.25, 0.5, 0.75, 1.0} and len(ratios) >= 2
+
+
+def test_blur_mask_erodes_or_dilates_but_keeps_a_peak_of_one():
+    m = np.zeros((128, 128), np.float32)
+    m[32:96, 32:96] = 1
+    for seed in range(5):
+        out = sbi.blur_mask(m, np.random.default_rng(seed))
+        assert out.max() == pytest.approx(1.0, abs=1e-5)
+        assert out[64, 64] > 0.9 and out[0, 0] < 0.05
+
+
+def test_face_swap_changes_the_face_only(face_crop, coffee):
+    lm = template_landmarks()
+    other = cv2.resize(coffee[:300, :300], (128, 128))
+    out, mask, label = sbi.face_swap(face_crop, lm, other, lm, np.random.default_rng(0))
+    assert label == 1 and out.shape == face_crop.shape
+    outside = mask < 1e-6
+    np.testing.assert_array_equal(out[outside], face_crop[outside])
+    assert np.abs(out.astype(int) - face_crop.astype(int))[mask > 0.9].mean() > 5
+
+
+# -- MTE and the network -------------------------------------------------------------------------------
+def test_mte_residual_of_a_constant_image_is_zero():
+    img = np.full((40, 50, 3), 137, np.uint8)
+    np.testing.assert_allclose(mte(img), 0.0, atol=1e-6)
+
+
+def test_mte_equals_the_torch_guided_residual(coffee):
+    from manipseg.models.nets import guided_residual
+
+    img = coffee[:64, :64]
+    ours = mte(img, radius=2, eps=1e-3)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    ref = guided_residual(x, radius=2, eps=1e-3)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(ours, ref, atol=2e-5)
+    assert ours.max() > 0.01  # a real picture has traces
+
+
+def test_afm_weights_sum_to_one_and_attention_is_row_stochastic():
+    torch.manual_seed(0)
+    afm = AttentionFusion(16)
+    f1, f2 = torch.randn(4, 16, 5, 5), torch.randn(4, 16, 5, 5)
+    out = afm(f1, f2)
+    alpha = out["alpha"]
+    assert alpha.shape == (4, 2)
+    torch.testing.assert_close(alpha.sum(1), torch.ones(4))
+    assert (alpha > 0).all() and (alpha < 1).all()
+    att = ChannelSelfAttention().attention(f1)
+    assert att.shape == (4, 16, 16)
+    torch.testing.assert_close(att.sum(-1), torch.ones(4, 16))
+
+
+def test_network_forward_losses_and_backward():
+    cfg = FaceNetConfig(size=64, widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))
+    net = AdapGRNet(cfg)
+    crops = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8) for i in range(4)]
+    rgb, res = to_tensors(crops, cfg)
+    out = net(rgb, res)
+    assert out["logits"].shape == (4, 2) and out["loc"].shape == (4, 1, 4, 4)
+    parts = losses(out, torch.tensor([0, 0, 1, 1]), torch.rand(4, 64, 64))
+    assert torch.isfinite(parts["total"])
+    parts["total"].backward()
+    assert net.rgb.stem[0].weight.grad is not None and net.gr.stem[0].weight.grad is not None
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+def test_metrics_match_sklearn():
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.normal(y * 0.8, 1.0), 1)  # with ties
+    assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    fpr, tpr, _ = roc_curve(y, s)
+    k = np.argmin(np.abs(fpr - (1 - tpr)))
+    assert eer(y, s) == pytest.approx((fpr[k] + 1 - tpr[k]) / 2, abs=0.03)
+    assert eer([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 0.0
+    m = binary_metrics([0, 1, 1], [0.2, 0.7, 0.4])
+    assert m["accuracy"] == pytest.approx(2 / 3)
+
+
+# -- detection, crops, CLI -------------------------------------------------------------------------------
+def test_crop_and_back_and_iou():
+    face = Face((40, 50, 100, 110), template_landmarks(60) + 40, 1.0)
+    img = np.zeros((200, 200, 3), np.uint8)
+    crop, lm, m = crop_face(img, face, size=64, margin=0.25)
+    assert crop.shape == (64, 64, 3) and lm.shape == (68, 2)
+    assert lm.min() >= 0 and lm.max() < 64
+    back = crop_to_image(np.ones((64, 64), np.float32), m, img.shape[:2])
+    x0, y0, x1, y1 = face.frame_box()
+    assert back[int((y0 + y1) / 2), int((x0 + x1) / 2)] == pytest.approx(1.0)
+    assert back[5, 195] == 0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+
+
+def test_detector_finds_the_astronaut_face(astronaut):
+    faces = get_detector("auto").detect(astronaut)
+    assert len(faces) >= 1
+    x0, y0, x1, y1 = faces[0].box
+    assert 150 < (x0 + x1) / 2 < 260 and 60 < (y0 + y1) / 2 < 160  # Eileen Collins' face
+
+
+@pytest.fixture
+def tiny_weights(tmp_path):
+    from manipseg.faces.train import ARCH
+    from manipseg.models.weights import save_weights
+
+    cfg = FaceNetConfig(size=64, widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    save_weights(path, AdapGRNet(cfg), ARCH, cfg.to_dict(), {"margin": 0.3})
+    return path
+
+
+def test_faces_cli_no_face_corrupt_face_and_video(tmp_path, tiny_weights, astronaut):
+    from manipseg.cli import main
+
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (64, 1)))
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    photo = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(photo), astronaut[:, :, ::-1])
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (256, 256))
+    for k in range(6):
+        writer.write(np.ascontiguousarray(np.roll(cv2.resize(astronaut, (256, 256)), 2 * k, axis=1)[:, :, ::-1]))
+    writer.release()
+    out = tmp_path / "out"
+    code = main(["faces", str(blank), str(corrupt), str(photo), str(video), "--out", str(out),
+                 "--weights", str(tiny_weights), "--every", "2", "--no-progress"])
+    assert code == 1  # the corrupt file is a failure, the rest succeed
+    recs = {r["input"].rsplit("/", 1)[-1]: r for r in map(json.loads, (out / "faces.jsonl").read_text().splitlines())}
+    assert recs["blank.png"]["result"] == "no face found" and recs["blank.png"]["faces"] == []
+    assert "corrupt.jpg" in recs["corrupt.jpg"]["error"]
+    face = recs["astronaut.jpg"]["faces"][0]
+    assert 0 <= face["fake_prob"] <= 1 and (out / face["crop"]).is_file() and (out / face["heatmap"]).is_file()
+    assert (out / "astronaut.faces.jpg").is_file()
+    vid = recs["clip.avi"]
+    assert vid["frames_analysed"] == 3 and len(vid["faces"]) == 1 and vid["faces"][0]["frames"] == 3
