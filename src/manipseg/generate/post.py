@@ -13,10 +13,10 @@ from .config import PostConfig
 
 def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
     """Encode as JPEG at ``quality`` and decode again (RGB uint8 in and out)."""
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def resize_roundtrip(rgb: np.ndarray, scale: float) -> np.ndarray:

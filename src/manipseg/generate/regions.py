@@ -6,6 +6,7 @@ All functions return ``bool`` masks of a given ``(H, W)`` shape and draw randomn
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -25,6 +26,15 @@ def face_hull_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out = np.zeros(shape[:2], dtype=np.uint8)
     cv2.fillConvexPoly(out, hull, 1)
     return out.astype(bool)
+
+
+@lru_cache(maxsize=8)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinate grids (x, y) as float32, cached and read-only."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xx.setflags(write=False)
+    yy.setflags(write=False)
+    return xx, yy
 
 
 def _radius_for(area: float, shape: tuple[int, int]) -> float:
@@ -71,7 +81,7 @@ def random_blob(rng: np.random.Generator, shape: tuple[int, int], area: float) -
     cx, cy = _centre(rng, shape, r)
     g = 8
     noise = cv2.resize(rng.standard_normal((g, g)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xx, yy = _grid(h, w)
     d2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / np.float32(max(r, 1.0) ** 2)
     field = np.exp(-d2) + np.float32(0.35) * noise
     target = int(round(area * h * w))
@@ -97,7 +107,7 @@ def elastic_deform(mask: np.ndarray, rng: np.random.Generator, alpha: float = 8.
     gh, gw = max(2, int(round(h / sigma))), max(2, int(round(w / sigma)))
     dx = cv2.resize(rng.uniform(-1, 1, (gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     dy = cv2.resize(rng.uniform(-1, 1, (gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xx, yy = _grid(h, w)
     mapx = xx + np.float32(alpha) * dx
     mapy = yy + np.float32(alpha) * dy
     warped = cv2.remap(mask.astype(np.float32), mapx, mapy, interpolation=cv2.INTER_LINEAR,

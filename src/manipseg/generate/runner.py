@@ -64,7 +64,7 @@ def sample_id(index: int) -> str:
 def _png(arr: np.ndarray) -> bytes:
     import cv2
 
-    a = np.ascontiguousarray(arr[:, :, ::-1] if arr.ndim == 3 else arr)
+    a = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else np.ascontiguousarray(arr)
     ok, buf = cv2.imencode(".png", a)
     if not ok:
         raise RuntimeError("PNG encoding failed")
