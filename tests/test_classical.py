@@ -185,6 +185,16 @@ def test_cfa_finds_region_without_demosaicing_traces(astronaut, source):
     assert pred.score > CFADetector().predict(demosaiced).score
 
 
+def test_cfa_reports_images_without_demosaicing_traces(coffee):
+    """skimage's coffee has no bilinear-CFA traces left: no map; re-mosaiced, it has them."""
+    pred = CFADetector().predict(coffee)
+    assert pred.extras["cfa_traces"] is False and not pred.prob.any() and pred.score == 0.0
+    assert pred.extras["mixture"]["separation"] < 0.5
+    unchecked = CFADetector(min_separation=0.0).predict(coffee)
+    assert unchecked.extras["cfa_traces"] is True and unchecked.prob.any()
+    assert CFADetector().predict(_mosaic_demosaic(coffee)).extras["cfa_traces"] is True
+
+
 def test_cfa_em_recovers_mixture():
     rng = np.random.default_rng(3)
     n = 20000

@@ -26,8 +26,12 @@ is added to the variances before the logarithm, so exactly flat pixels do not pr
 ``L`` near 0: like in the original method, such blocks carry no CFA evidence and tend to look tampered.
 
 Images whose demosaicing traces were erased everywhere (resized, strongly JPEG-compressed, not from a
-Bayer camera) give an "authentic" component with mean ``mu2`` near 0 (``extras["mixture"]``): the map
-then only splits blocks by the spread of ``L`` and says nothing about tampering.
+Bayer camera) give an "authentic" component with mean ``mu2`` near 0: the fitted map would then only
+split blocks by the spread of ``L`` and say nothing about tampering. So the model is checked first:
+when the separation ``mu2 / sqrt(v2)`` is below ``min_separation`` (default 0.5; bilinear-demosaiced
+photos give about 2, and still about 1 after JPEG quality 85, while photos without CFA traces give
+below 0.15), the detector returns an empty map, score 0 and ``extras["cfa_traces"] = False``
+(``min_separation=0`` disables the check).
 """
 from __future__ import annotations
 
@@ -119,9 +123,9 @@ class CFADetector(Detector):
     threshold = 0.5  # prob is a posterior with equal priors
 
     def __init__(self, device: str = "cpu", block: int = 8, window: int = 7, window_sigma: float = 1.0,
-                 median_size: int = 5) -> None:
+                 median_size: int = 5, min_separation: float = 0.5) -> None:
         super().__init__(device=device, block=block, window=window, window_sigma=window_sigma,
-                         median_size=median_size)
+                         median_size=median_size, min_separation=min_separation)
         if int(block) < 2 or int(block) % 2:
             raise ValueError(f"CFA block size must be an even number >= 2 (whole Bayer cells), got {block}")
         if int(window) < 3 or int(window) % 2 == 0:
@@ -132,6 +136,7 @@ class CFADetector(Detector):
         self.window = int(window)
         self.window_sigma = float(window_sigma)
         self.median_size = int(median_size)
+        self.min_separation = float(min_separation)
 
     def _predict(self, image: np.ndarray) -> Prediction:
         h, w = image.shape[:2]
@@ -142,15 +147,20 @@ class CFADetector(Detector):
             feature = -feature
         extras = {"raw": feature.astype(np.float32), "raw_block_px": self.block,
                   "green_lattice": "(i+j) even" if lattice == 0 else "(i+j) odd"}
+        empty = Prediction(prob=np.zeros((h, w), dtype=np.float32), score=0.0, extras=extras)
         if float(np.var(feature)) < 1e-10:  # no variation at all (e.g. constant image): no evidence
-            zeros = np.zeros((h, w), dtype=np.float32)
-            return Prediction(prob=zeros, score=0.0, extras=extras)
+            extras["cfa_traces"] = False
+            return empty
         alpha, v1, mu2, v2 = em_zero_mean_mixture(feature)
+        separation = float(mu2 / np.sqrt(v2))
+        extras.update(mixture={"alpha": alpha, "v1": v1, "mu2": mu2, "v2": v2, "separation": separation},
+                      cfa_traces=bool(self.min_separation <= 0.0 or separation >= self.min_separation))
+        if not extras["cfa_traces"]:  # no demosaicing traces anywhere: nothing to localise against
+            return empty
         # log N(L; mu2, v2) - log N(L; 0, v1): evidence for "authentic" over "tampered"
         llr = 0.5 * np.log(v1 / v2) - 0.5 * ((feature - mu2) ** 2 / v2 - feature**2 / v1)
         llr = median_filter(llr, size=self.median_size, mode="nearest")
         prob_blocks = expit(-llr)
-        extras.update(mixture={"alpha": alpha, "v1": v1, "mu2": mu2, "v2": v2})
         prob = upsample_blocks(prob_blocks, self.block, h, w)
         # Image score: expected fraction of blocks without CFA traces (a high quantile would be ~1 on
         # any photo with flat or saturated areas, which carry no CFA evidence).
