@@ -76,6 +76,13 @@ def test_registry_classes_and_config(name):
     assert isinstance(det, cls)
 
 
+@pytest.mark.parametrize("name, option, value", [("noi", "block", 4), ("cfa", "median_size", 3),
+                                                 ("ela", "quality", 75)])
+def test_options_reach_the_detector(name, option, value):
+    det = registry.create(name, **{option: value})
+    assert getattr(det, option) == value and det.config[option] == value
+
+
 def test_bad_parameters_are_rejected():
     with pytest.raises(ValueError, match="block"):
         NOIDetector(block=1)
