@@ -161,6 +161,18 @@ def test_changes_lie_inside_k_without_post(kind, pool):
     assert kinds_seen_objects
 
 
+def test_copymove_can_mark_the_source_region_too(pool):
+    plain = make_sample("copymove", 2, pool, size=SIZE, config=NO_POST)
+    both = make_sample("copymove", 2, pool, size=SIZE, config={**NO_POST, "copymove_mask_source": True})
+    assert np.array_equal(plain.image, both.image)
+    assert (both.mask >= plain.mask).all() and both.mask.sum() > plain.mask.sum()
+    x0, y0, x1, y1 = plain.meta["copied_from_bbox"]
+    extra = both.mask & ~plain.mask
+    ys, xs = np.nonzero(extra)
+    assert xs.min() >= x0 and xs.max() < x1 and ys.min() >= y0 and ys.max() < y1
+    assert not _changed(both.image, both.target)[extra].any()  # the copied-from pixels are authentic
+
+
 def test_authentic_is_unmodified(pool):
     s = make_sample("authentic", 3, pool, size=SIZE, config=NO_POST)
     assert not s.mask.any() and not s.boundary.any()

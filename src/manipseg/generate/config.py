@@ -48,6 +48,8 @@ class GenConfig:
     copymove_min_shift: float = 0.5
     copymove_scale: tuple[float, float] = (0.8, 1.2)
     copymove_rotate: float = 30.0
+    #: also mark the copied-from region in K, like NoSo / CoMoFoD ground truth (its pixels are unchanged)
+    copymove_mask_source: bool = False
     # poisson
     poisson_mixed_prob: float = 0.3
     # removal: inpainting fills small holes plausibly, large ones become smears, so regions are smaller

@@ -3,7 +3,8 @@
 Every kind returns a :class:`Sample` whose mask ``K`` contains every pixel the manipulation changed
 (before post-processing; after it, changes can spill over by the blur / JPEG-block / resampling margin):
 
-- ``splice``, ``copymove``, ``enhance``: ``M = K*S + (1-K)*T`` exactly (paper Eq. 1), ``K`` binary.
+- ``splice``, ``copymove``, ``enhance``: ``M = K*S + (1-K)*T`` exactly (paper Eq. 1), ``K`` binary
+  (``copymove_mask_source`` adds the unchanged copied-from region to K, NoSo-style).
 - ``poisson``: ``K`` is the region whose pixels OpenCV's ``seamlessClone`` re-synthesised from the
   source gradients (paper Eq. 2); outside ``K`` the target is kept bit for bit.
 - ``removal``: ``K`` is the (dilated) hole that was inpainted.
@@ -12,7 +13,8 @@ Every kind returns a :class:`Sample` whose mask ``K`` contains every pixel the m
 - ``authentic``: the unmodified image, ``K`` empty.
 
 Randomness comes only from a ``numpy.random.Generator`` seeded by ``(seed, kind)``, so a sample is a
-pure function of (kind, seed, pool contents, size, config).
+pure function of (kind, seed, pool contents, size, config), byte for byte given the same NumPy and
+OpenCV builds (other versions of OpenCV's JPEG codec, inpainting or seamlessClone may differ slightly).
 """
 from __future__ import annotations
 
@@ -159,8 +161,12 @@ def _copymove(rng, pool, size, cfg, meta):
     s = _warp(t, a)
     x0, y0, x1, y1 = _bbox(region)
     meta.update(target_id=pool.ids[ti], source_id=pool.ids[ti], regions=infos, geometry=params,
-                copied_from_bbox=[x0, y0, x1, y1])
-    return _composite(k, s, t), k, t, s
+                copied_from_bbox=[x0, y0, x1, y1], mask_includes_source=cfg.copymove_mask_source)
+    out = _composite(k, s, t)
+    if cfg.copymove_mask_source:
+        k = k | region
+        _check_area(k)
+    return out, k, t, s
 
 
 def _poisson_paste(s: np.ndarray, t: np.ndarray, k: np.ndarray, mixed: bool = False) -> np.ndarray:

@@ -135,21 +135,28 @@ def iter_local(spec: GenerateSpec, workers: int = 1, chunk: int = 8) -> Iterator
 
 
 # ----- Ray backend ---------------------------------------------------------------------------------
-def _ray_render(spec: GenerateSpec, indices: list[int]) -> list[Rendered]:
-    import cv2
+class _RayRenderer:
+    """One per Ray worker CPU: builds the dataset once, so its decoded-image cache stays warm."""
 
-    cv2.setNumThreads(1)
-    ds = spec.dataset()
-    return [render_one(ds, i, spec.save_sources) for i in indices]
+    def __init__(self, spec: GenerateSpec) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)
+        self.ds = spec.dataset()
+        self.save_sources = spec.save_sources
+
+    def render(self, indices: list[int]) -> list[Rendered]:
+        return [render_one(self.ds, i, self.save_sources) for i in indices]
 
 
 def iter_ray(spec: GenerateSpec, address: str | None = None, chunk: int = 16,
-             num_cpus: int | None = None) -> Iterator[Rendered]:
-    """Rendered samples from Ray tasks (as they finish). Uses a running Ray if initialised, else
-    ``ray.init(address)`` (``None`` starts a local instance). Source folders must be readable at the
-    same paths on every Ray node."""
+             num_cpus: int | None = None, actors: int | None = None) -> Iterator[Rendered]:
+    """Rendered samples from a pool of Ray actors (as chunks finish). Uses a running Ray if initialised,
+    else ``ray.init(address)`` (``None`` starts a local instance). ``actors`` defaults to the cluster's
+    CPU count. Source folders must be readable at the same paths on every Ray node."""
     try:
         import ray
+        from ray.util import ActorPool
     except ImportError as exc:
         raise RuntimeError("the Ray backend needs ray: pip install 'manipseg[ray]'") from exc
     started = False
@@ -157,13 +164,12 @@ def iter_ray(spec: GenerateSpec, address: str | None = None, chunk: int = 16,
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         started = True
     try:
-        task = ray.remote(num_cpus=1)(_ray_render)
-        spec_ref = ray.put(spec)
-        pending = [task.remote(spec_ref, idx) for idx in _chunks(spec.n, chunk)]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                yield from ray.get(ref)
+        chunks = _chunks(spec.n, chunk)
+        count = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        remote_cls = ray.remote(num_cpus=1)(_RayRenderer)
+        workers = [remote_cls.remote(spec) for _ in range(min(count, len(chunks)))]
+        for results in ActorPool(workers).map_unordered(lambda a, idx: a.render.remote(idx), chunks):
+            yield from results
     finally:
         if started:
             ray.shutdown()
