@@ -55,7 +55,7 @@ class GenConfig:
     # removal: inpainting fills small holes plausibly, large ones become smears, so regions are smaller
     removal_area: tuple[float, float] = (0.005, 0.12)
     removal_dilate: tuple[int, int] = (3, 9)
-    removal_methods: dict[str, float] = field(default_factory=lambda: {"telea": 1.0, "ns": 1.0, "exemplar": 1.0})
+    removal_methods: dict[str, float] = field(default_factory=lambda: {"telea": 1.0, "ns": 1.0, "exemplar": 2.0})
     inpaint_radius: tuple[int, int] = (3, 7)
     # enhance
     enhance_strength: tuple[float, float] = (0.6, 1.0)
