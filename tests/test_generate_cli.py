@@ -80,6 +80,9 @@ def test_cli_rejects_bad_input(src_dir, tmp_path, capsys):
     assert main(["generate", "--sources", str(src_dir), "--n", "2", "--config", str(bad_cfg), "--out", str(tmp_path / "o")]) == 2
     assert "region_aera" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    (tmp_path / "file").write_text("x")
+    assert main(["generate", "--sources", str(src_dir), "--n", "2", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_failed_samples_are_skipped_and_reported(src_dir, tmp_path):

@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.n <= 0 or args.size < 32 or args.workers < 1 or args.seed < 0:
         print("error: --n must be positive, --size at least 32, --workers at least 1, --seed non-negative", file=sys.stderr)
         return 2
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        print(f"error: --out {args.out} is a file; give a folder (it is created if missing)", file=sys.stderr)
+        return 2
     config: dict = {}
     if args.config:
         cp = Path(args.config)
