@@ -204,6 +204,12 @@ def list_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return unique, problems
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
     """Write a file atomically: ``writer`` writes to a temporary file in the same directory, which is
     then renamed over ``path``. A crash leaves either the old file or the new one, never half a file."""
@@ -214,6 +220,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Pat
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
