@@ -76,6 +76,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "seed": 1_000_003,            # generation seed of the held-out set (differs from training)
         "sources": ["natural/sun-hays", "natural/imagenet-sample"],  # photos NOT used for training
         "kinds": None,                # None = the training kinds
+        "size": None,                 # side of the held-out generated images; None = data.size
         "folder": None,               # a real forgery dataset to validate on (path)
         "format": "auto",             # its layout, for manipseg.eval.datasets.open_dataset
         "max_images": 50,             # cap on the folder's images per validation
@@ -309,6 +310,8 @@ def _cross_check(cfg: dict[str, Any], origin: str) -> None:
         if real_weight >= 1.0:
             raise ConfigError(f"{origin}: refinement needs the authentic target T, which only generated samples "
                               "have; real forgeries supply every sample here (data.real.weight = 1)")
+    if v["size"] is not None and (int(v["size"]) < 32 or int(v["size"]) % 16):
+        raise ConfigError(f"{origin}: validation.size must be a multiple of 16 and >= 32, got {v['size']}")
     for key in ("every", "generated", "max_images", "max_side"):
         _positive(cfg, origin, "validation", key, allow_zero=True)
     _positive(cfg, origin, "checkpoint", "every", allow_zero=True)
@@ -330,7 +333,11 @@ def resolve_path(value: str | os.PathLike, root: str | os.PathLike | None) -> Pa
     """Expand ``$VARS`` and ``~``; a relative path is taken under ``root`` (the data root)."""
     from ..paths import data_root
 
-    p = Path(os.path.expanduser(os.path.expandvars(str(value))))
+    expanded = os.path.expandvars(str(value))
+    if "$" in expanded:
+        raise ConfigError(f"path {value!r}: environment variable not set (export it, or give the path directly "
+                          "with --set)")
+    p = Path(os.path.expanduser(expanded))
     if p.is_absolute():
         return p
     return data_root(root) / p

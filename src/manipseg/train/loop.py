@@ -105,7 +105,7 @@ def _lr_lambda(schedule: str, warmup: int, steps: int) -> Callable[[int], float]
 
 
 def synthetic_dataset(cfg: dict[str, Any], sources: list[str], kinds: dict[str, float], length: int,
-                      seed: int) -> tuple[Dataset, int | None]:
+                      seed: int, size: int | None = None) -> tuple[Dataset, int | None]:
     """The generation engine's dataset and the integer code of its 'splice' kind."""
     from .. import generate
 
@@ -116,7 +116,7 @@ def synthetic_dataset(cfg: dict[str, Any], sources: list[str], kinds: dict[str, 
         raise TrainingError(f"photo folder(s) not found: {', '.join(missing)} (data.sources / validation.sources;"
                             f" relative paths are under the data root, set data.root or $MANIPSEG_DATA)")
     names = list(kinds)
-    ds = generate.SyntheticDataset(dirs, names, int(d["size"]), int(length), int(seed), d["generate"] or None,
+    ds = generate.SyntheticDataset(dirs, names, int(size or d["size"]), int(length), int(seed), d["generate"] or None,
                                    kind_weights=[float(kinds[k]) for k in names])
     return ds, (names.index("splice") if "splice" in names else None)
 
@@ -139,7 +139,7 @@ def _collate_val_generated(cfg: dict[str, Any]) -> list[tuple[np.ndarray, np.nda
     if isinstance(kinds, list):
         kinds = {k: 1.0 for k in kinds}
     kinds = {k: w for k, w in kinds.items() if k != "authentic"} or {"splice": 1.0}
-    ds, _ = synthetic_dataset(cfg, v["sources"], kinds, n, int(v["seed"]))
+    ds, _ = synthetic_dataset(cfg, v["sources"], kinds, n, int(v["seed"]), v["size"])
     out = []
     for i in range(n):
         s = ds[i]

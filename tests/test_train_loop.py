@@ -1,0 +1,208 @@
+"""Training loop: losses, the G(M) hook, checkpoints, exact resume, CSV log and the exported model."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from manipseg.train import checkpoint as ckpt
+from manipseg.train.config import validate
+from manipseg.train.data import StepSampler, TrainingSet, apply_generator, generated_selection, load_generator
+from manipseg.train.losses import gsr_loss, two_class_ce
+from manipseg.train.loop import Trainer, TrainingError
+
+SIZE = 32
+TINY = {"width": 4, "head_channels": 4, "boundary_channels": 4, "aspp_rates": [1, 2]}
+
+
+class Squares(torch.utils.data.Dataset):
+    """Deterministic toy forgeries: a smooth square of S pasted onto a noisy target T (engine item format)."""
+
+    def __len__(self):
+        return 10_000
+
+    def __getitem__(self, i):
+        from manipseg.postprocess import boundary_of
+
+        rng = np.random.default_rng(i)
+        t = rng.integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+        k = np.zeros((SIZE, SIZE), bool)
+        y, x, s = *rng.integers(2, SIZE // 2, 2), int(rng.integers(6, SIZE // 2))
+        k[y:y + s, x:x + s] = True
+        m = t.copy()
+        m[k] = rng.integers(60, 200, 3).astype(np.uint8)
+        chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+        return {"image": chw(m), "mask": torch.from_numpy(k[None].astype(np.float32)),
+                "boundary": torch.from_numpy(boundary_of(k)[None].astype(np.float32)),
+                "target": chw(t), "has_target": torch.tensor(i % 3 != 0), "kind": torch.tensor(0)}
+
+
+def _cfg(**sections):
+    raw = {
+        "model": {"arch": "compact", "options": TINY, "dropout": 0.5},
+        "data": {"size": SIZE},
+        "train": {"steps": 6, "batch_size": 2, "bf16": False, "channels_last": False, "log_every": 1, "seed": 3},
+        "refine": {"enabled": True, "passes": 1, "threshold": 0.3},
+        "validation": {"generated": 0, "every": 0},
+        "checkpoint": {"every": 3, "keep": 5},
+        "log": {"progress": False},
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return validate(raw)
+
+
+def _trainer(cfg, run_dir, **kw):
+    return Trainer(cfg, run_dir, train_set=TrainingSet(Squares(), None, 0.0, cfg["train"]["seed"], splice_code=0), **kw)
+
+
+# -- losses ----------------------------------------------------------------------------------------------------
+def test_two_class_ce_matches_torch_weighted_mean():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 5, 7, generator=g)
+    labels = (torch.rand(3, 1, 5, 7, generator=g) > 0.7).float()
+    want = F.cross_entropy(logits, labels[:, 0].long(), weight=torch.tensor([0.3, 0.7]))
+    assert torch.allclose(two_class_ce(logits, labels, [0.3, 0.7]), want, atol=1e-6)
+    assert torch.allclose(two_class_ce(logits, labels), F.cross_entropy(logits, labels[:, 0].long()), atol=1e-6)
+    # a per-sample weight of 0 removes that sample
+    sw = torch.tensor([1.0, 0.0, 1.0])
+    sub = F.cross_entropy(logits[[0, 2]], labels[[0, 2], 0].long(), weight=torch.tensor([0.3, 0.7]))
+    assert torch.allclose(two_class_ce(logits, labels, [0.3, 0.7], sw), sub, atol=1e-6)
+
+
+def test_all_zero_weights_give_zero_loss_with_a_graph():
+    logits = torch.randn(2, 2, 4, 4, requires_grad=True)
+    loss = two_class_ce(logits, torch.zeros(2, 1, 4, 4), sample_weight=torch.zeros(2))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(logits.grad) == 0
+
+
+@pytest.mark.parametrize("boundary_branch", [True, False])
+def test_gsr_loss_shapes_and_gradients_reach_every_head(boundary_branch):
+    from manipseg.models.nets import build_network, normalise
+
+    torch.manual_seed(0)
+    net = build_network("compact", boundary_branch=boundary_branch, **TINY)
+    batch = torch.utils.data.default_collate([Squares()[i] for i in range(2)])
+    out = net(normalise(batch["image"].float()))
+    assert out["seg"].shape == (2, 2, SIZE, SIZE)
+    assert (out["boundary"] is None) == (not boundary_branch)
+    losses = gsr_loss(out, batch["mask"], batch["boundary"])
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    losses["total"].backward()
+    heads = {n: p.grad for n, p in net.named_parameters() if "seg_cls" in n or "boundary_cls" in n}
+    assert any("boundary_cls" in n for n in heads) == boundary_branch
+    assert all(g is not None and g.abs().sum() > 0 for g in heads.values())
+    if not boundary_branch:
+        assert losses["boundary"].item() == 0.0
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+def test_step_sampler_shards_are_disjoint_and_resume_at_the_same_position():
+    a = StepSampler(3, 0, 4, rank=0, world=2)
+    b = StepSampler(3, 0, 4, rank=1, world=2)
+    seen = [i for batch in list(a) + list(b) for i in batch]
+    assert sorted(seen) == list(range(24))
+    assert list(StepSampler(3, 2, 4, rank=1, world=2)) == list(b)[2:]
+
+
+def test_training_set_flips_image_mask_and_target_together():
+    ds = TrainingSet(Squares(), None, 0.0, seed=1, flip=True)
+    base = Squares()
+    flipped = 0
+    for i in range(12):
+        item, raw = ds[i], base[i]
+        assert item["mask"].sum() == raw["mask"].sum()
+        # the pasted colour sits under the mask in the flipped item too, and T under the mask differs from M
+        k = item["mask"][0].bool()
+        assert torch.equal(item["image"][:, k].float().std(dim=1), torch.zeros(3))
+        flipped += not torch.equal(item["image"], raw["image"])
+    assert 0 < flipped < 12
+    assert torch.equal(ds[5]["image"], ds[5]["image"])  # deterministic per index
+
+
+GEN_CALLS = []
+
+
+class Brighten:
+    """A deterministic stand-in for the GAN blender G(K, M): adds ``delta`` inside the mask."""
+
+    def __init__(self, delta):
+        self.delta = delta
+
+    def __call__(self, images, masks):
+        GEN_CALLS.append((tuple(images.shape), float(images.min()), float(images.max())))
+        return images + self.delta * masks
+
+
+def test_generator_hook_replaces_only_selected_images():
+    g = load_generator("test_train_loop:Brighten", {"delta": 0.4})
+    images = torch.full((3, 3, 4, 4), 100, dtype=torch.uint8)
+    masks = torch.zeros(3, 1, 4, 4)
+    masks[:, :, :2] = 1
+    out = apply_generator(g, images, masks, torch.tensor([True, False, True]))
+    assert torch.equal(out[1], images[1])
+    assert int(out[0, 0, 0, 0]) == 100 + 102 and int(out[0, 0, 3, 3]) == 100  # + 0.4 * 255 inside K
+    with pytest.raises(ValueError, match="expected a tensor of shape"):
+        apply_generator(lambda x, m: x[:, :1], images, masks, torch.tensor([True, True, True]))
+    with pytest.raises(ValueError, match="no attribute"):
+        load_generator("test_train_loop:Nope")
+    sel = generated_selection(range(200), torch.ones(200, dtype=torch.bool), 0.5, seed=0)
+    assert 70 < int(sel.sum()) < 130
+    assert not generated_selection(range(5), torch.zeros(5, dtype=torch.bool), 1.0, seed=0).any()
+
+
+def test_trainer_calls_the_generator_hook(tmp_path):
+    GEN_CALLS.clear()
+    cfg = _cfg(train={"steps": 2}, data={"generator": "test_train_loop:Brighten", "generator_args": {"delta": 0.2},
+                                          "generated_fraction": 1.0}, checkpoint={"every": 0})
+    _trainer(cfg, tmp_path, export=False).run()
+    assert len(GEN_CALLS) == 2 and all(c[0][1:] == (3, SIZE, SIZE) and 0 <= c[1] <= c[2] <= 1 for c in GEN_CALLS)
+
+
+# -- checkpoints and resume --------------------------------------------------------------------------------
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    cfg = _cfg()
+    full = _trainer(cfg, tmp_path / "full").run()
+    assert len(full.losses) == 6 and len(set(full.losses)) == 6
+    saved = ckpt.list_checkpoints(tmp_path / "full")
+    assert [p.name for p in saved] == ["step_00000003.pt", "step_00000006.pt"]
+    state = torch.load(saved[0], weights_only=True)        # loads without pickle code execution
+    assert state["step"] == 3 and state["sampler"]["next_step"] == 3 and "optimizer" in state
+
+    # an interrupted copy of the run: only the step-3 checkpoint and the log up to then
+    (tmp_path / "cut" / "checkpoints").mkdir(parents=True)
+    shutil.copy(saved[0], tmp_path / "cut" / "checkpoints" / saved[0].name)
+    shutil.copy(tmp_path / "full" / "train.csv", tmp_path / "cut" / "train.csv")
+    resumed = _trainer(cfg, tmp_path / "cut").run(resume=True)
+    assert resumed.losses == full.losses[3:]                # bit-identical in fp32
+    a = torch.load(tmp_path / "full" / "checkpoints" / "step_00000006.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "step_00000006.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "cut" / "train.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4, 5, 6]                      # rows after the checkpoint were replaced
+
+    # the exported model is a working detector
+    from manipseg.models.weights import detector_from_weights
+
+    det = detector_from_weights(tmp_path / "cut" / "model.safetensors")
+    pred = det.predict(np.zeros((40, 50, 3), np.uint8) + 128)
+    assert pred.prob.shape == (40, 50)
+
+
+def test_resume_refuses_a_different_config_or_no_checkpoint(tmp_path):
+    _trainer(_cfg(train={"steps": 3}), tmp_path, export=False).run()
+    with pytest.raises(TrainingError, match="different 'refine'"):
+        _trainer(_cfg(train={"steps": 6}, refine={"passes": 2}), tmp_path).run(resume=True)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        _trainer(_cfg(), tmp_path / "empty").run(resume=True)
+
+
+def test_rng_state_roundtrip():
+    import random
+
+    state = ckpt.rng_state()
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    ckpt.set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
