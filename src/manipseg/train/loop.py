@@ -400,13 +400,15 @@ class Trainer:
             done_since += 1
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.4f}")
-            row: dict[str, Any] = {"step": step, **stats, "lr": self.scheduler.get_last_lr()[0]}
             validated = bool(v["every"]) and step % int(v["every"]) == 0 and step < steps
+            logged = step % int(t["log_every"]) == 0 or step == steps or validated
+            row: dict[str, Any] = {"step": step, **(self._mean_over_ranks(stats) if logged else stats),
+                                   "lr": self.scheduler.get_last_lr()[0]}
             if validated:
                 paused = time.perf_counter()
                 row.update(self._validate_all())
                 tick += time.perf_counter() - paused  # throughput counts training time only
-            if main and (step % int(t["log_every"]) == 0 or step == steps or validated):
+            if main and logged:
                 now = time.perf_counter()
                 row["imgs_per_s"] = done_since * int(t["batch_size"]) * self.dist.world / max(now - tick, 1e-9)
                 tick, done_since = now, 0
@@ -434,6 +436,17 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return result
+
+    def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
+        """Losses averaged over the DDP ranks (for the log); unchanged in a single process."""
+        if not self.dist.enabled:
+            return stats
+        import torch.distributed as dist
+
+        keys = sorted(stats)
+        buf = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(buf)
+        return {k: float(x) / self.dist.world for k, x in zip(keys, buf)}
 
     def _validate_all(self) -> dict[str, float]:
         """Validation on rank 0 (the others wait at a barrier)."""
