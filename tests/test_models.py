@@ -11,7 +11,7 @@ from manipseg.contract import ContractError
 from manipseg.device import DeviceError, autocast, bf16_supported, resolve_device
 from manipseg.models import gsr
 from manipseg.models.gsr import GSRCompactDetector, GSRDetector, GSRVGG16Detector, image_score, tile_starts
-from manipseg.models.nets import build_network, guided_residual, normalise
+from manipseg.models.nets import SRMStemConv, _srm_kernels, build_network, fold_batchnorm, guided_residual, normalise
 from manipseg.models.weights import WeightsError, load_weights, network_from_weights, save_weights
 
 SMALL = {"compact": dict(width=8, head_channels=16, boundary_channels=16),
@@ -71,6 +71,41 @@ def test_boundary_features_feed_the_segmentation_head():
     side_grads = [p.grad for n, p in net.named_parameters() if n.startswith("heads.side")]
     assert side_grads and all(g is not None and g.abs().sum() > 0 for g in side_grads)
     assert net.heads.boundary_cls.weight.grad is None  # the boundary classifier itself is not on that path
+
+
+@pytest.mark.parametrize("arch", ["compact", "gsr-vgg16"])
+def test_inference_copy_matches_eval_model(arch):
+    """fold_batchnorm (BN folded into convs, fused conv+ReLU) gives the eval model's outputs."""
+    net = _net(arch, guided_residual=True).to(memory_format=torch.channels_last)
+    net.train()
+    net(normalise(torch.rand(4, 3, 48, 48)))  # non-trivial running statistics
+    net.eval()
+    folded = fold_batchnorm(net)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) == 1  # only after the side sum
+    x = normalise(torch.rand(1, 3, 40, 56)).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        a, b = net(x), folded(x)
+    torch.testing.assert_close(b["seg"], a["seg"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(b["boundary"], a["boundary"], atol=1e-4, rtol=1e-4)
+    assert net.training is False and any(p.requires_grad for p in net.parameters())  # the original is untouched
+
+
+def test_srm_stem_equals_rgb_plus_srm_convolution():
+    """The composed 7x7 stem kernel equals conv3x3 over [RGB, SRM residuals] away from the border."""
+    torch.manual_seed(0)
+    stem = SRMStemConv(4)
+    x = torch.randn(1, 3, 30, 30)
+    srm = torch.nn.functional.conv2d(x, _srm_kernels().repeat(3, 1, 1).unsqueeze(1), padding=2, groups=3)
+    weight = torch.cat([stem.w_rgb, stem.w_srm.reshape(4, 9, 3, 3)], dim=1)  # SRM channel 3c+k = kernel k on colour c
+    ref = torch.nn.functional.conv2d(torch.cat([x, srm], dim=1), weight, padding=1)
+    with torch.no_grad():
+        out = stem(x)
+    torch.testing.assert_close(out[..., 3:-3, 3:-3], ref[..., 3:-3, 3:-3], atol=1e-4, rtol=1e-4)
+    # the SRM part ignores smooth content: a linear ramp has no SRM response, only the RGB part sees it
+    ramp = torch.linspace(0, 1, 30).view(1, 1, 1, 30).expand(1, 3, 30, 30)
+    with torch.no_grad():
+        stem.w_rgb.zero_()
+        assert float(stem(ramp)[..., 3:-3, 3:-3].abs().max()) < 1e-5
 
 
 def test_build_network_rejects_bad_arguments():
@@ -188,15 +223,40 @@ def test_image_score_and_tiles():
         assert all(b - a <= 1024 - 64 for a, b in zip(starts, starts[1:]))
 
 
+class _LocalNet(torch.nn.Module):
+    """A network with a 3x3 receptive field: tiled inference must reproduce it exactly."""
+
+    arch = "local"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seg, self.bnd = torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return {"seg": self.seg(x), "boundary": self.bnd(x)}
+
+
+@pytest.mark.parametrize("size", [(300, 411), (129, 500), (511, 512)])
+def test_tiling_and_blending_are_exact_for_a_local_network(astronaut, size):
+    torch.manual_seed(0)
+    net = _LocalNet()
+    img = astronaut[: size[0], : size[1]]
+    whole = GSRDetector(model=net, bf16=False).predict(img)
+    tiled = GSRDetector(model=net, bf16=False, tile=128, overlap=32).predict(img)
+    assert tiled.extras["tiles"] >= 10
+    np.testing.assert_allclose(tiled.prob, whole.prob, atol=1e-6)
+    np.testing.assert_allclose(tiled.extras["boundary"], whole.extras["boundary"], atol=1e-6)
+
+
 def test_tiled_inference_matches_untiled(astronaut):
-    net = _net("compact", aspp_rates=(1, 2)).eval()
+    net = _net("compact").eval()
     img = astronaut[:300, :411]
     whole = GSRDetector(model=net, bf16=False).predict(img)
-    tiled = GSRDetector(model=net, bf16=False, tile=128, overlap=56).predict(img)
-    assert whole.extras["tiles"] == 1 and tiled.extras["tiles"] > 9
+    tiled = GSRDetector(model=net, bf16=False, tile=256, overlap=120).predict(img)
+    assert whole.extras["tiles"] == 1 and tiled.extras["tiles"] == 6
     diff = np.abs(whole.prob - tiled.prob)
     assert whole.prob.std() > 0.05  # the maps are not trivially flat
-    assert diff.mean() < 0.005 and diff.max() < 0.06
+    assert diff.mean() < 0.005 and np.percentile(diff, 99) < 0.05, (diff.mean(), np.percentile(diff, 99))
     assert np.abs(whole.extras["boundary"] - tiled.extras["boundary"]).mean() < 0.005
 
 

@@ -3,7 +3,8 @@
 Inference (paper §4.1): the whole image is instance-normalised (each channel to zero mean, unit std), then
 the network runs fully convolutionally. Images above ``max_pixels`` are processed in overlapping tiles
 (``tile`` pixels square, ``overlap`` pixels shared) whose probabilities are blended with a window that
-ramps linearly over the overlap, so a 12-megapixel photo needs a few hundred MB, not tens of GB.
+ignores the outer quarter of each overlap (context cut by the tile edge) and cross-fades over the next half,
+so a 12-megapixel photo needs a few hundred MB, not tens of GB.
 On CPUs with native bf16 the network runs under bf16 autocast with channels_last tensors.
 
 ``prob`` is the softmax probability of the "manipulated" class of the segmentation head;
@@ -23,7 +24,7 @@ import torch
 
 from ..contract import ContractError, Detector, Prediction
 from ..device import autocast, bf16_supported, resolve_device
-from .nets import SegNet, normalise
+from .nets import SegNet, fold_batchnorm, normalise
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SCORE_TOP_FRACTION = 0.01
@@ -37,15 +38,20 @@ def image_score(prob: np.ndarray, top_fraction: float = SCORE_TOP_FRACTION) -> f
 
 
 def _ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
-    """1-D blending weights: linear ramp over ``overlap`` pixels at the ends that border another tile."""
+    """1-D blending weights of a tile. At an end that borders another tile, the outer ``overlap/4`` pixels
+    (whose context was cut by the tile edge) get weight 0, the next ``overlap/2`` ramp linearly up to 1.
+    Two tiles sharing ``overlap`` pixels thus cross-fade with weights summing to 1, and every pixel keeps
+    a positive total weight (tiles overlap by at least ``overlap`` and are longer than ``2 * overlap``)."""
+    d = np.arange(length, dtype=np.float32)
     w = np.ones(length, dtype=np.float32)
-    n = min(overlap, length // 2)
-    if n > 0:
-        ramp = (np.arange(n, dtype=np.float32) + 0.5) / n
+    if overlap > 0:
+        def up(dist: np.ndarray) -> np.ndarray:
+            return np.clip((dist + 0.5 - overlap / 4) / (overlap / 2), 0.0, 1.0)
+
         if ramp_start:
-            w[:n] = np.minimum(w[:n], ramp)
+            w = np.minimum(w, up(d))
         if ramp_end:
-            w[length - n:] = np.minimum(w[length - n:], ramp[::-1])
+            w = np.minimum(w, up(length - 1 - d))
     return w
 
 
@@ -70,7 +76,7 @@ class GSRDetector(Detector):
     arch: ClassVar[str | None] = None
 
     def __init__(self, device: str = "cpu", weights: str | os.PathLike | None = None, model: SegNet | None = None,
-                 threshold: float | None = None, tile: int = 1024, overlap: int = 64, max_pixels: int | None = None,
+                 threshold: float | None = None, tile: int = 1024, overlap: int = 128, max_pixels: int | None = None,
                  bf16: bool = True, **config: Any) -> None:
         super().__init__(device=device, weights=str(weights) if weights is not None else None, tile=tile,
                          overlap=overlap, max_pixels=max_pixels, bf16=bf16, **config)
@@ -98,7 +104,7 @@ class GSRDetector(Detector):
         self.tile, self.overlap = int(tile), int(overlap)
         self.max_pixels = int(max_pixels) if max_pixels is not None else self.tile * self.tile
         self.use_bf16 = bool(bf16) and bf16_supported(self.torch_device.type)
-        self.model = model.to(self.torch_device).eval()
+        self.model = fold_batchnorm(model).to(self.torch_device)
         if self.torch_device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
 
