@@ -1,0 +1,6 @@
+"""Training of the segmentation networks: GSR-Net's segment and refine stages (``manipseg train``).
+
+Modules: :mod:`.config` (validated YAML/TOML configs), :mod:`.data` (sample stream, flips, G(M) hook),
+:mod:`.refine` (Eqs. 8-9), :mod:`.losses`, :mod:`.checkpoint`, :mod:`.validate`, :mod:`.realdata`
+(real forgeries) and :mod:`.loop` (the trainer, single process or DDP).
+"""
