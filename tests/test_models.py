@@ -36,15 +36,16 @@ def test_output_shapes_any_size(arch, size):
     assert torch.isfinite(out["seg"]).all()
 
 
-@pytest.mark.parametrize("arch", ["compact", "gsr-vgg16"])
-@pytest.mark.parametrize("boundary_branch", [True, False])
-@pytest.mark.parametrize("gr", [False, True])
+@pytest.mark.parametrize(("arch", "boundary_branch", "gr"), [
+    ("compact", True, False), ("compact", False, False), ("compact", True, True), ("compact", False, True),
+    ("gsr-vgg16", True, True), ("gsr-vgg16", False, False),  # VGG is slow to set up: both options, 2 runs
+])
 def test_gradients_reach_every_parameter(arch, boundary_branch, gr):
     net = _net(arch, boundary_branch=boundary_branch, guided_residual=gr).train()
     net = net.to(memory_format=torch.channels_last)
-    x = normalise(torch.rand(2, 3, 48, 56)).contiguous(memory_format=torch.channels_last)
-    target = torch.zeros(2, 48, 56, dtype=torch.long)
-    target[:, 10:30, 20:40] = 1
+    x = normalise(torch.rand(2, 3, 32, 40)).contiguous(memory_format=torch.channels_last)
+    target = torch.zeros(2, 32, 40, dtype=torch.long)
+    target[:, 8:24, 10:30] = 1
     out = net(x)
     loss = torch.nn.functional.cross_entropy(out["seg"], target)
     if boundary_branch:
@@ -167,18 +168,18 @@ def test_device_helpers():
 
 
 # -- weights --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", ["compact", "gsr-vgg16"])
+@pytest.mark.parametrize("arch", ["compact", pytest.param("gsr-vgg16", marks=pytest.mark.slow)])
 def test_weights_round_trip(tmp_path, arch):
     net = _net(arch, guided_residual=True)
     net.train()
-    net(normalise(torch.rand(2, 3, 32, 32)))  # move BN running statistics away from their defaults
+    net(normalise(torch.rand(2, 3, 24, 24)))  # move BN running statistics away from their defaults
     net.eval()
     path = save_weights(tmp_path / "w.safetensors", net, net.arch, net.arch_kwargs, {"threshold": 0.35, "steps": 7})
     state, info = load_weights(path)
     assert info["arch"] == arch and info["threshold"] == 0.35 and info["training"] == {"steps": 7}
     assert info["arch_kwargs"]["guided_residual"] is True
     net2, _ = network_from_weights(path)
-    x = normalise(torch.rand(1, 3, 40, 44))
+    x = normalise(torch.rand(1, 3, 24, 40))
     with torch.no_grad():
         a, b = net(x), net2(x)
     assert torch.equal(a["seg"], b["seg"]) and torch.equal(a["boundary"], b["boundary"])
