@@ -300,11 +300,11 @@ def _cross_check(cfg: dict[str, Any], origin: str) -> None:
         w = lo[key]
         if w is not None and (len(w) != 2 or any(not isinstance(x, (int, float)) or x < 0 for x in w)):
             raise ConfigError(f"{origin}: loss.{key} must be two non-negative numbers, got {w!r}")
+    _positive(cfg, origin, "refine", "passes")
     if r["enabled"]:
         if not m["boundary_branch"]:
             raise ConfigError(f"{origin}: refine.enabled needs the boundary prediction P (Eq. 8), so "
                               "model.boundary_branch must be true")
-        _positive(cfg, origin, "refine", "passes")
         if not 0.0 < r["threshold"] < 1.0:
             raise ConfigError(f"{origin}: refine.threshold must be in (0, 1), got {r['threshold']}")
         if real_weight >= 1.0:
