@@ -195,7 +195,7 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None) -> 
         step += 1
         pred = out["logits"].argmax(1).numpy()
         acc_hist.append({k: float(v.detach()) for k, v in parts.items()} | {"acc": float((pred == labels).mean()),
-                                                                  "alpha": float(out["alpha"][:, 0].mean())})
+                                                                  "alpha": float(out["alpha"][:, 0].detach().mean())})
         if step % cfg.eval_every == 0 or step == cfg.steps:
             probs, _ = predict_crops(net, eval_crops, cfg.bf16)
             m = binary_metrics(eval_labels, probs)
