@@ -199,8 +199,10 @@ class Trainer:
 
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.device = resolve_device(device)
         self.dist = dist or Dist()
+        if self.dist.enabled and str(device) == "cuda":
+            device = f"cuda:{self.dist.local_rank}"  # one GPU per rank
+        self.device = resolve_device(device)
         self.export = export
         self._model_override = model
         self._train_set_override = train_set
