@@ -288,11 +288,9 @@ def _cross_check(cfg: dict[str, Any], origin: str) -> None:
                           "must include 'splice'")
     if int(d["size"]) < 32 or int(d["size"]) % 16:
         raise ConfigError(f"{origin}: data.size must be a multiple of 16 and >= 32, got {d['size']}")
-    for key in ("steps", "batch_size"):
+    for key in ("steps", "batch_size", "lr", "log_every"):
         _positive(cfg, origin, "train", key)
-    for key in ("lr",):
-        _positive(cfg, origin, "train", key)
-    for key in ("weight_decay", "warmup", "num_workers", "log_every"):
+    for key in ("weight_decay", "warmup", "num_workers"):
         _positive(cfg, origin, "train", key, allow_zero=True)
     if t["schedule"] not in ("constant", "cosine"):
         raise ConfigError(f"{origin}: train.schedule must be 'constant' or 'cosine', got {t['schedule']!r}")
