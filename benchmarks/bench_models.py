@@ -83,7 +83,10 @@ def infer_one(arch: str, megapixels: float, bf16: bool, weights: str | None) -> 
     import cv2
 
     img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
-    img = np.clip(img.astype(np.int16) + rng.integers(-6, 7, img.shape), 0, 255).astype(np.uint8)
+    noise = rng.integers(-6, 7, img.shape, dtype=np.int16)
+    noise += img
+    img = np.clip(noise, 0, 255).astype(np.uint8)
+    del noise, base
     rss_before = peak_rss_mb()
     det.predict(img[:256, :256])  # warm-up
     t0, c0 = time.perf_counter(), time.process_time()
@@ -134,11 +137,16 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--megapixels", type=float, nargs="+", default=[1.0, 12.0])
     ap.add_argument("--weights", help="benchmark a trained weights file instead of random init")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice, usually all cores)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-fp32", action="store_true", help="only the bf16 + channels_last configuration")
     ap.add_argument("--infer-one", nargs=3, metavar=("ARCH", "MP", "BF16"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.infer_one:
         arch, mp, bf16 = args.infer_one
         print(json.dumps(infer_one(arch, float(mp), bf16 == "1", args.weights)))
@@ -164,11 +172,14 @@ def main() -> int:
                 label = "bf16+channels_last" if bf16 else "fp32"
                 print(f"[train] {arch:9s} {label:18s} batch {args.batch} {args.size}px: "
                       f"{statistics.median(wall):6.2f} img/s wall (range {min(wall):.2f}-{max(wall):.2f}), "
+                      
                       f"{statistics.median(cpu):6.2f} img/s by CPU time (range {min(cpu):.2f}-{max(cpu):.2f}), "
                       f"n={len(wall)}", flush=True)
         for mp in args.megapixels:
             for bf16 in modes:
                 cmd = [sys.executable, __file__, "--infer-one", arch, str(mp), "1" if bf16 else "0"]
+                if args.threads:
+                    cmd += ["--threads", str(args.threads)]
                 if args.weights:
                     cmd += ["--weights", args.weights]
                 res = subprocess.run(cmd, capture_output=True, text=True, check=False)

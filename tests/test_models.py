@@ -10,7 +10,7 @@ from manipseg import registry
 from manipseg.contract import ContractError
 from manipseg.device import DeviceError, autocast, bf16_supported, resolve_device
 from manipseg.models import gsr
-from manipseg.models.gsr import GSRCompactDetector, GSRDetector, GSRVGG16Detector, image_score, tile_starts
+from manipseg.models.gsr import GSRCompactDetector, GSRDetector, GSRVGG16Detector, _ramp, image_score, tile_layout
 from manipseg.models.nets import SRMStemConv, _srm_kernels, build_network, fold_batchnorm, guided_residual, normalise
 from manipseg.models.weights import WeightsError, load_weights, network_from_weights, save_weights
 
@@ -217,11 +217,20 @@ def test_image_score_and_tiles():
     assert image_score(prob) == pytest.approx(0.9, abs=1e-6)
     prob[50, 50] = 1.0  # one isolated pixel moves the score by less than 1 %
     assert image_score(prob) < 0.91
-    for size in (100, 1024, 1025, 3001, 4032):
-        starts = tile_starts(size, 1024, 64)
-        assert all(s % 8 == 0 for s in starts) and starts[0] == 0
-        assert starts[-1] + 1024 >= size
-        assert all(b - a <= 1024 - 64 for a, b in zip(starts, starts[1:]))
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        size, tile = int(rng.integers(65, 6000)), int(rng.choice([64, 128, 1024, 2048]))
+        overlap = int(rng.integers(0, tile // 2))
+        starts, length = tile_layout(size, tile, overlap)
+        assert starts[0] == 0 and starts[-1] + length >= size and length <= tile
+        assert all(s % 8 == 0 for s in starts)
+        assert all(b - a <= length - overlap for a, b in zip(starts, starts[1:]))
+        total = np.zeros(size)
+        for s in starts:
+            e = min(s + length, size)
+            total[s:e] += _ramp(e - s, overlap, s > 0, e < size)
+        assert total.min() > 0
+    assert tile_layout(4000, 1024, 128) == ([0, 768, 1544, 2312, 3088], 912)  # 5 even tiles, not 4 + a sliver
 
 
 class _LocalNet(torch.nn.Module):

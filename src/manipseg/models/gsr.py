@@ -41,7 +41,7 @@ def _ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.nda
     """1-D blending weights of a tile. At an end that borders another tile, the outer ``overlap/4`` pixels
     (whose context was cut by the tile edge) get weight 0, the next ``overlap/2`` ramp linearly up to 1.
     Two tiles sharing ``overlap`` pixels thus cross-fade with weights summing to 1, and every pixel keeps
-    a positive total weight (tiles overlap by at least ``overlap`` and are longer than ``2 * overlap``)."""
+    a positive total weight (tiles from :func:`tile_layout` overlap by at least ``overlap``)."""
     d = np.arange(length, dtype=np.float32)
     w = np.ones(length, dtype=np.float32)
     if overlap > 0:
@@ -55,17 +55,24 @@ def _ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.nda
     return w
 
 
-def tile_starts(size: int, tile: int, overlap: int, align: int = 8) -> list[int]:
-    """Start offsets of tiles of ``tile`` pixels covering ``size`` with at least ``overlap`` shared pixels.
+def tile_layout(size: int, tile: int, overlap: int, align: int = 8) -> tuple[list[int], int]:
+    """Tiles covering ``size`` pixels along one axis: ``(starts, length)``.
 
-    Offsets are multiples of ``align`` (the network stride) so every tile sees the same pixel grid as the
-    whole image would.
+    Uses the fewest tiles of at most ``tile`` pixels that share at least ``overlap`` pixels, then shrinks
+    them to split the axis evenly (less redundant work than fixed-size tiles). Starts are multiples of
+    ``align`` (the network stride) so every tile sees the same pixel grid as the whole image; the last
+    tile may end a few pixels past the border and is clipped.
     """
     if size <= tile:
-        return [0]
-    step = max(align, (tile - overlap) // align * align)
-    last = -(-(size - tile) // align) * align  # rounded up: the last tile may be a few pixels short
-    return sorted(set(range(0, size - tile, step)) | {last})
+        return [0], size
+    n = -(-(size - overlap) // (tile - overlap))
+    while True:  # rounding to the alignment can cost a few pixels of overlap: then use one more tile
+        length = min(tile, -(-((size + (n - 1) * overlap) // n + align) // align) * align)
+        last = -(-(size - length) // align) * align
+        starts = sorted({int(round(i * last / (n - 1))) // align * align for i in range(n)})
+        if all(b - a <= length - overlap for a, b in zip(starts, starts[1:])):
+            return starts, length
+        n += 1
 
 
 class GSRDetector(Detector):
@@ -74,10 +81,13 @@ class GSRDetector(Detector):
     name: ClassVar[str] = "gsr"
     summary: ClassVar[str] = "GSR-Net segmentation network with trained weights (any architecture)."
     arch: ClassVar[str | None] = None
+    #: default tile side; images above tile^2 pixels are tiled (memory grows with the tile area)
+    default_tile: ClassVar[int] = 1024
 
     def __init__(self, device: str = "cpu", weights: str | os.PathLike | None = None, model: SegNet | None = None,
-                 threshold: float | None = None, tile: int = 1024, overlap: int = 128, max_pixels: int | None = None,
+                 threshold: float | None = None, tile: int | None = None, overlap: int = 128, max_pixels: int | None = None,
                  bf16: bool = True, **config: Any) -> None:
+        tile = int(tile) if tile is not None else self.default_tile
         super().__init__(device=device, weights=str(weights) if weights is not None else None, tile=tile,
                          overlap=overlap, max_pixels=max_pixels, bf16=bf16, **config)
         if config:
@@ -153,16 +163,16 @@ class GSRDetector(Detector):
         if h * w <= self.max_pixels:
             seg, bnd = self._run(x)
             return seg, bnd, 1
-        ys = tile_starts(h, self.tile, self.overlap)
-        xs = tile_starts(w, self.tile, self.overlap)
+        ys, th = tile_layout(h, self.tile, self.overlap)
+        xs, tw = tile_layout(w, self.tile, self.overlap)
         acc = np.zeros((h, w), dtype=np.float32)
         wsum = np.zeros((h, w), dtype=np.float32)
         bacc: np.ndarray | None = None
         for y0 in ys:
-            y1 = min(y0 + self.tile, h)
+            y1 = min(y0 + th, h)
             wy = _ramp(y1 - y0, self.overlap, y0 > 0, y1 < h)
             for x0 in xs:
-                x1 = min(x0 + self.tile, w)
+                x1 = min(x0 + tw, w)
                 wx = _ramp(x1 - x0, self.overlap, x0 > 0, x1 < w)
                 weight = wy[:, None] * wx[None, :]
                 seg, bnd = self._run(x[..., y0:y1, x0:x1])
@@ -194,6 +204,7 @@ class GSRCompactDetector(GSRDetector):
     name = "gsr-compact"
     summary = "GSR-Net training scheme with the compact CPU network (boundary branch, SRM stem); needs weights."
     arch = "compact"
+    default_tile = 2048
 
 
 class GSRVGG16Detector(GSRDetector):
