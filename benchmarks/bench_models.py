@@ -68,14 +68,14 @@ def infer_one(arch: str, megapixels: float, bf16: bool, weights: str | None) -> 
     import numpy as np
     import torch
 
-    from manipseg.models.gsr import GSRDetector
+    from manipseg.models.gsr import _ARCH_CLASSES, GSRDetector
     from manipseg.models.nets import build_network
 
     torch.manual_seed(0)
     if weights:
         det = GSRDetector.from_weights(weights, bf16=bf16)
     else:
-        det = GSRDetector(model=build_network(arch).eval(), bf16=bf16)
+        det = _ARCH_CLASSES[arch](model=build_network(arch).eval(), bf16=bf16)
     h = int(round((megapixels * 1e6 * 3 / 4) ** 0.5))
     w = int(round(megapixels * 1e6 / h))
     rng = np.random.default_rng(0)
@@ -115,12 +115,12 @@ def bf16_difference(arch: str, weights: str | None) -> dict:
     import torch
     from skimage import data
 
-    from manipseg.models.gsr import GSRDetector
+    from manipseg.models.gsr import _ARCH_CLASSES, GSRDetector
     from manipseg.models.nets import build_network
 
     torch.manual_seed(0)
     net = None if weights else build_network(arch).eval()
-    make = (lambda b: GSRDetector.from_weights(weights, bf16=b)) if weights else (lambda b: GSRDetector(model=net, bf16=b))
+    make = (lambda b: GSRDetector.from_weights(weights, bf16=b)) if weights else (lambda b: _ARCH_CLASSES[arch](model=net, bf16=b))
     img = data.astronaut()
     p16, p32 = make(True).predict(img).prob, make(False).predict(img).prob
     d = np.abs(p16 - p32)
