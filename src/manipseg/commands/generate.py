@@ -5,7 +5,7 @@ import argparse
 
 HELP = "generate synthetic forgeries with pixel-exact masks from folders of authentic photos"
 
-KIND_NAMES = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "authentic")
+KIND_NAMES = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "authentic", "gan", "inpaint-gan")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -23,6 +23,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML/JSON file of generator settings (see manipseg.generate.GenConfig)")
     p.add_argument("--no-post", action="store_true", help="switch the post-processing chain (JPEG, resize, blur, noise) off")
     p.add_argument("--save-sources", action="store_true", help="also write the aligned source images S (sources/)")
+    p.add_argument("--generator", default=None, metavar="FILE",
+                   help="trained GAN blender (.safetensors) for the 'gan' kind (python -m manipseg.gan train)")
+    p.add_argument("--inpainter", default=None, metavar="FILE",
+                   help="trained GAN inpainter (.safetensors) for the 'inpaint-gan' kind")
     p.add_argument("--preview", action="store_true", help="write preview.png: image / mask / boundary / target of the first samples")
     p.add_argument("--preview-count", type=int, default=16, help="rows in the preview (default 16)")
 
@@ -64,6 +68,20 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.no_post:
         config.setdefault("post", {})["enabled"] = False
+    for kind, flag, path, role in (("gan", "--generator", args.generator, "blender"),
+                                   ("inpaint-gan", "--inpainter", args.inpainter, "inpainter")):
+        if kind in kinds:
+            if not path:
+                print(f"error: kind {kind!r} needs {flag} FILE.safetensors (a trained {role}; see python -m manipseg.gan "
+                      "train --help)", file=sys.stderr)
+                return 2
+            from ..gan.model import GeneratorWeightsError, load_generator_file
+
+            try:
+                load_generator_file(path, role)
+            except GeneratorWeightsError as exc:
+                print(f"error: {flag}: {exc}", file=sys.stderr)
+                return 2
     try:
         GenConfig.from_dict(config)
         pool = ImagePool(args.sources, size=args.size)  # validates the folders before any work starts
@@ -72,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     log.info("%d authentic images in %d folder(s)", len(pool), len(args.sources))
     spec = GenerateSpec(sources=[str(Path(s)) for s in args.sources], kinds=kinds, n=args.n, size=args.size,
-                        seed=args.seed, config=config, save_sources=args.save_sources)
+                        seed=args.seed, config=config, save_sources=args.save_sources,
+                        generator=args.generator, inpainter=args.inpainter)
     if args.backend == "ray":
         import importlib.util
 

@@ -41,10 +41,18 @@ class GenerateSpec:
     seed: int = 0
     config: dict = field(default_factory=dict)
     save_sources: bool = False
+    generator: str | None = None  # trained GAN blender (.safetensors) for the 'gan' kind
+    inpainter: str | None = None  # trained GAN inpainter for the 'inpaint-gan' kind
 
     def dataset(self):
         from .dataset import SyntheticDataset
 
+        if {"gan", "inpaint-gan"} & set(self.kinds):
+            from ..gan.kinds import LearnedDataset
+
+            return LearnedDataset(self.sources, self.kinds, size=self.size, length=self.n, seed=self.seed,
+                                  config=GenConfig.from_dict(self.config), generator=self.generator,
+                                  inpainter=self.inpainter)
         return SyntheticDataset(self.sources, self.kinds, size=self.size, length=self.n, seed=self.seed,
                                 config=GenConfig.from_dict(self.config))
 
