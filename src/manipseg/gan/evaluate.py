@@ -1,0 +1,51 @@
+"""Are G(K, M) harder than plain copy-pastes? A segmenter's F1 on held-out copy-pastes M vs on G(K, M).
+
+Held-out copy-pastes come from the generation engine (``splice``) on photos not used for training. The
+segmenter (a ``model.safetensors`` from ``manipseg train``) predicts both M and G(K, M) (with the
+blender's inference compositing, see :class:`manipseg.gan.Blender`); both are scored against K with the
+training validation's protocols (:func:`manipseg.train.validate.score`). L_bg (Eq. 3) of G's *whole*
+output (no compositing) is reported too, in [-1, 1] units and in 8-bit levels per channel.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def compare(generator: str, model: str, sources: Sequence[str], n: int = 48, size: int = 256, seed: int = 777,
+            composite_width: int = 5, root: str | None = None) -> dict[str, float]:
+    from ..generate import SyntheticDataset
+    from ..models.weights import network_from_weights
+    from ..train.config import resolve_path
+    from ..train.validate import predict_probs, score
+    from .losses import loss_bg
+    from .model import Blender, to_signed
+
+    ds = SyntheticDataset([str(resolve_path(s, root)) for s in sources], ["splice"], size, n, seed)
+    items = [ds[i] for i in range(n)]
+    images = torch.stack([it["image"] for it in items]).float() / 255.0
+    masks = torch.stack([it["mask"] for it in items])
+    targets = torch.stack([it["target"] for it in items]).float() / 255.0
+    blender = Blender(generator, composite_width=composite_width)
+    raw = Blender(blender.G, composite_width=0)
+    blended, whole = [], []
+    for i in range(0, n, 8):  # small batches keep memory flat
+        blended.append(blender(images[i:i + 8], masks[i:i + 8]))
+        whole.append(raw(images[i:i + 8], masks[i:i + 8]))
+    blended_t, whole_t = torch.cat(blended), torch.cat(whole)
+    lbg = float(loss_bg(to_signed(whole_t), to_signed(targets), masks))
+    net, _ = network_from_weights(model)
+    dev = torch.device("cpu")
+    as_u8 = lambda x: [(a.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for a in x]  # noqa: E731
+    gt = [m[0].numpy() > 0.5 for m in masks]
+    res: dict[str, float] = {"images": float(n), "size": float(size), "l_bg": lbg, "l_bg_255": lbg / 3 * 127.5}
+    for name, batch in (("cp", images), ("gan", blended_t)):
+        probs = predict_probs(net, as_u8(batch), dev, bf16=False, channels_last=False)
+        for k, v in score(probs, gt).items():
+            if k in ("f1_dataset", "f1_image", "f1_fixed", "mcc_dataset", "auc"):
+                res[f"{name}_{k}"] = v
+    inside = masks.expand_as(images) > 0.5
+    res["mean_abs_change_in_k_255"] = float((blended_t - images).abs()[inside].mean() * 255)
+    return res
