@@ -346,3 +346,6 @@ def test_craft_backbone_loads_with_batch_norm():
     assert len(report["loaded"]) == 12 * 7  # conv1_1..conv5_2: conv weight, bias and 5 batch-norm tensors
     assert all(k.startswith("conv5_3.") for k in report["not_in_source"])
     assert not torch.allclose(net.vgg["conv3_1"].bn.running_var, torch.ones(256))
+    via_option = build_network("gsr-vgg16", init="craft", **SMALL["gsr-vgg16"])
+    assert torch.equal(via_option.vgg["conv2_1"].conv.weight, net.vgg["conv2_1"].conv.weight)
+    assert "init" not in via_option.arch_kwargs and via_option.init_report["loaded"] == report["loaded"]

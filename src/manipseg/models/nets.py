@@ -241,11 +241,15 @@ class ASPP(nn.Module):
 class GSRVGG16(SegNet):
     """GSR-Net's segmentation network: DeepLab VGG-16 with batch norm, output stride 8 (pool4/pool5 with
     stride 1, conv5 dilated by 2), ASPP, boundary branch over the 128-, 256- and 512-channel stages
-    (conv2_2, conv3_3, conv4_3 and conv5_3), heads at stride 2."""
+    (conv2_2, conv3_3, conv4_3 and conv5_3), heads at stride 2.
+
+    ``init="hed"`` or ``"craft"`` initialises the backbone from packaged ImageNet-derived VGG-16 weights
+    (:mod:`manipseg.models.pretrained`); the default is random (from scratch).
+    """
 
     def __init__(self, boundary_branch: bool = True, guided_residual: bool = False, dropout: float = 0.5,
                  aspp_width: int = 1024, aspp_rates: tuple[int, ...] = (6, 12, 18, 24), head_channels: int = 64,
-                 boundary_channels: int = 64, gr_radius: int = 2, gr_eps: float = 0.1) -> None:
+                 boundary_channels: int = 64, gr_radius: int = 2, gr_eps: float = 0.1, init: str | None = None) -> None:
         super().__init__("gsr-vgg16", dict(boundary_branch=boundary_branch, guided_residual=guided_residual,
                                            dropout=dropout, aspp_width=aspp_width, aspp_rates=tuple(aspp_rates),
                                            head_channels=head_channels, boundary_channels=boundary_channels,
@@ -259,6 +263,11 @@ class GSRVGG16(SegNet):
         self.aspp = ASPP(512, aspp_width, tuple(aspp_rates), dropout)
         self.heads = TwoHeads([128, 256, 512, 512], aspp_width, head_channels, boundary_channels, boundary_branch)
         _init_weights(self)
+        self.init_report: dict[str, list[str]] | None = None
+        if init is not None:  # construction-time only, so not recorded in arch_kwargs
+            from .pretrained import load_packaged_vgg16
+
+            self.init_report = load_packaged_vgg16(self, init)
 
     def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         v = self.vgg
