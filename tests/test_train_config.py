@@ -35,7 +35,9 @@ def test_defaults_are_the_paper_settings():
     ("data: {real: {weight: 0.5}}", r"data.real needs a path"),
     ("data: {real: {path: x, wieght: 0.5}}", r"unknown key data.real.wieght.*'weight'"),
     ("model: {boundary_branch: false}\nrefine: {enabled: true}", r"model.boundary_branch must be true"),
-    ("data: {generated_fraction: 0.5}", r"GAN blender"),
+    ("data: {generated_fraction: 0.5}\ngan: {enabled: false}", r"needs a generator G\(M\)"),
+    ("gan: {enabled: true}", r"data.generated_fraction is 0"),
+    ("data: {generated_fraction: 0.5, generator: 'torch:flip'}\ngan: {enabled: true}", r"keep one"),
     ("- a\n- b", r"mapping"),
 ])
 def test_errors_name_the_key_and_suggest(tmp_path, text, pattern):
@@ -112,9 +114,11 @@ def test_ablation_configs_differ_only_in_what_the_tables_vary():
 
 
 @pytest.mark.parametrize("name", ["dl_g", "dl_cp_g", "gs", "gsr", "cp_g_s", "cp_gsr"])
-def test_configs_with_g_fail_clearly_without_a_generator(name):
-    with pytest.raises(ConfigError, match="GAN blender"):
-        _ablation(name)
+def test_configs_with_g_train_the_gan_blender_jointly(name):
+    assert _ablation(name)["gan"]["enabled"] is True          # G(K, M) trained with the segmenter
+    assert _ablation(name, GEN)["gan"]["enabled"] is False    # a fixed G(M) hook instead
+    with pytest.raises(ConfigError, match="needs a generator"):
+        _ablation(name, ["gan.enabled=false"])
 
 
 @pytest.mark.parametrize("name", ["base", "dl", "dl_cp", "cp_s", "compact_synthetic"])

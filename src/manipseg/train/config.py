@@ -82,6 +82,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_images": 50,             # cap on the folder's images per validation
         "max_side": 1024,             # folder images are downscaled to this longest side
     },
+    "gan": {                          # GSR-Net's blender G(K, M) + D trained jointly (manipseg.gan.joint)
+        "enabled": None,              # None = on when data.generated_fraction > 0 and data.generator is unset
+        "generator": {"width": 16, "depth": 5, "max_width": 128, "identity_init": True},
+        "discriminator": {"width": 32},
+        "weights": {"grad": 1.0, "edge": 2.0, "adv": 5.0},  # λ of Eq. 7
+        "edge_width": 5,
+        "pixel_scale": 1.0,           # factor on Eq. 7's L1 terms (1: pixels in [-1, 1])
+        "lr": 1.0e-4,
+        "betas": [0.5, 0.999],
+        "init": None,                 # a pre-trained blender .safetensors to start G from
+        "composite_width": 5,         # G(K, M) kept inside K dilated by this; M elsewhere (0 = G's whole image)
+    },
     "checkpoint": {
         "every": 500,                 # steps; the final step is always saved
         "keep": 3,                    # most recent checkpoints kept
@@ -93,7 +105,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 #: keys whose value is a free-form mapping (not checked key by key).
-FREE_FORM = {("model", "options"), ("data", "kinds"), ("data", "generate"), ("data", "generator_args"), ("data", "real")}
+FREE_FORM = {("model", "options"), ("data", "kinds"), ("data", "generate"), ("data", "generator_args"), ("data", "real"),
+             ("gan", "generator"), ("gan", "discriminator"), ("gan", "weights")}
 REAL_KEYS = {"path": None, "format": "auto", "weight": 0.5}
 
 
@@ -277,12 +290,20 @@ def _cross_check(cfg: dict[str, Any], origin: str) -> None:
         raise ConfigError(f"{origin}: data.sources must list at least one folder of authentic photos")
     if not 0.0 <= float(d["generated_fraction"]) <= 1.0:
         raise ConfigError(f"{origin}: data.generated_fraction must be in [0, 1], got {d['generated_fraction']}")
-    if d["generated_fraction"] > 0 and not d["generator"]:
+    g = cfg["gan"]
+    if g["enabled"] is None:
+        g["enabled"] = bool(d["generated_fraction"] > 0 and not d["generator"])
+    if g["enabled"] and d["generator"]:
+        raise ConfigError(f"{origin}: gan.enabled trains G jointly, but data.generator also names a fixed G(M); "
+                          "keep one (a pre-trained blender can start the joint G: gan.init: FILE.safetensors)")
+    if g["enabled"] and not d["generated_fraction"] > 0:
+        raise ConfigError(f"{origin}: gan.enabled trains G(K, M) but data.generated_fraction is 0, so the segmenter "
+                          "would never see G's images; set data.generated_fraction (e.g. 0.5)")
+    if d["generated_fraction"] > 0 and not d["generator"] and not g["enabled"]:
         raise ConfigError(
-            f"{origin}: data.generated_fraction={d['generated_fraction']} needs a generator G(M) (paper §3.1), "
-            "but data.generator is not set. The learned GAN blender is the separate 'GAN blender' issue; until "
-            "it lands, set data.generator to a 'module:callable' taking (images [B,3,H,W] in [0,1], masks "
-            "[B,1,H,W]) and returning blended images, or use a config without G.")
+            f"{origin}: data.generated_fraction={d['generated_fraction']} needs a generator G(M) (paper §3.1): "
+            "leave gan.enabled unset/true to train the GAN blender jointly, or set data.generator "
+            "(e.g. manipseg.gan.model:load_blender with data.generator_args: {path: FILE.safetensors})")
     if d["generated_fraction"] > 0 and "splice" not in d["kinds"]:
         raise ConfigError(f"{origin}: data.generated_fraction applies G to copy-pasted samples, so data.kinds "
                           "must include 'splice'")

@@ -46,8 +46,8 @@ class TrainingSet(Dataset):
     real_weight: probability that an index draws a real forgery.
     splice_code: the ``kind`` integer of copy-paste samples in ``synthetic`` (for the G(M) hook).
 
-    Items: image uint8 [3,H,W], mask/boundary float [1,H,W], target uint8 [3,H,W] (zeros when absent),
-    has_target bool, is_splice bool, is_real bool.
+    Items: image uint8 [3,H,W], mask/boundary float [1,H,W], target / source uint8 [3,H,W] (zeros when absent),
+    has_target / has_source bool, is_splice bool, is_real bool.
     """
 
     def __init__(self, synthetic: Dataset | None, real: Dataset | None, real_weight: float, seed: int,
@@ -72,21 +72,25 @@ class TrainingSet(Dataset):
             assert self.real is not None
             s = self.real[int(rng.integers(2**40))]  # RealCrops: image j % n, crop position from j
             image, mask, boundary = s["image"], s["mask"], s["boundary"]
-            target = torch.zeros_like(image)
-            has_target = is_splice = False
+            target = source = torch.zeros_like(image)
+            has_target = has_source = is_splice = False
         else:
             assert self.synthetic is not None
             s = self.synthetic[int(index) % len(self.synthetic)]
             image, mask, boundary = s["image"], s["mask"], s["boundary"]
             has_target = bool(s.get("has_target", False))
             target = s["target"] if has_target else torch.zeros_like(image)
+            has_source = bool(s.get("has_source", False))
+            source = s["source"] if has_source else torch.zeros_like(image)
             is_splice = self.splice_code is not None and int(s["kind"]) == self.splice_code
         out = {
             "image": _flip(image, flip_h, flip_v).contiguous(),
             "mask": _flip(mask.float(), flip_h, flip_v).contiguous(),
             "boundary": _flip(boundary.float(), flip_h, flip_v).contiguous(),
             "target": _flip(target, flip_h, flip_v).contiguous(),
+            "source": _flip(source, flip_h, flip_v).contiguous(),  # aligned S (zeros when absent), for G's losses
             "has_target": torch.tensor(has_target),
+            "has_source": torch.tensor(has_source),
             "is_splice": torch.tensor(is_splice),
             "is_real": torch.tensor(use_real),
         }

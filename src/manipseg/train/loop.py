@@ -44,7 +44,7 @@ log = logging.getLogger("manipseg.train")
 CSV_FIELDS = ["step", "loss", "loss_seg", "loss_boundary", "loss_refine", "lr", "imgs_per_s",
               "val_f1_dataset", "val_mcc_dataset", "val_f1_image", "val_mcc_image", "val_baseline_f1",
               "folder_f1_dataset", "folder_mcc_dataset", "folder_f1_image", "folder_mcc_image",
-              "folder_baseline_f1"]
+              "folder_baseline_f1", "gan_total", "gan_bg", "gan_grad", "gan_edge", "gan_adv", "gan_d"]
 
 
 class TrainingError(RuntimeError):
@@ -221,6 +221,14 @@ class Trainer:
         if t["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self.gan = None
+        if self.cfg["gan"]["enabled"]:
+            if self.dist.enabled:
+                raise TrainingError("joint GAN training (gan.enabled) runs in one process; pre-train the blender "
+                                    "with python -m manipseg.gan train and use it through data.generator under DDP")
+            from ..gan.joint import JointGan
+
+            self.gan = JointGan(self.cfg["gan"], self.device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(t["schedule"], int(t["warmup"]), int(t["steps"])))
@@ -239,11 +247,13 @@ class Trainer:
 
             self.net = DistributedDataParallel(model, device_ids=None if self.device.type == "cpu" else [self.device])
         self.generator = load_generator(d["generator"], d["generator_args"]) if d["generated_fraction"] > 0 else None
+        if self.gan is not None:
+            self.generator = self.gan
         return start
 
     def _restore(self, state: dict[str, Any], path: Path) -> int:
         saved = state.get("config", {})
-        for section in ("model", "data", "loss", "refine"):
+        for section in ("model", "data", "loss", "refine", "gan"):
             if saved.get(section) != self.cfg[section]:
                 raise TrainingError(f"{path}: the checkpoint was trained with a different {section!r} section; "
                                     f"resume with the same config (only train.steps and logging may change)")
@@ -253,6 +263,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.gan is not None:
+            self.gan.load_state_dict(state["gan"])
         ckpt.set_rng_state(state["rng"][self.dist.rank])
         return int(state["step"])
 
@@ -287,6 +299,7 @@ class Trainer:
         boundary = batch["boundary"].to(dev)
         target = batch["target"].to(dev)
         has_target = batch["has_target"].to(dev)
+        gan_stats = self.gan.train_step(batch) if self.gan is not None else {}
         if self.generator is not None:
             select = generated_selection(indices, batch["is_splice"], float(d["generated_fraction"]), int(t["seed"]))
             image = apply_generator(self.generator, image, mask, select.to(dev))
@@ -327,7 +340,7 @@ class Trainer:
         self.scheduler.step()
         if not math.isfinite(stats["loss"]):
             raise TrainingError(f"the loss became {stats['loss']}; lower train.lr or set train.grad_clip")
-        return stats
+        return {**stats, **gan_stats}
 
     # -- validation, checkpoints, export -------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
@@ -356,6 +369,9 @@ class Trainer:
                      "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "rng": states, "sampler": {"next_step": step, "batch_size": int(self.cfg["train"]["batch_size"])},
                      "config": self.cfg}
+            if self.gan is not None:
+                state["gan"] = self.gan.state_dict()
+                self.gan.save(self.run_dir / "snapshots" / f"G_{step:08d}.safetensors", {"step": step})
             ckpt.save_checkpoint(self.run_dir, step, state, keep=int(self.cfg["checkpoint"]["keep"]))
 
     def _export(self, val: dict[str, float], step: int) -> Path:
@@ -366,6 +382,8 @@ class Trainer:
             meta["threshold"] = val["val_f1_dataset_threshold"]
         arch = getattr(self.model, "arch", self.cfg["model"]["arch"])
         kwargs = getattr(self.model, "arch_kwargs", {})
+        if self.gan is not None:
+            self.gan.save(self.run_dir / "generator.safetensors", {"step": step, "config": self.cfg})
         return save_weights(self.run_dir / "model.safetensors", self.model, arch, kwargs, meta)
 
     # -- the run -------------------------------------------------------------------------------------------
