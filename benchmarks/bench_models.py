@@ -6,7 +6,8 @@ the latter estimates an otherwise idle machine when other jobs share the cores):
     bf16 autocast + channels_last and with plain fp32, median and range over repeats;
   * inference seconds per megapixel through GSRDetector (normalisation, tiling, softmax, blending) on
     1 MP and 12 MP images, each in a fresh subprocess so the peak RSS is that of inference alone;
-  * the largest / mean difference of the probability map between bf16 and fp32 inference.
+  * the largest / mean difference of the probability map between bf16 and fp32 inference, and between
+    tiled and untiled inference.
 
 Random-init weights unless --weights is given (then that file's architecture only).
 
@@ -128,6 +129,31 @@ def bf16_difference(arch: str, weights: str | None) -> dict:
             "mask_disagreement": float(((p16 > 0.5) != (p32 > 0.5)).mean())}
 
 
+def tiling_difference(arch: str, weights: str | None, tile: int) -> dict:
+    """Tiled (``tile`` px) vs untiled probability maps on a 3x up-scaled skimage astronaut (1536x1536)."""
+    import cv2
+    import numpy as np
+    import torch
+    from skimage import data
+
+    from manipseg.models.gsr import _ARCH_CLASSES, GSRDetector
+    from manipseg.models.nets import build_network
+
+    torch.manual_seed(0)
+    img = cv2.resize(data.astronaut(), (1536, 1536), interpolation=cv2.INTER_CUBIC)
+    if weights:
+        whole = GSRDetector.from_weights(weights, max_pixels=img.shape[0] * img.shape[1])
+        tiled = GSRDetector.from_weights(weights, tile=tile)
+    else:
+        net = build_network(arch).eval()
+        whole = _ARCH_CLASSES[arch](model=net, max_pixels=img.shape[0] * img.shape[1])
+        tiled = _ARCH_CLASSES[arch](model=net, tile=tile)
+    pw, pt = whole.predict(img), tiled.predict(img)
+    d = np.abs(pw.prob - pt.prob)
+    return {"tiles": pt.extras["tiles"], "max_abs": float(d.max()), "p99_abs": float(np.percentile(d, 99)),
+            "mean_abs": float(d.mean()), "mask_disagreement": float(((pw.prob > 0.5) != (pt.prob > 0.5)).mean())}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", nargs="+", default=["compact", "gsr-vgg16"])
@@ -138,6 +164,7 @@ def main() -> int:
     ap.add_argument("--megapixels", type=float, nargs="+", default=[1.0, 12.0])
     ap.add_argument("--weights", help="benchmark a trained weights file instead of random init")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice, usually all cores)")
+    ap.add_argument("--tile", type=int, default=1024, help="tile size for the tiled-vs-whole comparison")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-fp32", action="store_true", help="only the bf16 + channels_last configuration")
     ap.add_argument("--infer-one", nargs=3, metavar=("ARCH", "MP", "BF16"), help=argparse.SUPPRESS)
@@ -195,6 +222,10 @@ def main() -> int:
             d = bf16_difference(arch, args.weights)
             print(f"[bf16-vs-fp32] {arch}: prob |diff| max {d['max_abs']:.4f}, p99 {d['p99_abs']:.4f}, "
                   f"mean {d['mean_abs']:.5f}; mask (0.5) disagreement {100 * d['mask_disagreement']:.3f}% of pixels")
+        t = tiling_difference(arch, args.weights, args.tile)
+        print(f"[tiled-vs-whole] {arch}: {t['tiles']} tiles of <= {args.tile} px on 1536x1536: prob |diff| max "
+              f"{t['max_abs']:.4f}, p99 {t['p99_abs']:.4f}, mean {t['mean_abs']:.5f}; mask (0.5) disagreement "
+              f"{100 * t['mask_disagreement']:.3f}% of pixels", flush=True)
     return 0
 
 

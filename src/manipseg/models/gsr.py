@@ -159,7 +159,8 @@ class GSRDetector(Detector):
         """Segmentation and boundary probability maps (float32 HxW) and the number of tiles used."""
         h, w = image.shape[:2]
         # Normalise with whole-image statistics so tiles see exactly what the untiled network would.
-        x = normalise(torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0))
+        pixels = image if image.flags.writeable else image.copy()  # torch warns on read-only arrays
+        x = normalise(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0))
         if h * w <= self.max_pixels:
             seg, bnd = self._run(x)
             return seg, bnd, 1
