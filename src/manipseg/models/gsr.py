@@ -103,8 +103,9 @@ class GSRDetector(Detector):
 
             model, info = network_from_weights(weights)
         if self.arch is not None and model.arch != self.arch:
-            raise ContractError(f"weights {weights} hold a {model.arch!r} network but detector {self.name!r} expects "
-                                f"{self.arch!r}; load the file by path (--model {weights}) instead")
+            source = f"weights {weights}" if weights is not None else "the given model"
+            raise ContractError(f"{source} hold a {model.arch!r} network but detector {self.name!r} expects "
+                                f"{self.arch!r}; load the weights file by path (--model PATH) instead")
         if tile % 8 or tile < 64:
             raise ContractError(f"tile size must be a multiple of 8 and at least 64 pixels, got {tile}")
         if not 0 <= overlap < tile // 2:
@@ -126,9 +127,8 @@ class GSRDetector(Detector):
 
         model, info = network_from_weights(path)
         target = _ARCH_CLASSES.get(model.arch, GSRDetector) if cls is GSRDetector else cls
-        det = target(device=device, model=model, **config)
+        det = target(device=device, model=model, weights=path, **config)
         det.info = info
-        det.config["weights"] = str(path)
         if "threshold" not in config:
             det.threshold = float(info.get("threshold", det.threshold))
         return det
