@@ -81,10 +81,10 @@ class LearnedDataset(SyntheticDataset):
         raw = make_sample(LEARNED_KINDS[kind], seed, self.pool, self.size, replace(cfg, post=replace(cfg.post, enabled=False)))
         k = torch.from_numpy(raw.mask.astype(np.float32))[None, None]
         if kind == "gan":
-            x = torch.from_numpy(raw.image).permute(2, 0, 1)[None].float() / 255.0
+            x = torch.from_numpy(np.array(raw.image)).permute(2, 0, 1)[None].float() / 255.0
             y = self._net("blender")(x, k)
         else:
-            x = torch.from_numpy(raw.target).permute(2, 0, 1)[None].float() / 255.0
+            x = torch.from_numpy(np.array(raw.target)).permute(2, 0, 1)[None].float() / 255.0
             y = self._net("inpainter")(x, k)
         out = (y[0].permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
         meta = dict(raw.meta, kind=kind, base_kind=raw.meta["kind"])
