@@ -24,7 +24,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-post", action="store_true", help="switch the post-processing chain (JPEG, resize, blur, noise) off")
     p.add_argument("--save-sources", action="store_true", help="also write the aligned source images S (sources/)")
     p.add_argument("--generator", default=None, metavar="FILE",
-                   help="trained GAN blender (.safetensors) for the 'gan' kind (python -m manipseg.gan train)")
+                   help="trained GAN blender (.safetensors) for the 'gan' kind (default: the shipped one, if any; "
+                        "train your own with python -m manipseg.gan train)")
     p.add_argument("--inpainter", default=None, metavar="FILE",
                    help="trained GAN inpainter (.safetensors) for the 'inpaint-gan' kind")
     p.add_argument("--preview", action="store_true", help="write preview.png: image / mask / boundary / target of the first samples")
@@ -71,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
     for kind, flag, path, role in (("gan", "--generator", args.generator, "blender"),
                                    ("inpaint-gan", "--inpainter", args.inpainter, "inpainter")):
         if kind in kinds:
+            if not path:
+                from ..gan.model import shipped_weights
+
+                path = shipped_weights(role)
+                if path is not None:
+                    setattr(args, flag[2:], str(path))
             if not path:
                 print(f"error: kind {kind!r} needs {flag} FILE.safetensors (a trained {role}; see python -m manipseg.gan "
                       "train --help)", file=sys.stderr)
