@@ -87,8 +87,10 @@ def test_learned_kinds_match_their_classical_base(shared_data, tmp_path):
         LearnedDataset(pool, ["gan"], size=64, length=2)
 
 
-def test_generate_cli_with_gan_kinds(shared_data, tmp_path):
+def test_generate_cli_with_gan_kinds(shared_data, tmp_path, monkeypatch):
     import json
+
+    import manipseg.gan.model
 
     from manipseg.cli import main
 
@@ -100,5 +102,6 @@ def test_generate_cli_with_gan_kinds(shared_data, tmp_path):
     assert code == 0
     kinds = [json.loads(line)["kind"] for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(kinds) == 3 and set(kinds) <= {"gan", "splice"}
+    monkeypatch.setattr(manipseg.gan.model, "shipped_weights", lambda role: None)
     assert main(["generate", "--sources", str(shared_data / "natural/sun-hays"), "--n", "1", "--kinds", "inpaint-gan",
                  "--out", str(tmp_path / "o2")]) == 2

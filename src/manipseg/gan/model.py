@@ -288,7 +288,17 @@ class Inpainter(_Runner):
         return holes * raw + (1.0 - holes) * images
 
 
-def load_blender(path: str, device: str = "cpu", composite_width: int = 5) -> Blender:
+def shipped_weights(role: str) -> Path | None:
+    """The generator shipped with the package (``manipseg/weights/gan-<role>.safetensors``), if present."""
+    path = Path(__file__).resolve().parent.parent / "weights" / f"gan-{role}.safetensors"
+    return path if path.is_file() else None
+
+
+def load_blender(path: str | None = None, device: str = "cpu", composite_width: int = 5) -> Blender:
     """Factory for the training loop's G(M) hook: ``data.generator: manipseg.gan.model:load_blender`` with
-    ``data.generator_args: {path: gan-blender.safetensors}``."""
+    ``data.generator_args: {path: FILE.safetensors}`` (no path: the shipped blender)."""
+    if path is None:
+        path = shipped_weights("blender")
+        if path is None:
+            raise GeneratorWeightsError("no blender weights given and none shipped with this install; pass path=")
     return Blender(path, device=device, composite_width=composite_width)
