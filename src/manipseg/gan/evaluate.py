@@ -4,7 +4,8 @@ Held-out copy-pastes come from the generation engine (``splice``) on photos not 
 segmenter (a ``model.safetensors`` from ``manipseg train``) predicts both M and G(K, M) (with the
 blender's inference compositing, see :class:`manipseg.gan.Blender`); both are scored against K with the
 training validation's protocols (:func:`manipseg.train.validate.score`). L_bg (Eq. 3) of G's *whole*
-output (no compositing) is reported too, in [-1, 1] units and in 8-bit levels per channel.
+output (no compositing) is reported too, in [-1, 1] units and in 8-bit levels per channel, over the
+whole background and outside K's edge band (whose outer half Eq. 5 pulls towards S).
 """
 from __future__ import annotations
 
@@ -14,13 +15,21 @@ import numpy as np
 import torch
 
 
+def blender_edge_width(path: str) -> int:
+    """The edge width a blender was trained with (5 when its metadata does not say)."""
+    from .model import load_generator_file
+
+    cfg = load_generator_file(path, "blender")[1].get("config") or {}
+    return int((cfg.get("loss") or cfg.get("gan") or {}).get("edge_width", 5))
+
+
 def compare(generator: str, model: str, sources: Sequence[str], n: int = 48, size: int = 256, seed: int = 777,
             composite_width: int = 5, root: str | None = None) -> dict[str, float]:
     from ..generate import SyntheticDataset
     from ..models.weights import network_from_weights
     from ..train.config import resolve_path
     from ..train.validate import predict_probs, score
-    from .losses import loss_bg
+    from .losses import edge_mask, loss_bg
     from .model import Blender, to_signed
 
     ds = SyntheticDataset([str(resolve_path(s, root)) for s in sources], ["splice"], size, n, seed)
@@ -36,11 +45,15 @@ def compare(generator: str, model: str, sources: Sequence[str], n: int = 48, siz
         whole.append(raw(images[i:i + 8], masks[i:i + 8]))
     blended_t, whole_t = torch.cat(blended), torch.cat(whole)
     lbg = float(loss_bg(to_signed(whole_t), to_signed(targets), masks))
+    # the same outside K's edge band (Eq. 5 pulls the band's outer half towards S, not T)
+    band = edge_mask(masks, blender_edge_width(generator)) > 0.5
+    lbg_far = float(loss_bg(to_signed(whole_t), to_signed(targets), (masks > 0.5) | band))
     net, _ = network_from_weights(model)
     dev = torch.device("cpu")
     as_u8 = lambda x: [(a.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for a in x]  # noqa: E731
     gt = [m[0].numpy() > 0.5 for m in masks]
-    res: dict[str, float] = {"images": float(n), "size": float(size), "l_bg": lbg, "l_bg_255": lbg / 3 * 127.5}
+    res: dict[str, float] = {"images": float(n), "size": float(size), "l_bg": lbg, "l_bg_255": lbg / 3 * 127.5,
+                             "l_bg_outside_edge_band_255": lbg_far / 3 * 127.5}
     for name, batch in (("cp", images), ("gan", blended_t)):
         probs = predict_probs(net, as_u8(batch), dev, bf16=False, channels_last=False)
         for k, v in score(probs, gt).items():
