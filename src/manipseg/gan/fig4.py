@@ -1,5 +1,8 @@
 """Paper Fig. 4: the same held-out copy-pastes through the blender at several training checkpoints.
 
+Works on standalone runs (``python -m manipseg.gan train``) and on ``manipseg train`` runs that trained G
+jointly (their ``snapshots/`` hold G at every checkpoint; held-out photos from ``validation.sources``).
+
 Columns: authentic background T, mask K, copy-paste M, then G(K, M) (G's whole output, no compositing)
 at evenly spaced snapshots of the run, labelled with their step; a last column shows |G(K, M) − M|
 of the final snapshot, amplified x4, to make the changes visible.
@@ -46,7 +49,13 @@ def fig4(run_dir: str | os.PathLike, out: str | os.PathLike, rows: int = 4, colu
     from .pretrain import _validate, validation_batch
 
     run_dir = Path(run_dir)
-    cfg = _validate(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")), str(run_dir / "config.yaml"))
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    if "gan" in raw and "role" not in raw:  # a manipseg train run that trained G jointly
+        d, v = raw["data"], raw["validation"]
+        size = int(d["size"]) - int(d["size"]) % 32 or 32
+        raw = {"role": "blender", "train": {"seed": int(raw["train"]["seed"])},
+               "data": {"root": d["root"], "sources": d["sources"], "size": size, "val_sources": v["sources"]}}
+    cfg = _validate(raw, str(run_dir / "config.yaml"))
     if cfg["role"] != "blender":
         raise ValueError(f"{run_dir}: Fig. 4 shows the blender; this run trained a {cfg['role']}")
     cfg["data"]["val_count"] = max(int(rows), 1)
