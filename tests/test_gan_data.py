@@ -105,3 +105,19 @@ def test_generate_cli_with_gan_kinds(shared_data, tmp_path, monkeypatch):
     monkeypatch.setattr(manipseg.gan.model, "shipped_weights", lambda role: None)
     assert main(["generate", "--sources", str(shared_data / "natural/sun-hays"), "--n", "1", "--kinds", "inpaint-gan",
                  "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_compare_identity_generator_changes_nothing(shared_data, tmp_path):
+    from manipseg.gan.evaluate import compare
+    from manipseg.models.nets import build_network
+    from manipseg.models.weights import save_weights
+
+    torch.manual_seed(0)
+    net = build_network("compact", width=4, head_channels=4, boundary_channels=4, aspp_rates=[1, 2])
+    seg = save_weights(tmp_path / "seg.safetensors", net, "compact",
+                       {"width": 4, "head_channels": 4, "boundary_channels": 4, "aspp_rates": [1, 2]}, {})
+    g = save_generator(tmp_path / "id.safetensors", UNetGenerator(**TINY_G, identity_init=True), "blender")
+    res = compare(str(g), str(seg), [str(shared_data / "natural/sun-hays")], n=4, size=64, seed=1)
+    assert res["l_bg"] == pytest.approx(res["l_bg_copy_paste"], abs=1e-4) and res["mean_abs_change_in_k_255"] < 0.5
+    assert res["cp_f1_dataset"] == pytest.approx(res["gan_f1_dataset"], abs=1e-6)
+    assert res["paired_share_harder"] == 0.0 and res["paired_share_easier"] == 0.0

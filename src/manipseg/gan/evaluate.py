@@ -3,7 +3,8 @@
 Held-out copy-pastes come from the generation engine (``splice``) on photos not used for training. The
 segmenter (a ``model.safetensors`` from ``manipseg train``) predicts both M and G(K, M) (with the
 blender's inference compositing, see :class:`manipseg.gan.Blender`); both are scored against K with the
-training validation's protocols (:func:`manipseg.train.validate.score`). L_bg (Eq. 3) of G's *whole*
+training validation's protocols (:func:`manipseg.train.validate.score`), and paired per image at the
+threshold that is best on the copy-pastes (share of images where G(K, M) scores lower / higher). L_bg (Eq. 3) of G's *whole*
 output (no compositing) is reported too, in [-1, 1] units and in 8-bit levels per channel, over the
 whole background and outside K's edge band (whose outer half Eq. 5 pulls towards S).
 """
@@ -13,6 +14,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+
+def _f1(pred: np.ndarray, gt: np.ndarray) -> float:
+    tp = np.count_nonzero(pred & gt)
+    denom = 2 * tp + np.count_nonzero(pred & ~gt) + np.count_nonzero(~pred & gt)
+    return 2 * tp / denom if denom else 1.0
 
 
 def blender_edge_width(path: str) -> int:
@@ -48,17 +55,28 @@ def compare(generator: str, model: str, sources: Sequence[str], n: int = 48, siz
     # the same outside K's edge band (Eq. 5 pulls the band's outer half towards S, not T)
     band = edge_mask(masks, blender_edge_width(generator)) > 0.5
     lbg_far = float(loss_bg(to_signed(whole_t), to_signed(targets), (masks > 0.5) | band))
+    # the copy-paste's own value (not 0: post-processing such as JPEG blocks straddling K touches T too)
+    lbg_cp = float(loss_bg(to_signed(images), to_signed(targets), masks))
     net, _ = network_from_weights(model)
     dev = torch.device("cpu")
     as_u8 = lambda x: [(a.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for a in x]  # noqa: E731
     gt = [m[0].numpy() > 0.5 for m in masks]
     res: dict[str, float] = {"images": float(n), "size": float(size), "l_bg": lbg, "l_bg_255": lbg / 3 * 127.5,
-                             "l_bg_outside_edge_band_255": lbg_far / 3 * 127.5}
+                             "l_bg_outside_edge_band_255": lbg_far / 3 * 127.5, "l_bg_copy_paste": lbg_cp,
+                             "l_bg_copy_paste_255": lbg_cp / 3 * 127.5}
+    probs = {}
     for name, batch in (("cp", images), ("gan", blended_t)):
-        probs = predict_probs(net, as_u8(batch), dev, bf16=False, channels_last=False)
-        for k, v in score(probs, gt).items():
-            if k in ("f1_dataset", "f1_image", "f1_fixed", "mcc_dataset", "auc"):
+        probs[name] = predict_probs(net, as_u8(batch), dev, bf16=False, channels_last=False)
+        for k, v in score(probs[name], gt).items():
+            if k in ("f1_dataset", "f1_dataset_threshold", "f1_image", "f1_fixed", "mcc_dataset", "auc"):
                 res[f"{name}_{k}"] = v
+    # paired: per-image F1 of both at the threshold that is best on the copy-pastes
+    thr = res["cp_f1_dataset_threshold"]
+    f1 = {name: np.array([_f1(p > thr, g) for p, g in zip(probs[name], gt)]) for name in probs}
+    res["paired_threshold"] = thr
+    res["paired_cp_f1"], res["paired_gan_f1"] = float(f1["cp"].mean()), float(f1["gan"].mean())
+    res["paired_share_harder"] = float(np.mean(f1["gan"] < f1["cp"]))
+    res["paired_share_easier"] = float(np.mean(f1["gan"] > f1["cp"]))
     inside = masks.expand_as(images) > 0.5
     res["mean_abs_change_in_k_255"] = float((blended_t - images).abs()[inside].mean() * 255)
     return res
