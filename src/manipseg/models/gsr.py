@@ -83,11 +83,15 @@ class GSRDetector(Detector):
     arch: ClassVar[str | None] = None
     #: default tile side; images above tile^2 pixels are tiled (memory grows with the tile area)
     default_tile: ClassVar[int] = 1024
+    #: default tile overlap; a quarter of it is discarded at inner tile edges (should exceed the receptive field's
+    #: effective reach)
+    default_overlap: ClassVar[int] = 128
 
     def __init__(self, device: str = "cpu", weights: str | os.PathLike | None = None, model: SegNet | None = None,
-                 threshold: float | None = None, tile: int | None = None, overlap: int = 128, max_pixels: int | None = None,
+                 threshold: float | None = None, tile: int | None = None, overlap: int | None = None, max_pixels: int | None = None,
                  bf16: bool = True, **config: Any) -> None:
         tile = int(tile) if tile is not None else self.default_tile
+        overlap = int(overlap) if overlap is not None else self.default_overlap
         super().__init__(device=device, weights=str(weights) if weights is not None else None, tile=tile,
                          overlap=overlap, max_pixels=max_pixels, bf16=bf16, **config)
         if config:
@@ -212,6 +216,7 @@ class GSRVGG16Detector(GSRDetector):
     name = "gsr-vgg16"
     summary = "GSR-Net (Zhou et al. 2020): DeepLab VGG-16 (BN) + ASPP with boundary branch; needs weights."
     arch = "gsr-vgg16"
+    default_overlap = 384  # ASPP dilation 24 at stride 8 alone reaches 192 px
 
 
 _ARCH_CLASSES: dict[str, type[GSRDetector]] = {"compact": GSRCompactDetector, "gsr-vgg16": GSRVGG16Detector}
