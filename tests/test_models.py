@@ -282,6 +282,7 @@ def test_detector_contract(tmp_path, astronaut, monkeypatch):
     assert pred.score == pytest.approx(image_score(pred.prob))
     assert pred.extras["boundary"].shape == (97, 131)
     np.testing.assert_array_equal(det.predict(img).prob, pred.prob)  # deterministic (eval mode)
+    assert det.predict(astronaut[:8, :9]).prob.shape == (8, 9)  # the contract's smallest images
     with pytest.raises(ContractError):
         det.predict(img.astype(np.float32))
     with pytest.raises(ContractError, match="expects 'gsr-vgg16'"):
