@@ -138,7 +138,7 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None) -> Path:
+def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, init: Path | None = None) -> Path:
     from ..device import autocast
     from ..models.weights import save_weights
     from .metrics import binary_metrics
@@ -156,6 +156,14 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None) -> 
     net = AdapGRNet(net_cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, best, minutes_before = 0, -1.0, 0.0
+    if init is not None:  # fine-tune: start from trained weights, fresh optimiser and schedule
+        from ..models.weights import load_weights
+
+        state, info = load_weights(init)
+        if FaceNetConfig.from_dict(info.get("arch_kwargs", {})) != net_cfg:
+            raise ValueError(f"{init}: network settings differ from the config's model section")
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+        log.info("initialised from %s", init)
     last = run_dir / "last.pt"
     if last.is_file():
         ck = torch.load(last, weights_only=True)
@@ -227,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m manipseg.faces.train", description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=None, help="YAML of TrainConfig options (configs/faces.yaml)")
     p.add_argument("--run-dir", type=Path, required=True, help="where logs, checkpoints and weights go")
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="training time budget: the learning rate decays to 0 over it, training stops past it")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    train(TrainConfig.load(args.config), args.run_dir, args.max_minutes)
+    train(TrainConfig.load(args.config), args.run_dir, args.max_minutes, args.init)
     return 0
 
 
