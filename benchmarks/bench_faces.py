@@ -9,6 +9,8 @@ Sets (reals = held-out faces of identities never seen in training; fakes made fr
   swap          classic face swap: a *different* held-out person's face, landmark-aligned, colour-matched
                 and blended (out of distribution for an SBI-trained model)
   swap-jp60     swaps and reals at JPEG 60
+  photo-swap    swaps made on the full photos (another held-out person's face), then detected, cropped and
+                classified by the same pipeline as `manipseg faces` (reals: the untouched photos)
 Prints AUC, accuracy at the model's threshold, EER, and the pixel AUC of the heatmap against the blend
 mask (> 0.1) on the fakes. ``--demo`` writes a photo pair (real | swapped) and runs `manipseg faces` on it.
 """
@@ -49,6 +51,30 @@ def evaluate(an: FaceAnalyzer, reals: list[np.ndarray], fakes: list[np.ndarray],
     m["mean_prob_real"] = float(probs[:len(reals)].mean())
     m["mean_prob_fake"] = float(probs[len(reals):].mean())
     return m
+
+
+def photo_swaps(an: FaceAnalyzer, folder: Path, held, partner: list[int], rng: np.random.Generator
+                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Full-photo swaps, re-detected and cropped like `manipseg faces` does: (crops, masks in crop coords)."""
+    import cv2 as _cv2
+
+    from manipseg.faces.detect import crop_face
+    from manipseg.io import load_image
+
+    crops, masks = [], []
+    for i, j in enumerate(partner):
+        t, s = load_image(folder / held.files[i]), load_image(folder / held.files[j])
+        ft, fs_ = an.detector.detect(t), an.detector.detect(s)
+        if not ft or not fs_:
+            continue
+        swapped, mask, _ = face_swap(t, ft[0].landmarks, s, fs_[0].landmarks, rng)
+        found = an.detector.detect(swapped)
+        if not found:
+            continue
+        crop, _, m = crop_face(swapped, found[0], an.cfg.size, an.margin)
+        crops.append(crop)
+        masks.append(_cv2.warpAffine(mask, m, (an.cfg.size, an.cfg.size)))
+    return crops, masks
 
 
 def demo(an: FaceAnalyzer, folder: Path, out: Path, held_files: list[str]) -> None:
@@ -106,6 +132,7 @@ def main() -> int:
         "swap": (reals, [s[0] for s in swaps], [s[1] for s in swaps]),
         "swap-jp60": (degrade(reals, "jp60"), degrade([s[0] for s in swaps], "jp60"), [s[1] for s in swaps]),
     }
+    sets["photo-swap"] = (reals, *photo_swaps(an, folder, held, partner, rng))
     print(f"weights {args.weights or bundled_weights()} | detector {an.detector.name} | {len(held)} held-out faces "
           f"({len(np.unique(held.identity))} identity clusters), {len(fs) - len(held)} train faces")
     print(f"| set | reals | fakes | AUC | acc@{an.threshold:g} | EER | heatmap pixel AUC | mean p(real) | mean p(fake) |")
