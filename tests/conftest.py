@@ -33,3 +33,14 @@ def coffee() -> np.ndarray:
     from skimage import data
 
     return data.coffee()
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny nets: one intra-op thread is much faster than several on a shared CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,12 +8,7 @@ from manipseg.gan import UNetGenerator, save_generator
 TINY_G = {"width": 4, "depth": 3, "max_width": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _cfg(shared_data, tmp_path, role="blender", steps=4):

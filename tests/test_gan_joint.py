@@ -15,12 +15,7 @@ from manipseg.train.loop import Trainer
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 class Pastes(torch.utils.data.Dataset):

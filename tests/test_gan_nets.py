@@ -8,13 +8,7 @@ from manipseg.gan import (Blender, BlenderGAN, GanSettings, edge_mask, Generator
 from manipseg.gan.nets import pad_to_multiple, receptive_field
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets: one intra-op thread is much faster than several on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_patchgan_receptive_field_is_70x70():
