@@ -25,6 +25,18 @@ def _save(plt, fig, path: Path) -> Path:
     return path
 
 
+def _finish_axes(ax, xlabel: str, ylabel: str, xlim: tuple[float, float], ylim: tuple[float, float],
+                 title: str) -> None:
+    """Labels, limits, grid, title and legend shared by the single-panel curve plots."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+
+
 def f1_vs_threshold(path: Path, thresholds: np.ndarray, curves: dict[str, np.ndarray], title: str) -> Path:
     """``curves``: label -> F1 at every threshold (dashed when the label mentions 'baseline')."""
     plt, fig, (ax,) = _figure()
@@ -34,13 +46,7 @@ def f1_vs_threshold(path: Path, thresholds: np.ndarray, curves: dict[str, np.nda
         if "baseline" not in label and len(y):
             j = int(np.argmax(y))
             ax.plot(thresholds[j], y[j], "o", color=line.get_color())
-    ax.set_xlabel("threshold on P(tampered)")
-    ax.set_ylabel("F1")
-    ax.set_ylim(0, 1)
-    ax.set_xlim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    _finish_axes(ax, "threshold on P(tampered)", "F1", (0, 1), (0, 1), title)
     return _save(plt, fig, path)
 
 
@@ -50,13 +56,7 @@ def pr_curve(path: Path, precision: np.ndarray, recall: np.ndarray, base_precisi
     ax.plot(recall, precision, "-", label="detector (pooled pixels)")
     ax.plot([1.0], [base_precision], "s", label=f"all-tampered baseline (P={base_precision:.3f})")
     ax.axhline(base_precision, ls=":", color="gray", lw=0.8)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    _finish_axes(ax, "recall", "precision", (0, 1.02), (0, 1.02), title)
     return _save(plt, fig, path)
 
 
