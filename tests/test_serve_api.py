@@ -377,6 +377,17 @@ def test_concurrency_above_the_bound_gets_503_on_a_real_server(slow_gate):
         assert httpx.post(url + "/v1/analyze", files=files, timeout=10).status_code == 200
 
 
+def _read_until(sock: socket.socket, marker: bytes, limit: int = 65536) -> str:
+    """Read a raw HTTP reply until ``marker`` appears, the peer closes, or ``limit`` bytes arrived."""
+    reply = b""
+    while marker not in reply and len(reply) < limit:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply.decode("latin-1")
+
+
 def test_declared_oversize_body_is_refused_before_it_is_sent():
     app = create_app(Settings(model="test-square", max_bytes=1000))
     with sup.live_server(app) as url:
@@ -384,13 +395,7 @@ def test_declared_oversize_body_is_refused_before_it_is_sent():
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             s.sendall(b"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=z\r\n"
                       b"Content-Length: 1000000000\r\n\r\n")
-            reply = b""  # answered although no byte of the body was sent
-            while b"upload_too_large" not in reply and len(reply) < 65536:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-        reply = reply.decode("latin-1")
+            reply = _read_until(s, b"upload_too_large")  # answered although no byte of the body was sent
         assert reply.startswith("HTTP/1.1 413"), reply
         assert '"code":"upload_too_large"' in reply.replace(" ", "")
 
@@ -403,14 +408,9 @@ def test_slow_upload_gets_408():
             s.sendall(b"POST /v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=z\r\n"
                       b"Content-Length: 5000\r\n\r\n--z\r\n")  # ... and then nothing more
             t = time.perf_counter()
-            reply = b""
-            while b"upload_timeout" not in reply and len(reply) < 65536:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = _read_until(s, b"upload_timeout")
             assert time.perf_counter() - t < 5
-        assert reply.startswith(b"HTTP/1.1 408"), reply
+        assert reply.startswith("HTTP/1.1 408"), reply
         assert httpx.get(url + "/healthz").status_code == 200
 
 
