@@ -109,6 +109,33 @@ def test_pool_reads_coco_yolo_and_bsds_annotations(tmp_path):
     assert np.array_equal(objs_b.mask(0), sq)
 
 
+def test_pool_views_keep_native_pixels_and_move_regions_with_them(tmp_path):
+    """A scale-1 view is an exact window of the photo; regions are cut from the same window."""
+    from skimage import data
+
+    from manipseg.generate.pool import View
+
+    photo = data.astronaut()  # 512 x 512
+    (tmp_path / "images/train").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "images/train/a.png"), photo[:, :, ::-1])
+    coco = {"images": [{"id": 1, "file_name": "a.png"}],
+            "annotations": [{"id": 5, "image_id": 1, "iscrowd": 0, "segmentation": [[400, 420, 440, 420, 440, 460, 400, 460]]}]}
+    (tmp_path / "instances_train.json").write_text(json.dumps(coco))
+    p = ImagePool(tmp_path, size=128)
+    img, objs = p.get(0, 128, View(scale=1.0, fx=1.0, fy=1.0))  # bottom-right window: x, y 384..512
+    assert np.array_equal(img, photo[384:, 384:])
+    ys, xs = np.nonzero(objs.mask(0))
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (16, 56, 36, 76)
+    half, _ = p.get(0, 128, View(scale=0.5, fx=0.0, fy=0.0))  # 256 x 256 photo, top-left window
+    assert np.abs(half.astype(int) - cv2.resize(photo, (256, 256), interpolation=cv2.INTER_AREA)[:128, :128]).max() == 0
+    tiny, _ = p.get(0, 128, View(scale=0.01))  # below the fitting scale: raised to it
+    assert np.array_equal(tiny, p.image(0, 128))
+    cfg = {"crop_prob": 1.0, "crop_scales": [1.0]}
+    a, b = make_sample("copymove", 11, p, 128, cfg), make_sample("copymove", 11, p, 128, cfg)
+    assert _digest(a) == _digest(b)
+    assert not np.array_equal(a.target, p.image(0, 128))  # a native window, not the fitted photo
+
+
 def test_shapes_hit_requested_area_and_hull_matches_skimage():
     from skimage.morphology import convex_hull_image
 

@@ -30,6 +30,11 @@ class GenConfig:
     Areas are fractions of the image. Ranges are inclusive ``(low, high)`` pairs sampled uniformly.
     """
 
+    # which pixels of a photo a sample uses: fitted (shorter side = size, centre crop) or, with probability
+    # crop_prob, a random window at a scale drawn from crop_scales (1.0 = native pixels, keeping the camera
+    # noise and JPEG block grid a detector meets in real photos; the window never exceeds the photo)
+    crop_prob: float = 0.0
+    crop_scales: tuple[float, ...] = (1.0, 1.0, 0.75, 0.5)
     # regions
     region_area: tuple[float, float] = (0.01, 0.30)
     region_count: tuple[int, int] = (1, 2)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..postprocess import boundary_of
 from .config import GenConfig, as_config
-from .pool import ImagePool
+from .pool import ImagePool, View
 from .post import apply_post, jpeg_roundtrip, resize_roundtrip
 from .regions import elastic_deform, sample_regions
 
@@ -126,13 +126,22 @@ def _geometry_jitter(rng: np.random.Generator, cfg: GenConfig) -> tuple[float, f
             bool(rng.random() < cfg.flip_prob))
 
 
+def _get(rng: np.random.Generator, pool: ImagePool, index: int, size: int, cfg: GenConfig):
+    """Photo ``index`` with its regions: fitted to ``size`` or, with probability ``crop_prob``, a random
+    window at a scale drawn from ``crop_scales`` (1 = native pixels, as a detector sees a real photo)."""
+    if cfg.crop_prob > 0 and rng.random() < cfg.crop_prob:
+        view = View(scale=float(rng.choice(cfg.crop_scales)), fx=float(rng.random()), fy=float(rng.random()))
+        return pool.get(index, size, view)
+    return pool.get(index, size)
+
+
 # ----- kinds ---------------------------------------------------------------------------------------
 
 def _splice_parts(rng, pool: ImagePool, size: int, cfg: GenConfig, meta: dict):
     """Shared by splice / poisson / enhance: T, the aligned source S and K (not yet composited)."""
     ti, si = _pick_two(rng, len(pool))
-    t = pool.image(ti, size)
-    s_img, s_objs = pool.get(si, size)
+    t = _get(rng, pool, ti, size, cfg)[0]
+    s_img, s_objs = _get(rng, pool, si, size, cfg)
     region, infos = sample_regions(rng, (size, size), cfg, s_objs)
     scale, angle, flip = _geometry_jitter(rng, cfg)
     a, params = _affine(rng, region, scale, angle, flip)
@@ -150,7 +159,7 @@ def _splice(rng, pool, size, cfg, meta):
 
 def _copymove(rng, pool, size, cfg, meta):
     ti = int(rng.integers(len(pool)))
-    t, objs = pool.get(ti, size)
+    t, objs = _get(rng, pool, ti, size, cfg)
     region, infos = sample_regions(rng, (size, size), cfg, objs)
     scale = float(rng.uniform(*cfg.copymove_scale))
     angle = float(rng.uniform(-cfg.copymove_rotate, cfg.copymove_rotate))
@@ -236,7 +245,7 @@ def _exemplar_fill(t: np.ndarray, hole: np.ndarray, rng: np.random.Generator) ->
 
 def _removal(rng, pool, size, cfg, meta):
     ti = int(rng.integers(len(pool)))
-    t, objs = pool.get(ti, size)
+    t, objs = _get(rng, pool, ti, size, cfg)
     region, infos = sample_regions(rng, (size, size), replace(cfg, region_area=cfg.removal_area), objs)
     d = int(rng.integers(cfg.removal_dilate[0], cfg.removal_dilate[1] + 1))
     kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * d + 1, 2 * d + 1))
@@ -380,7 +389,7 @@ def _self_blend_core(rng: np.random.Generator, img: np.ndarray, region: np.ndarr
 
 def _sbi(rng, pool, size, cfg, meta):
     ti = int(rng.integers(len(pool)))
-    img, objs = pool.get(ti, size)
+    img, objs = _get(rng, pool, ti, size, cfg)
     region, infos = sample_regions(rng, (size, size), cfg, objs)
     meta.update(target_id=pool.ids[ti], source_id=pool.ids[ti], regions=infos)
     out, k, tgt, src, alpha = _self_blend_core(rng, img, region, cfg, meta)
@@ -416,7 +425,7 @@ def self_blend(image: np.ndarray, region: np.ndarray, seed: int, config: GenConf
 
 def _authentic(rng, pool, size, cfg, meta):
     ti = int(rng.integers(len(pool)))
-    t = pool.image(ti, size)
+    t = _get(rng, pool, ti, size, cfg)[0]
     meta.update(target_id=pool.ids[ti])
     return t.copy(), np.zeros((size, size), dtype=bool), t, None
 

@@ -3,7 +3,8 @@
 Images are found recursively under the given folders (skipping hidden folders and annotation folders
 named in ``ANNOTATION_DIRS``, e.g. ``segmentations/`` and ``masks/``), sorted (so the pool's order, and therefore every
 generated sample, does not depend on the file system), decoded lazily, resized so the shorter side is
-``size`` and centre-cropped to ``size`` x ``size``, and kept in an LRU cache.
+``size`` and centre-cropped to ``size`` x ``size``, and kept in an LRU cache; or, when a sample asks for a
+:class:`View`, a window of the photo at (or near) its native pixels.
 
 Annotated regions are attached when the folder layout has them (``<root>/images/<split>/<stem>.jpg``):
 
@@ -61,19 +62,36 @@ class ObjectSet:
         return self.maps[m] == label
 
 
-def _fit(img_hw: tuple[int, int], size: int) -> tuple[float, int, int, int, int]:
-    """Scale so the shorter side is ``size``; returns (scale, new_w, new_h, crop_x, crop_y)."""
+@dataclass(frozen=True)
+class View:
+    """A ``size`` x ``size`` window of a photo rescaled by ``scale`` (relative to its native pixels;
+    raised to the smallest scale that still fits the window), at fractional position ``(fx, fy)`` in [0, 1]
+    of the free room. ``scale=1`` keeps the native pixels exactly (camera noise, JPEG block grid)."""
+
+    scale: float = 1.0
+    fx: float = 0.5
+    fy: float = 0.5
+
+
+def _fit(img_hw: tuple[int, int], size: int, view: View | None = None) -> tuple[float, int, int, int, int]:
+    """Scale so the shorter side is ``size`` (or as ``view`` says); returns (scale, new_w, new_h, crop_x, crop_y)."""
     h, w = img_hw
     s = size / min(h, w)
+    fx = fy = 0.5
+    if view is not None:
+        s, fx, fy = max(s, float(view.scale)), float(view.fx), float(view.fy)
     nw, nh = max(size, int(round(w * s))), max(size, int(round(h * s)))
-    return s, nw, nh, (nw - size) // 2, (nh - size) // 2
+    if view is None:
+        return s, nw, nh, (nw - size) // 2, (nh - size) // 2
+    return s, nw, nh, int(fx * (nw - size)), int(fy * (nh - size))
 
 
-def _resize_crop(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    s, nw, nh, cx, cy = _fit(img.shape[:2], size)
-    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-    out = cv2.resize(img, (nw, nh), interpolation=interp)
-    return np.ascontiguousarray(out[cy:cy + size, cx:cx + size])
+def _resize_crop(img: np.ndarray, size: int, nearest: bool = False, view: View | None = None) -> np.ndarray:
+    s, nw, nh, cx, cy = _fit(img.shape[:2], size, view)
+    if (nw, nh) != (img.shape[1], img.shape[0]):
+        interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        img = cv2.resize(img, (nw, nh), interpolation=interp)
+    return np.ascontiguousarray(img[cy:cy + size, cx:cx + size])
 
 
 class ImagePool:
@@ -130,21 +148,33 @@ class ImagePool:
     def objects(self, index: int, size: int | None = None) -> ObjectSet:
         return self.get(index, size)[1]
 
-    def get(self, index: int, size: int | None = None) -> tuple[np.ndarray, ObjectSet]:
+    def get(self, index: int, size: int | None = None, view: View | None = None) -> tuple[np.ndarray, ObjectSet]:
+        """Image ``index`` and its regions at ``size`` x ``size``: fitted and centre-cropped (cached), or the
+        window ``view`` describes (only the decoded photo is cached then)."""
         size = int(size or self.size)
-        key = (int(index), size)
+        key = (int(index), size) if view is None else (int(index), "raw")
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
-            return hit
         path = self.paths[index]
+        if view is not None:
+            raw = hit if hit is not None else self._remember(key, load_image(path))
+            img = _resize_crop(raw, size, view=view)
+            objs = self._load_objects(path, raw.shape[:2], size, view) if self.annotations else ObjectSet()
+            return img, objs
+        if hit is not None:
+            return hit
         raw = load_image(path)
         img = _resize_crop(raw, size)
-        img.setflags(write=False)
         objs = self._load_objects(path, raw.shape[:2], size) if self.annotations else ObjectSet()
         for m in objs.maps:
             m.setflags(write=False)
-        value = (img, objs)
+        return self._remember(key, (img, objs))
+
+    def _remember(self, key, value):
+        for arr in (value if isinstance(value, tuple) else (value,)):
+            if isinstance(arr, np.ndarray):
+                arr.setflags(write=False)
         self._cache[key] = value
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -173,12 +203,12 @@ class ImagePool:
                 self._coco[json_path] = None
         return self._coco[json_path]
 
-    def _load_objects(self, path: Path, raw_hw: tuple[int, int], size: int) -> ObjectSet:
+    def _load_objects(self, path: Path, raw_hw: tuple[int, int], size: int, view: View | None = None) -> ObjectSet:
         layout = self._layout(path)
         if layout is None:
             return ObjectSet()
         root, split = layout
-        s, _, _, cx, cy = _fit(raw_hw, size)
+        s, _, _, cx, cy = _fit(raw_hw, size, view)
         polys: list[tuple[str, list[np.ndarray]]] = []
         for jp in (root / f"instances_{split}.json", root / "annotations" / f"instances_{split}.json"):
             if jp.is_file():
@@ -218,7 +248,7 @@ class ImagePool:
                 if lab is None or lab.ndim != 2:
                     log.warning("%s: unreadable segmentation, skipped", sp)
                     continue
-                lab = _resize_crop(lab.astype(np.uint16), size, nearest=True)
+                lab = _resize_crop(lab.astype(np.uint16), size, nearest=True, view=view)
                 counts = np.bincount(lab.ravel())
                 objs.maps.append(lab.astype(np.uint8) if len(counts) <= 256 else lab)
                 annot = sp.stem.rsplit("_", 1)[-1]
