@@ -118,6 +118,10 @@ add_entry("gsr-compact", "manipseg.models.gsr:GSRCompactDetector",
           "GSR-Net scheme with the compact CPU network (boundary branch, SRM stem); needs trained weights.")
 add_entry("gsr-vgg16", "manipseg.models.gsr:GSRVGG16Detector",
           "GSR-Net (Zhou et al. 2020): DeepLab VGG-16 (BN) + ASPP + boundary branch; needs trained weights.")
+add_entry("copymove", "manipseg.models.copymove:CopyMoveDetector",
+          "Copy-move: SIFT/g2NN self-matching, RANSAC transforms, dense ZNCC map of source and target.")
+add_entry("fused", "manipseg.models.fused:FusedDetector",
+          "Fusion: an artifact detector (default noi) + copy-move similarity; max or noisy-or of the maps.")
 
 
 #: the zero-training fallback used when no trained model is bundled.
