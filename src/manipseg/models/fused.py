@@ -1,0 +1,103 @@
+"""Fusion of an artifact detector (what a paste leaves behind) with a similarity detector (what was duplicated).
+
+An artifact detector (noise, CFA, a learned network) finds the pasted target of a copy-move but not its
+unchanged source; the copy-move detector finds both but nothing that was spliced from another photo.
+:class:`FusedDetector` runs both on the same image and combines them:
+
+1. **Threshold alignment.** Each map is remapped piecewise-linearly so that the detector's own decision
+   threshold ``t`` lands on 0.5: ``p' = 0.5 p / t`` below ``t``, ``0.5 + 0.5 (p - t) / (1 - t)`` above.
+   A pixel one detector would mark is then >= 0.5 for the fusion too, whatever the two thresholds were.
+   Image scores are used as they are (both already in [0, 1], 0.5 meaning "undecided").
+2. **Weighting.** The similarity map and score are multiplied by ``similarity_weight`` (in [0, 1]).
+3. **Combination** (``mode``), the same for maps and scores:
+   ``max``: ``p = max(p_a, w p_s)`` (a pixel is as suspicious as the more confident detector says);
+   ``noisy-or``: ``p = 1 - (1 - p_a)(1 - w p_s)`` (independent evidence accumulates, so two weak signals
+   make a stronger one).
+
+The fused threshold is 0.5; ``min_region`` is the smaller of the two detectors'.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..contract import Detector, Prediction
+
+MODES = ("max", "noisy-or")
+
+
+def align_to_threshold(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Monotone piecewise-linear map of [0, 1] onto itself sending ``threshold`` to 0.5."""
+    t = float(np.clip(threshold, 1e-6, 1.0 - 1e-6))
+    prob = np.asarray(prob, dtype=np.float32)
+    low = 0.5 * prob / t
+    high = 0.5 + 0.5 * (prob - t) / (1.0 - t)
+    return np.clip(np.where(prob <= t, low, high), 0.0, 1.0).astype(np.float32)
+
+
+def combine(a: np.ndarray | float, b: np.ndarray | float, mode: str, weight: float = 1.0) -> np.ndarray:
+    """Combine artifact evidence ``a`` with similarity evidence ``b`` weighted by ``weight`` (see module doc)."""
+    a = np.asarray(a, dtype=np.float32)
+    b = np.float32(weight) * np.asarray(b, dtype=np.float32)
+    if mode == "max":
+        return np.maximum(a, b)
+    if mode == "noisy-or":
+        return (1.0 - (1.0 - a) * (1.0 - b)).astype(np.float32)
+    raise ValueError(f"fusion mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def _resolve(detector: str | Path | Detector, device: str) -> Detector:
+    if isinstance(detector, Detector):
+        return detector
+    from ..registry import load_detector
+
+    return load_detector(str(detector), device=device)
+
+
+class FusedDetector(Detector):
+    """Artifact detector + copy-move similarity detector, maps combined by max or noisy-or."""
+
+    name = "fused"
+    summary = "Fusion: an artifact detector (default noi) + copy-move similarity; max or noisy-or of the maps."
+    threshold = 0.5
+
+    def __init__(self, device: str = "cpu", artifact: str | Path | Detector = "noi",
+                 similarity: str | Path | Detector = "copymove", mode: str = "max",
+                 similarity_weight: float = 1.0) -> None:
+        super().__init__(device=device, artifact=str(getattr(artifact, "name", artifact)),
+                         similarity=str(getattr(similarity, "name", similarity)), mode=mode,
+                         similarity_weight=similarity_weight)
+        if mode not in MODES:
+            raise ValueError(f"fusion mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if not 0.0 <= similarity_weight <= 1.0:
+            raise ValueError(f"similarity_weight must be in [0, 1], got {similarity_weight}")
+        self.artifact = _resolve(artifact, device)
+        self.similarity = _resolve(similarity, device)
+        self.mode = mode
+        self.similarity_weight = float(similarity_weight)
+        self.min_region = min(self.artifact.min_region, self.similarity.min_region)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device: str = "cpu") -> "FusedDetector":
+        """``path`` (a weights file or detector name) replaces the default artifact detector."""
+        return cls(device=device) if path is None else cls(device=device, artifact=path)
+
+    def _predict(self, image: np.ndarray) -> Prediction:
+        t0 = time.perf_counter()
+        pa = self.artifact.predict(image)
+        t1 = time.perf_counter()
+        ps = self.similarity.predict(image)
+        t2 = time.perf_counter()
+        prob = combine(align_to_threshold(pa.prob, self.artifact.threshold),
+                       align_to_threshold(ps.prob, self.similarity.threshold), self.mode, self.similarity_weight)
+        score = float(combine(pa.score, ps.score, self.mode, self.similarity_weight))
+        extras: dict[str, Any] = {
+            "artifact": {"name": self.artifact.name, "score": pa.score, "seconds": t1 - t0},
+            "similarity": {"name": self.similarity.name, "score": ps.score, "seconds": t2 - t1,
+                           **{k: v for k, v in ps.extras.items() if k in ("transforms", "keypoints", "matches")}},
+            "mode": self.mode,
+        }
+        return Prediction(prob=np.clip(prob, 0.0, 1.0), score=min(max(score, 0.0), 1.0), extras=extras)
