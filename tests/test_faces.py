@@ -90,13 +90,21 @@ def test_mte_residual_of_a_constant_image_is_zero():
     np.testing.assert_allclose(mte(img), 0.0, atol=1e-6)
 
 
-def test_mte_equals_the_torch_guided_residual(coffee):
-    from manipseg.models.nets import guided_residual
+def test_mte_equals_he_guided_filter_written_out(coffee):
+    """Cross-check against He et al.'s closed form with SciPy box filters (reflect-101 borders)."""
+    from scipy.ndimage import uniform_filter
 
     img = coffee[:64, :64]
     ours = mte(img, radius=2, eps=1e-3)
-    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-    ref = guided_residual(x, radius=2, eps=1e-3)[0].permute(1, 2, 0).numpy()
+    p = img.astype(np.float64) / 255
+
+    def box(t):
+        return uniform_filter(t, size=(5, 5, 1), mode="mirror")
+
+    mean = box(p)
+    a = (box(p * p) - mean ** 2) / (box(p * p) - mean ** 2 + 1e-3)
+    b = mean - a * mean
+    ref = np.abs(p - (box(a) * p + box(b)))
     np.testing.assert_allclose(ours, ref, atol=2e-5)
     assert ours.max() > 0.01  # a real picture has traces
 

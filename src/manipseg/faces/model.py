@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..models.nets import guided_residual
 
 
 
@@ -50,20 +51,11 @@ class FaceNetConfig:
 
 
 def mte(image: np.ndarray, radius: int = 2, eps: float = 1e-3) -> np.ndarray:
-    """Manipulation trace extractor: ``|p - q|`` with ``q`` the guided filter of ``p`` guided by itself,
-    per channel, on an (H, W, C) uint8 or [0, 1] float image; returns float32 (H, W, C). He et al.'s filter:
-    ``a = var / (var + eps)``, ``b = mean - a * mean``, ``q = box(a) * p + box(b)``, box of side ``2r+1``."""
+    """Manipulation trace extractor on an (H, W, C) uint8 or [0, 1] float image: ``|p - q|`` with ``q`` the
+    self-guided filter of ``p`` per channel (:func:`manipseg.models.nets.guided_residual`); float32 (H, W, C)."""
     p = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
-    k = (2 * radius + 1, 2 * radius + 1)
-
-    def box(t: np.ndarray) -> np.ndarray:
-        return cv2.blur(t, k, borderType=cv2.BORDER_REFLECT_101)
-
-    mean = box(p)
-    var = box(p * p) - mean * mean
-    a = var / (var + eps)
-    b = mean - a * mean
-    return np.abs(p - (box(a) * p + box(b))).astype(np.float32)
+    x = torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1)[None]
+    return guided_residual(x, radius=radius, eps=eps)[0].permute(1, 2, 0).numpy()
 
 
 def to_tensors(crops: list[np.ndarray], cfg: "FaceNetConfig", channels_last: bool = True

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..generate.post import jpeg_roundtrip as jpeg
-from ..generate.regions import elastic_deform, face_hull_mask
+from ..generate.regions import blend_mask, elastic_deform, face_hull_mask
 
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 JAW, BROWS = slice(0, 17), slice(17, 27)
@@ -125,30 +125,9 @@ def random_affine(rng: np.random.Generator, size: tuple[int, int], cfg: SBIConfi
 
 
 def blur_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The paper's two-Gaussian erode/dilate (``get_blend_mask``), at a random working resolution.
-
-    ``mask`` is float (H, W) in [0, 1]; returns float32 (H, W) in [0, 1] with maximum 1 (or all zero).
-    """
-    h, w = mask.shape
-    f = min(h, w) / 256.0
-    wh, ww = int(rng.integers(round(192 * h / 256), h + 1)), int(rng.integers(round(192 * w / 256), w + 1))
-    m = cv2.resize(mask.astype(np.float32), (ww, wh), interpolation=cv2.INTER_LINEAR)
-
-    def odd(lo: int, hi: int) -> int:
-        lo, hi = max(3, int(round(lo * f)) | 1), max(3, int(round(hi * f)) | 1)
-        return int(rng.choice(np.arange(lo, hi + 1, 2)))
-
-    k1, k2 = odd(5, 25), odd(5, 25)
-    m = cv2.GaussianBlur(m, (k1, k1), 0)
-    if m.max() <= 0:
-        return np.zeros((h, w), np.float32)
-    m = m / m.max()
-    m[m < 1] = 0
-    m = cv2.GaussianBlur(m, (k2, k2), float(rng.integers(5, 46)) * f)
-    if m.max() <= 0:
-        return np.zeros((h, w), np.float32)
-    m = m / m.max()
-    return np.clip(cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1).astype(np.float32)
+    """The paper's two-Gaussian erode/dilate (:func:`manipseg.generate.regions.blend_mask`) of a float
+    (H, W) mask in [0, 1]; returns float32 (H, W) in [0, 1] with maximum 1 (or all zero)."""
+    return blend_mask(mask, rng)[0]
 
 
 def blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from ..postprocess import boundary_of
 from .config import GenConfig, as_config
 from .pool import ImagePool, View
 from .post import apply_post, jpeg_roundtrip, resize_roundtrip
-from .regions import elastic_deform, sample_regions
+from .regions import blend_mask, elastic_deform, sample_regions
 
 KINDS = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "authentic")
 #: smallest and largest accepted area of K, as fractions of the image
@@ -351,30 +351,14 @@ def _self_blend_core(rng: np.random.Generator, img: np.ndarray, region: np.ndarr
     tx, ty = (float(v) for v in rng.uniform(-cfg.sbi_shift, cfg.sbi_shift, 2) * (w, h))
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
     src = _warp(src, np.array([[sc, 0, cx - sc * cx + tx], [0, sc, cy - sc * cy + ty]]))
-    # mask generation: deformation, resize trick, two Gaussian blurs (erode or dilate), blend ratio
+    # mask generation: deformation, resize trick and two Gaussian blurs (erode or dilate), blend ratio
     region = elastic_deform(region, rng, alpha=float(rng.uniform(*cfg.elastic_alpha)) * scale,
                             sigma=float(rng.uniform(*cfg.elastic_sigma)) * scale)
     if not region.any():
         raise _Retry("empty after deformation")
-    small = (max(8, int(round(w * float(rng.uniform(0.75, 1.0))))), max(8, int(round(h * float(rng.uniform(0.75, 1.0))))))
-    m = cv2.resize(cv2.resize(region.astype(np.float32), small, interpolation=cv2.INTER_LINEAR), (w, h),
-                   interpolation=cv2.INTER_LINEAR)
-    lo, hi = cfg.sbi_kernel
-
-    def odd(v: float) -> int:
-        return max(3, int(round(v)) | 1)
-    k1 = odd(int(rng.integers(lo, hi + 1)) * scale)
-    k2 = odd(int(rng.integers(lo, hi + 1)) * scale)
-    sig2 = float(rng.uniform(5, 46)) * scale
-    m = cv2.GaussianBlur(m, (k1, k1), 0)
-    if m.max() <= 0:
+    m, (k1, k2) = blend_mask(region, rng, cfg.sbi_kernel)
+    if not m.any():
         raise _Retry("empty mask")
-    m = m / m.max()
-    m[m < 1] = 0
-    m = cv2.GaussianBlur(m, (k2, k2), sig2)
-    if m.max() <= 0:
-        raise _Retry("empty mask")
-    m = m / m.max()
     ratio = float(cfg.sbi_blend_ratios[int(rng.integers(len(cfg.sbi_blend_ratios)))])
     alpha = (m * np.float32(ratio)).astype(np.float32)
     k = alpha >= cfg.sbi_alpha_threshold
