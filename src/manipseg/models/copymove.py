@@ -86,6 +86,7 @@ def g2nn_matches(points: np.ndarray, descriptors: np.ndarray, k: int = 10, ratio
     if n < 3:
         return np.empty((0, 2), dtype=np.int64)
     k = min(k + 1, n)
+    cv2.setRNGSeed(0)  # FLANN's randomised kd-trees draw from OpenCV's RNG: same image, same matches
     index = cv2.flann_Index(descriptors, {"algorithm": 1, "trees": 4})  # FLANN_INDEX_KDTREE
     idx, dist2 = index.knnSearch(descriptors, k, params={"checks": 64})
     dist = np.sqrt(np.maximum(dist2, 0.0))  # FLANN's L2 returns squared distances

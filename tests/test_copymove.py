@@ -1,0 +1,204 @@
+"""Copy-move detector (SIFT + g2NN + RANSAC + dense ZNCC) and the artifact + similarity fusion."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from manipseg import registry
+from manipseg.models.copymove import CopyMoveDetector, g2nn_matches, rootsift, similarity_maps
+from manipseg.models.fused import FusedDetector, align_to_threshold, combine
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_opencv_thread():
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    yield
+    cv2.setNumThreads(previous)
+
+
+@pytest.fixture(scope="module")
+def detector() -> CopyMoveDetector:
+    return CopyMoveDetector()
+
+
+def copy_move(image, box, shift, angle=0.0, scale=1.0, jpeg=None):
+    """Copy the ``box`` (x0, y0, x1, y1) of ``image`` rotated/scaled about its centre and shifted by ``shift``.
+
+    Returns the forgery and the NoSo-style ground truth (copied source + pasted target).
+    """
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = box
+    region = np.zeros((h, w), np.uint8)
+    region[y0:y1, x0:x1] = 1
+    matrix = cv2.getRotationMatrix2D(((x0 + x1) / 2, (y0 + y1) / 2), angle, scale)
+    matrix[:, 2] += shift
+    warped = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR)
+    target = cv2.warpAffine(region, matrix, (w, h), flags=cv2.INTER_NEAREST) > 0
+    out = image.copy()
+    out[target] = warped[target]
+    if jpeg is not None:
+        ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, jpeg])
+        assert ok
+        out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    return out, target | (region > 0)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+# -- building blocks ------------------------------------------------------------------------------
+def test_rootsift_is_hellinger_embedding():
+    rng = np.random.default_rng(0)
+    d = rng.integers(0, 255, (5, 128)).astype(np.float32)
+    r = rootsift(d)
+    np.testing.assert_allclose((r * r).sum(axis=1), 1.0, rtol=1e-5)  # unit L2 norm
+    p = d / d.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(r[0] @ r[1], np.sqrt(p[0] * p[1]).sum(), rtol=1e-5)  # Bhattacharyya coefficient
+
+
+def test_g2nn_accepts_multiple_copies_and_rejects_neighbours():
+    rng = np.random.default_rng(1)
+    desc = rootsift(rng.integers(0, 255, (60, 128)).astype(np.float32))
+    points = rng.uniform(0, 1000, (60, 2)).astype(np.float32)
+    desc[1] = desc[2] = desc[0]  # one patch, three far-apart copies
+    points[:3] = [[100, 100], [500, 100], [100, 700]]
+    desc[4] = desc[3]  # a duplicate 3 px away: the same keypoint at another orientation, not a copy
+    points[3:5] = [[800, 800], [803, 800]]
+    pairs = {tuple(p) for p in g2nn_matches(points, desc, k=8, ratio=0.5, min_distance=10.0)}
+    assert pairs == {(0, 1), (0, 2), (1, 2)}
+
+
+def test_similarity_maps_match_direct_zncc():
+    rng = np.random.default_rng(2)
+    gray = cv2.GaussianBlur(rng.normal(128, 40, (64, 80)).astype(np.float32), (0, 0), 1.0)
+    matrix = np.array([[1.0, 0.0, 7.0], [0.0, 1.0, -3.0]])
+    corr, diff = similarity_maps(gray, matrix, window=7, min_std=1.0)
+    warped = cv2.warpAffine(gray, matrix, (80, 64))
+    y, x = 30, 40
+    a, b = gray[y - 3:y + 4, x - 3:x + 4].ravel(), warped[y - 3:y + 4, x - 3:x + 4].ravel()
+    expected = np.mean((a - a.mean()) * (b - b.mean())) / np.sqrt(a.var() * b.var())
+    assert corr[y, x] == pytest.approx(expected, abs=1e-3)
+    assert diff[y, x] == pytest.approx(np.abs(a - b).mean(), abs=1e-3)
+    same, zero = similarity_maps(gray, np.array([[1.0, 0, 0], [0, 1.0, 0]]), 7, 1.0)
+    assert same[5:-5, 5:-5].min() > 0.999 and zero.max() < 1e-3
+
+
+# -- detection --------------------------------------------------------------------------------------
+CASES = {
+    "shift": (data.chelsea, (200, 150, 300, 250), (-180, -120), {}),
+    "rotate15-scale1.1": (data.coffee, (40, 260, 160, 380), (380, -200), {"angle": 15, "scale": 1.1}),
+    "shift-jpeg85": (data.astronaut, (140, 20, 260, 120), (200, 300), {"jpeg": 85}),
+    "rotate-scale-jpeg85": (data.chelsea, (200, 150, 300, 250), (-180, -120),
+                            {"angle": 15, "scale": 1.1, "jpeg": 85}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_copy_move_marks_source_and_target(detector, case):
+    load, box, shift, kw = CASES[case]
+    image, truth = copy_move(load(), box, shift, **kw)
+    pred = detector.predict(image)
+    mask = pred.prob >= detector.threshold
+    assert iou(mask, truth) >= 0.6
+    assert pred.score >= 0.8
+    x0, y0, x1, y1 = box
+    source = np.zeros_like(truth)
+    source[y0:y1, x0:x1] = True
+    assert mask[source].mean() > 0.6 and mask[truth & ~source].mean() > 0.6  # both halves, not one
+    best = np.array(pred.extras["transforms"][0]["matrix"])
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    pasted = centre + shift
+    # the transform maps the source centre onto the pasted centre, or back (either direction is valid)
+    forward = np.linalg.norm(best[:, :2] @ centre + best[:, 2] - pasted)
+    backward = np.linalg.norm(best[:, :2] @ pasted + best[:, 2] - centre)
+    assert min(forward, backward) < 5
+
+
+@pytest.mark.parametrize("load", [data.coffee, data.astronaut, data.rocket])
+def test_authentic_images_are_left_alone(detector, load):
+    pred = detector.predict(load())
+    assert pred.score < 0.5
+    assert (pred.prob >= detector.threshold).mean() < 0.005
+
+
+def test_grey_looking_and_large_images(detector):
+    image, truth = copy_move(data.chelsea(), (200, 150, 300, 250), (-180, -120))
+    grey = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    assert iou(detector.predict(grey).prob >= 0.5, truth) >= 0.6
+    big = cv2.resize(image, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)  # 1353 x 900 > max_pixels
+    small = CopyMoveDetector(max_pixels=0.5e6)
+    pred = small.predict(big)
+    assert pred.prob.shape == big.shape[:2] and pred.extras["work_scale"] < 1.0
+    big_truth = cv2.resize(truth.astype(np.uint8), None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST) > 0
+    assert iou(pred.prob >= 0.5, big_truth) >= 0.6
+    translation = np.abs(np.array(pred.extras["transforms"][0]["matrix"])[:, 2])
+    np.testing.assert_allclose(translation, [540, 360], atol=15)  # reported at full resolution
+
+
+@pytest.mark.parametrize("image", [
+    np.zeros((240, 320, 3), np.uint8),
+    np.full((100, 100, 3), 200, np.uint8),
+    np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8),
+    np.random.default_rng(1).integers(0, 255, (17, 30, 3), dtype=np.uint8),
+], ids=["black", "flat", "8x8", "17x30"])
+def test_degenerate_images_give_empty_maps(detector, image):
+    pred = detector.predict(image)
+    assert pred.prob.shape == image.shape[:2]
+    assert pred.score == 0.0 and pred.prob.max() == 0.0
+    assert pred.extras["transforms"] == []
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="ratio"):
+        CopyMoveDetector(ratio=1.5)
+    with pytest.raises(ValueError, match="min_inliers"):
+        CopyMoveDetector(min_inliers=1)
+
+
+# -- fusion -----------------------------------------------------------------------------------------
+def test_threshold_alignment_and_combination():
+    p = np.linspace(0, 1, 101, dtype=np.float32)
+    a = align_to_threshold(p, 0.2)
+    assert a[0] == 0 and a[-1] == 1 and a[20] == pytest.approx(0.5) and np.all(np.diff(a) > 0)
+    np.testing.assert_allclose(align_to_threshold(p, 0.5), p, atol=1e-6)
+    rng = np.random.default_rng(3)
+    x, y = rng.random((2, 16, 16)).astype(np.float32)
+    np.testing.assert_array_equal(combine(x, y, "max"), np.maximum(x, y))
+    np.testing.assert_allclose(combine(x, y, "noisy-or"), x + y - x * y, atol=1e-6)
+    assert np.all(combine(x, y, "noisy-or") >= combine(x, y, "max") - 1e-6)
+    np.testing.assert_array_equal(combine(x, y, "max", weight=0.0), x)
+    with pytest.raises(ValueError, match="mode"):
+        combine(x, y, "mean")
+
+
+@pytest.mark.parametrize("mode", ["max", "noisy-or"])
+def test_fused_combines_noi_and_copymove(mode):
+    image, truth = copy_move(data.chelsea(), (200, 150, 300, 250), (-180, -120))
+    fused = registry.create("fused") if mode == "max" else FusedDetector(mode=mode)
+    assert fused.artifact.name == "noi" and fused.similarity.name == "copymove"
+    pa, ps = fused.artifact.predict(image), fused.similarity.predict(image)
+    pred = fused.predict(image)
+    expected = combine(align_to_threshold(pa.prob, fused.artifact.threshold),
+                       align_to_threshold(ps.prob, fused.similarity.threshold), mode)
+    np.testing.assert_allclose(pred.prob, expected, atol=1e-6)
+    if mode == "max":
+        np.testing.assert_allclose(pred.prob, np.maximum(pa.prob, ps.prob), atol=1e-6)  # both thresholds 0.5
+    assert pred.score >= max(pa.score, ps.score) - 1e-6
+    assert iou(pred.prob >= fused.threshold, truth) >= iou(pa.prob >= 0.5, truth)
+
+
+def test_fused_configuration():
+    fused = FusedDetector.from_config({"name": "fused", "artifact": "ela", "similarity_weight": 0.5})
+    assert fused.artifact.name == "ela" and fused.similarity_weight == 0.5
+    with pytest.raises(ValueError, match="mode"):
+        FusedDetector(mode="average")
+    with pytest.raises(ValueError, match="similarity_weight"):
+        FusedDetector(similarity_weight=2.0)
+    with pytest.raises(FileNotFoundError):
+        FusedDetector.from_pretrained("no-such-weights.safetensors")
+    with pytest.raises(registry.UnknownDetectorError):
+        FusedDetector(artifact="nio")
