@@ -90,19 +90,20 @@ def g2nn_matches(points: np.ndarray, descriptors: np.ndarray, k: int = 10, ratio
     index = cv2.flann_Index(descriptors, {"algorithm": 1, "trees": 4})  # FLANN_INDEX_KDTREE
     idx, dist2 = index.knnSearch(descriptors, k, params={"checks": 64})
     dist = np.sqrt(np.maximum(dist2, 0.0))  # FLANN's L2 returns squared distances
-    pairs = []
-    for i in range(n):
-        far = np.linalg.norm(points[idx[i]] - points[i], axis=1) >= min_distance
-        nb, d = idx[i][far], dist[i][far]
-        if len(nb) < 2:
-            continue
-        ok = d[:-1] < ratio * np.maximum(d[1:], 1e-12)
-        stop = len(ok) if ok.all() else int(np.argmin(ok))
-        for j in nb[:stop]:
-            pairs.append((min(i, int(j)), max(i, int(j))))
-    if not pairs:
+    near = np.linalg.norm(points[idx] - points[:, None, :], axis=2) < min_distance
+    dist[near] = np.inf
+    order = np.argsort(dist, axis=1, kind="stable")  # far neighbours first, by distance
+    dist = np.take_along_axis(dist, order, axis=1)
+    idx = np.take_along_axis(idx, order, axis=1)
+    # neighbour j is kept when every ratio d_0/d_1, ..., d_j/d_{j+1} is below `ratio` (exact copies,
+    # d = 0, pass; a neighbour with no far successor to compare with does not)
+    ok = np.isfinite(dist[:, 1:]) & (dist[:, :-1] <= ratio * dist[:, 1:])
+    keep = np.cumprod(ok, axis=1).astype(bool)
+    rows, cols = np.nonzero(keep)
+    if not len(rows):
         return np.empty((0, 2), dtype=np.int64)
-    return np.unique(np.asarray(pairs, dtype=np.int64), axis=0)
+    j = idx[rows, cols].astype(np.int64)
+    return np.unique(np.stack([np.minimum(rows, j), np.maximum(rows, j)], axis=1), axis=0)
 
 
 def _distinct(points: np.ndarray, cell: float = 2.0) -> int:
@@ -141,19 +142,21 @@ class CopyMoveDetector(Detector):
     threshold = 0.5  # every verified region is >= 0.5; sub-threshold values are correlation hints
     min_region = 0.0005
 
-    def __init__(self, device: str = "cpu", max_pixels: float = 1.5e6, keypoints_per_mp: int = 8000,
+    def __init__(self, device: str = "cpu", max_pixels: float = 1.5e6, keypoint_pixels: float = 1.5e6,
+                 keypoints_per_mp: int = 16000,
                  contrast_threshold: float = 0.01, ratio: float = 0.5, neighbours: int = 10,
                  min_distance: float = 10.0, min_inliers: int = 6, min_shift: float = 12.0,
                  ransac_threshold: float = 3.0, max_transforms: int = 4, window: int = 7,
                  min_std: float = 3.0, zncc_threshold: float = 0.6, flat_diff: float = 3.0,
                  hull_margin: float = 3.0, min_area: float = 0.0002) -> None:
-        super().__init__(device=device, max_pixels=max_pixels, keypoints_per_mp=keypoints_per_mp,
+        super().__init__(device=device, max_pixels=max_pixels, keypoint_pixels=keypoint_pixels,
+                         keypoints_per_mp=keypoints_per_mp,
                          contrast_threshold=contrast_threshold, ratio=ratio, neighbours=neighbours,
                          min_distance=min_distance, min_inliers=min_inliers, min_shift=min_shift,
                          ransac_threshold=ransac_threshold, max_transforms=max_transforms, window=window,
                          min_std=min_std, zncc_threshold=zncc_threshold, flat_diff=flat_diff,
                          hull_margin=hull_margin, min_area=min_area)
-        checks = {"max_pixels": (max_pixels, 1e4), "keypoints_per_mp": (keypoints_per_mp, 1),
+        checks = {"max_pixels": (max_pixels, 1e4), "keypoint_pixels": (keypoint_pixels, 1e4), "keypoints_per_mp": (keypoints_per_mp, 1),
                   "neighbours": (neighbours, 1), "min_inliers": (min_inliers, 3), "window": (window, 3),
                   "max_transforms": (max_transforms, 1), "ransac_threshold": (ransac_threshold, 0.1)}
         for key, (value, low) in checks.items():
@@ -164,6 +167,7 @@ class CopyMoveDetector(Detector):
         if not -1.0 < zncc_threshold < 1.0:
             raise ValueError(f"copymove zncc_threshold must be in (-1, 1), got {zncc_threshold}")
         self.max_pixels = float(max_pixels)
+        self.keypoint_pixels = float(keypoint_pixels)
         self.keypoints_per_mp = int(keypoints_per_mp)
         self.contrast_threshold = float(contrast_threshold)
         self.ratio = float(ratio)
@@ -269,7 +273,15 @@ class CopyMoveDetector(Detector):
             gray = cv2.resize(gray, (max(8, round(w * factor)), max(8, round(h * factor))),
                               interpolation=cv2.INTER_AREA)
         wh, ww = gray.shape
-        points, desc = self.keypoints(gray)
+        kfactor = min(1.0, float(np.sqrt(self.keypoint_pixels / (wh * ww))))
+        if kfactor < 1.0:
+            small = cv2.resize(gray, (max(8, round(ww * kfactor)), max(8, round(wh * kfactor))),
+                               interpolation=cv2.INTER_AREA)
+            points, desc = self.keypoints(small)
+            points = (points + 0.5) * [ww / small.shape[1], wh / small.shape[0]] - 0.5
+            points = points.astype(np.float32)
+        else:
+            points, desc = self.keypoints(gray)
         pairs = g2nn_matches(points, desc, self.neighbours, self.ratio, self.min_distance)
         found = self.transforms(points, pairs) if len(pairs) >= self.min_inliers else []
         grayf = gray.astype(np.float32)
