@@ -11,8 +11,10 @@ Sets (reals = held-out faces of identities never seen in training; fakes made fr
   swap-jp60     swaps and reals at JPEG 60
   photo-swap    swaps made on the full photos (another held-out person's face), then detected, cropped and
                 classified by the same pipeline as `manipseg faces` (reals: the untouched photos)
-Prints AUC, accuracy at the model's threshold, EER, and the pixel AUC of the heatmap against the blend
-mask (> 0.1) on the fakes. ``--demo`` writes a photo pair (real | swapped) and runs `manipseg faces` on it.
+  photo-swap-x0.9  the same photos (real and swapped) resized to 90 % first (bilinear), as a photo that was
+                resized after the edit (the `--demo` pair is resized like this)
+Prints AUC, accuracy at the model's threshold, the share of reals / fakes at or above it, EER, and the pixel
+AUC of the heatmap against the blend mask (> 0.1) on the fakes. ``--demo`` writes a photo pair (real | swapped) and runs `manipseg faces` on it.
 """
 from __future__ import annotations
 
@@ -50,31 +52,38 @@ def evaluate(an: FaceAnalyzer, reals: list[np.ndarray], fakes: list[np.ndarray],
     m["pixel_auc"] = roc_auc(gt.ravel(), fake_heat.ravel()) if gt.any() and not gt.all() else float("nan")
     m["mean_prob_real"] = float(probs[:len(reals)].mean())
     m["mean_prob_fake"] = float(probs[len(reals):].mean())
+    m["real_flagged"] = float((probs[:len(reals)] >= an.threshold).mean())
+    m["fake_flagged"] = float((probs[len(reals):] >= an.threshold).mean())
     return m
 
 
-def photo_swaps(an: FaceAnalyzer, folder: Path, held, partner: list[int], rng: np.random.Generator
-                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Full-photo swaps, re-detected and cropped like `manipseg faces` does: (crops, masks in crop coords)."""
-    import cv2 as _cv2
-
+def photo_swaps(an: FaceAnalyzer, folder: Path, held, partner: list[int], rng: np.random.Generator,
+                scale: float = 1.0) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Full-photo swaps, re-detected and cropped like `manipseg faces` does, after resizing both the real and
+    the swapped photo by ``scale``: (real crops, fake crops, masks in crop coords)."""
     from manipseg.faces.detect import crop_face
     from manipseg.io import load_image
 
-    crops, masks = [], []
+    def resized(img: np.ndarray) -> np.ndarray:
+        return img if scale == 1.0 else cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+
+    reals, crops, masks = [], [], []
     for i, j in enumerate(partner):
         t, s = load_image(folder / held.files[i]), load_image(folder / held.files[j])
         ft, fs_ = an.detector.detect(t), an.detector.detect(s)
         if not ft or not fs_:
             continue
         swapped, mask, _ = face_swap(t, ft[0].landmarks, s, fs_[0].landmarks, rng)
-        found = an.detector.detect(swapped)
+        swapped, mask, real = resized(swapped), resized(mask), resized(t)
+        found, found_real = an.detector.detect(swapped), an.detector.detect(real)
+        if found_real:
+            reals.append(crop_face(real, found_real[0], an.cfg.size, an.margin)[0])
         if not found:
             continue
         crop, _, m = crop_face(swapped, found[0], an.cfg.size, an.margin)
         crops.append(crop)
-        masks.append(_cv2.warpAffine(mask, m, (an.cfg.size, an.cfg.size)))
-    return crops, masks
+        masks.append(cv2.warpAffine(mask, m, (an.cfg.size, an.cfg.size)))
+    return reals, crops, masks
 
 
 def demo(an: FaceAnalyzer, folder: Path, out: Path, held_files: list[str]) -> None:
@@ -95,7 +104,8 @@ def demo(an: FaceAnalyzer, folder: Path, out: Path, held_files: list[str]) -> No
     print(f"\ndemo: {names[0]} (real, left) | {names[len(names) // 2]} with the face of {names[-1]} (right)")
     for f in recs[0].get("faces", []):
         side = "left" if (f["box"][0] + f["box"][2]) / 2 < pair.shape[1] / 2 else "right"
-        print(f"  face at {side}: fake probability {f['fake_prob']:.3f}")
+        verdict = "marked fake" if f["fake_prob"] >= an.threshold else "looks real"
+        print(f"  face at {side}: fake probability {f['fake_prob']:.3f} (threshold {an.threshold:.3f}): {verdict}")
     print(f"  overview: {out / recs[0]['overview']}")
 
 
@@ -132,16 +142,19 @@ def main() -> int:
         "swap": (reals, [s[0] for s in swaps], [s[1] for s in swaps]),
         "swap-jp60": (degrade(reals, "jp60"), degrade([s[0] for s in swaps], "jp60"), [s[1] for s in swaps]),
     }
-    sets["photo-swap"] = (reals, *photo_swaps(an, folder, held, partner, rng))
+    sets["photo-swap"] = (reals, *photo_swaps(an, folder, held, partner, rng)[1:])
+    sets["photo-swap-x0.9"] = photo_swaps(an, folder, held, partner, np.random.default_rng(args.seed + 1), 0.9)
     print(f"weights {args.weights or bundled_weights()} | detector {an.detector.name} | {len(held)} held-out faces "
           f"({len(np.unique(held.identity))} identity clusters), {len(fs) - len(held)} train faces")
-    print(f"| set | reals | fakes | AUC | acc@{an.threshold:g} | EER | heatmap pixel AUC | mean p(real) | mean p(fake) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| set | reals | fakes | AUC | acc@{an.threshold:.3g} | reals flagged | fakes flagged | EER | "
+          "heatmap pixel AUC | mean p(real) | mean p(fake) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = {}
     for name, (r, f, m) in sets.items():
         res = evaluate(an, r, f, m)
         results[name] = res
-        print(f"| {name} | {len(r)} | {len(f)} | {res['auc']:.3f} | {res['accuracy']:.3f} | {res['eer']:.3f} | "
+        print(f"| {name} | {len(r)} | {len(f)} | {res['auc']:.3f} | {res['accuracy']:.3f} | {res['real_flagged']:.3f} | "
+              f"{res['fake_flagged']:.3f} | {res['eer']:.3f} | "
               f"{res['pixel_auc']:.3f} | {res['mean_prob_real']:.3f} | {res['mean_prob_fake']:.3f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

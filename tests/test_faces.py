@@ -211,3 +211,59 @@ def test_faces_cli_no_face_corrupt_face_and_video(tmp_path, tiny_weights, astron
     assert (out / "astronaut.faces.jpg").is_file()
     vid = recs["clip.avi"]
     assert vid["frames_analysed"] == 3 and len(vid["faces"]) == 1 and vid["faces"][0]["frames"] == 3
+
+
+# -- training data: extra faces, splits, post-processing, threshold ------------------------------------
+def test_eer_threshold_balances_the_two_error_rates():
+    from sklearn.metrics import roc_curve
+
+    from manipseg.faces.metrics import eer_threshold
+
+    assert eer_threshold([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 0.8
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    s = rng.normal(y * 1.0, 1.0)
+    t = eer_threshold(y, s)
+    fpr, fnr = (s[y == 0] >= t).mean(), (s[y == 1] < t).mean()
+    rf, rt, _ = roc_curve(y, s)
+    best = np.min(np.maximum(rf, 1 - rt))
+    assert max(fpr, fnr) == pytest.approx(best, abs=1e-9)
+    with pytest.raises(ValueError, match="both classes"):
+        eer_threshold([1, 1], [0.2, 0.3])
+
+
+def test_post_augment_resamples_blurs_and_compresses_like_its_config(face_crop):
+    from manipseg.faces.train import TrainConfig, post_augment
+
+    rng = np.random.default_rng(0)
+    same = post_augment(face_crop, rng, TrainConfig(p_resample=0, p_blur=0, p_jpeg=0))
+    assert np.array_equal(same, face_crop)
+    out = post_augment(face_crop, rng, TrainConfig(p_resample=1, resample_scale=(0.5, 0.5), p_blur=0, p_jpeg=0))
+    assert out.shape == face_crop.shape and out.dtype == np.uint8
+    lap = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()  # noqa: E731
+    assert lap(out) < 0.7 * lap(face_crop)  # half-resolution detail lost
+    assert np.abs(out.astype(int) - face_crop.astype(int)).mean() < 12  # the same picture
+
+
+def test_collect_faces_split_groups_and_concat(tmp_path, astronaut):
+    from manipseg.faces.data import FaceSet, collect_faces, concat, split_groups
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), astronaut[:, :, ::-1])
+    cv2.imwrite(str(folder / "b.png"), np.ascontiguousarray(astronaut[:, ::-1, ::-1]))
+    cv2.imwrite(str(folder / "blank.png"), np.full((64, 64, 3), 128, np.uint8))
+    fs = collect_faces([folder], tmp_path / "cache", size=64, min_side=40)
+    assert len(fs) == 2 and fs.crops.shape == (2, 64, 64, 3)
+    assert sorted(fs.files) == ["photos/a.png", "photos/b.png"] and len(np.unique(fs.identity)) == 2
+    assert fs.lm(0) is None or (fs.lm(0).min() >= 0 and fs.lm(0).max() < 64)
+    again = collect_faces([folder], tmp_path / "cache", size=64, min_side=40)  # from the cache
+    assert np.array_equal(again.crops, fs.crops) and np.array_equal(again.identity, fs.identity)
+    with pytest.raises(ValueError, match="no face of at least"):
+        collect_faces([folder], tmp_path / "cache2", size=64, min_side=5000)
+    ident = np.repeat(np.arange(20), 3)
+    rest, chosen = split_groups(ident, 0.25, seed=3)
+    assert len(np.unique(ident[chosen])) == 5 and not set(ident[rest]) & set(ident[chosen])
+    assert len(rest) + len(chosen) == len(ident)
+    both = concat(fs, FaceSet(fs.crops, fs.landmarks, np.array([0, 0]), fs.files))
+    assert len(both) == 4 and len(np.unique(both.identity)) == 3

@@ -3,7 +3,9 @@
 :func:`prepare_faces` detects the largest face of every photo in a folder (default
 ``<data_root>/faces/caltech-faces``), keeps its aligned crop and landmarks, and infers identities by
 clustering dlib face descriptors (when the dlib backend is used) so that train and held-out splits share
-no person. The result is cached as one ``.npz`` (crops are derived data: keep the cache outside the repo).
+no person. :func:`collect_faces` gathers every large-enough face of other authentic photo folders (COCO,
+ImageNet samples, scene photos: one person per face, many more identities). Results are cached as one
+``.npz`` per call (crops are derived data: keep the cache outside the repo).
 """
 from __future__ import annotations
 
@@ -114,6 +116,53 @@ def prepare_faces(folder: Path, cache_dir: Path, size: int = 128, margin: float 
     return fs
 
 
+def collect_faces(folders: list[Path], cache_dir: Path, size: int = 128, margin: float = 0.3,
+                  min_side: float = 48.0, min_score: float = 0.2, detector: FaceDetector | None = None) -> FaceSet:
+    """Every face of the photos in ``folders`` whose landmark box is at least ``min_side`` pixels and whose
+    detector score is at least ``min_score``. Each photo is its own identity (photos of unrelated people;
+    the faces of one photo share it and its ``files`` entry "<folder>/<name>"). Cached in ``cache_dir``."""
+    files, problems = list_images([str(f) for f in folders])
+    if problems:
+        raise FileNotFoundError("; ".join(problems))
+    detector = detector or get_detector("auto")
+    spec = f"{sorted(str(f.resolve()) for f in folders)}|{len(files)}|{size}|{margin}|{min_side}|{min_score}|{detector.name}"
+    cache = cache_dir / f"extra-faces-{hashlib.sha1(spec.encode()).hexdigest()[:10]}.npz"
+    if cache.is_file():
+        d = np.load(cache, allow_pickle=False)
+        return FaceSet(d["crops"], d["landmarks"], np.unique(d["files"], return_inverse=True)[1], d["files"])
+    crops, lms, names = [], [], []
+    for f in files:
+        try:
+            image = load_image(f)
+        except ImageLoadError as exc:
+            log.warning("skipped %s", exc)
+            continue
+        for face in detector.detect(image):
+            x0, y0, x1, y1 = face.frame_box()
+            if max(x1 - x0, y1 - y0) < min_side or face.score < min_score:
+                continue
+            crop, lm, _ = crop_face(image, face, size, margin)
+            crops.append(crop)
+            lms.append(lm if lm is not None else np.full((68, 2), np.nan, np.float32))
+            names.append(f"{f.parent.name}/{f.name}")
+    if not crops:
+        raise ValueError(f"no face of at least {min_side:g} px found in {', '.join(map(str, folders))}")
+    fs = FaceSet(np.stack(crops), np.stack(lms).astype(np.float32), np.unique(names, return_inverse=True)[1],
+                 np.array(names))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, crops=fs.crops, landmarks=fs.landmarks, identity=fs.identity, files=fs.files)
+    tmp.replace(cache)
+    return fs
+
+
+def concat(a: FaceSet, b: FaceSet) -> FaceSet:
+    """``a`` then ``b``; ``b``'s identities are shifted past ``a``'s so no identity is shared."""
+    shift = int(a.identity.max()) + 1 if len(a) else 0
+    return FaceSet(np.concatenate([a.crops, b.crops]), np.concatenate([a.landmarks, b.landmarks]),
+                   np.concatenate([a.identity, b.identity + shift]), np.concatenate([a.files, b.files]))
+
+
 def merge_small_identities(identity: np.ndarray, min_size: int = 3) -> np.ndarray:
     """Give faces of clusters smaller than ``min_size`` the identity of the previous face in file order
     (the photo collection is grouped by person, so an uncertain face most likely belongs to its neighbour)."""
@@ -143,5 +192,14 @@ def split_by_identity(fs: FaceSet, held_out: float = 0.2, seed: int = 0) -> tupl
             continue
         chosen.append(i)
         count += n
+    mask = np.isin(identity, chosen)
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def split_groups(identity: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, chosen): a seeded random ``fraction`` of the identities (whole) and all their faces."""
+    ids = np.unique(identity)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(ids, int(round(fraction * len(ids))), replace=False)
     mask = np.isin(identity, chosen)
     return np.flatnonzero(~mask), np.flatnonzero(mask)

@@ -38,3 +38,16 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
     return {"auc": roc_auc(y, s), "accuracy": float(((s >= threshold) == y).mean()), "eer": eer(y, s), "n": int(len(y))}
+
+
+def eer_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The decision threshold at the equal error rate: among the scores, the one minimising
+    max(false-positive rate, false-negative rate) for the rule ``score >= threshold``."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.all() or (~y).all():
+        raise ValueError("eer_threshold needs both classes")
+    thr = np.unique(s)
+    fpr = (s[~y][None, :] >= thr[:, None]).mean(1)
+    fnr = (s[y][None, :] < thr[:, None]).mean(1)
+    return float(thr[int(np.argmin(np.maximum(fpr, fnr)))])

@@ -2,9 +2,13 @@
 
 ``python -m manipseg.faces.train --config configs/faces.yaml --run-dir RUN_DIR`` (resumes from
 ``RUN_DIR/last.pt`` when present). Every batch pairs each real crop with its own SBI (the paper's pairing);
-both get the same light post-processing (random JPEG / blur) for robustness. Writes ``RUN_DIR/log.csv``,
-``RUN_DIR/last.pt`` (``torch.load(..., weights_only=True)``) and ``RUN_DIR/best.safetensors`` (best
-held-out SBI AUC).
+reals and fakes get the same random post-processing (resampling, blur, JPEG), so that degradation is not
+the cue. Real faces: the identity-split face set (its held-out part is never touched here, it is for
+``benchmarks/bench_faces.py``) plus, optionally, every large-enough face of other authentic photo folders
+(``extra_faces``). A validation split (whole identities / photos of the training part) picks the best step
+and calibrates the decision threshold (equal error rate of its reals vs their SBIs). Writes
+``RUN_DIR/log.csv``, ``RUN_DIR/last.pt`` (``torch.load(..., weights_only=True)``) and
+``RUN_DIR/best.safetensors`` (best validation AUC, with its threshold).
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ import torch
 
 from ..io import atomic_write
 from ..paths import data_root
-from .data import FaceSet, prepare_faces, split_by_identity
+from .data import (FaceSet, collect_faces, concat, merge_small_identities, prepare_faces, split_by_identity,
+                   split_groups)
 from .model import AdapGRNet, FaceNetConfig, fake_probability, losses, to_tensors
 from .sbi import SBIConfig, jpeg, self_blend
 
@@ -36,8 +41,12 @@ ARCH = "adapgrnet-face"
 class TrainConfig:
     faces: str = "faces/caltech-faces"     # relative to the data root, or absolute
     margin: float = 0.3
-    held_out: float = 0.2
+    held_out: float = 0.2                 # test identities (bench_faces.py), never used here
     split_seed: int = 0
+    val_fraction: float = 0.15            # of the remaining identities / extra photos: validation + threshold
+    extra_faces: tuple[str, ...] = ()     # more authentic photo folders (relative to the data root) to take faces from
+    extra_min_side: float = 40.0          # smallest landmark box (px) of an extra face
+    extra_min_score: float = 0.0          # smallest dlib detector score of an extra face
     pairs_per_batch: int = 16             # batch = 2 x pairs (real + its SBI)
     steps: int = 3000
     lr: float = 1e-3
@@ -47,6 +56,8 @@ class TrainConfig:
     p_jpeg: float = 0.3
     jpeg_quality: tuple[int, int] = (50, 95)
     p_blur: float = 0.15
+    p_resample: float = 0.0               # down-then-up resampling of reals and fakes alike
+    resample_scale: tuple[float, float] = (0.5, 1.0)
     seed: int = 0
     bf16: bool = True
     threads: int = 2
@@ -63,12 +74,22 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{path}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
-        if "jpeg_quality" in data:
-            data["jpeg_quality"] = tuple(data["jpeg_quality"])
+        for key in ("jpeg_quality", "resample_scale", "extra_faces"):
+            if key in data:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 
+_INTERP = (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)
+
+
 def post_augment(image: np.ndarray, rng: np.random.Generator, cfg: TrainConfig) -> np.ndarray:
+    """Random resampling (a resized photo or a small face), blur and JPEG, each with its probability."""
+    if rng.random() < cfg.p_resample:
+        h, w = image.shape[:2]
+        f = rng.uniform(*cfg.resample_scale)
+        small = cv2.resize(image, (max(8, round(w * f)), max(8, round(h * f))), interpolation=int(rng.choice(_INTERP)))
+        image = cv2.resize(small, (w, h), interpolation=int(rng.choice(_INTERP[1:])))
     if rng.random() < cfg.p_blur:
         k = int(rng.choice([3, 5]))
         image = cv2.blur(image, (k, k)) if rng.random() < 0.5 else cv2.GaussianBlur(image, (k, k), 0)
@@ -105,11 +126,36 @@ def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: Trai
     return reals + fakes, labels, all_masks
 
 
-def build_eval_set(fs: FaceSet, seed: int = 1234) -> tuple[list[np.ndarray], np.ndarray]:
-    """Held-out reals and one SBI of each, fixed by ``seed``."""
+def build_eval_set(fs: FaceSet, seed: int = 1234, cfg: TrainConfig | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Reals and one SBI of each, fixed by ``seed``; with ``cfg``, both get its post-processing (a fixed draw)."""
     rng = np.random.default_rng(seed)
     fakes = [self_blend(fs.crops[i], fs.lm(i), rng)[0] for i in range(len(fs))]
-    return list(fs.crops) + fakes, np.r_[np.zeros(len(fs)), np.ones(len(fs))].astype(np.int64)
+    crops = list(fs.crops) + fakes
+    if cfg is not None:
+        crops = [post_augment(c, rng, cfg) for c in crops]
+    return crops, np.r_[np.zeros(len(fs)), np.ones(len(fs))].astype(np.int64)
+
+
+def split_train_val(cfg: TrainConfig, size: int, cache: Path) -> tuple[FaceSet, FaceSet, dict[str, int]]:
+    """(train, validation, counts): the face set minus its held-out test identities, plus the extra faces,
+    each split into train / validation by whole identities (extra faces: by photo); crops cached in ``cache``."""
+    folder = Path(cfg.faces) if Path(cfg.faces).is_absolute() else data_root() / cfg.faces
+    fs = prepare_faces(folder, cache, size=size, margin=cfg.margin)
+    rest, test = split_by_identity(fs, cfg.held_out, cfg.split_seed)
+    main = fs.subset(rest)
+    main = FaceSet(main.crops, main.landmarks, merge_small_identities(fs.identity)[rest], main.files)
+    tr, va = split_groups(main.identity, cfg.val_fraction, cfg.split_seed)
+    train_set, val_set = main.subset(tr), main.subset(va)
+    counts = {"train_faces": len(tr), "val_faces": len(va), "held_out_faces": len(test), "extra_train_faces": 0,
+              "extra_val_faces": 0}
+    if cfg.extra_faces:
+        folders = [Path(f) if Path(f).is_absolute() else data_root() / f for f in cfg.extra_faces]
+        extra = collect_faces(folders, cache, size=size, margin=cfg.margin, min_side=cfg.extra_min_side,
+                              min_score=cfg.extra_min_score)
+        etr, eva = split_groups(extra.identity, cfg.val_fraction, cfg.split_seed)
+        train_set, val_set = concat(train_set, extra.subset(etr)), concat(val_set, extra.subset(eva))
+        counts.update(extra_train_faces=len(etr), extra_val_faces=len(eva))
+    return train_set, val_set, counts
 
 
 @torch.no_grad()
@@ -141,17 +187,14 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
 def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, init: Path | None = None) -> Path:
     from ..device import autocast
     from ..models.weights import save_weights
-    from .metrics import binary_metrics
+    from .metrics import binary_metrics, eer_threshold
 
     torch.set_num_threads(cfg.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
-    folder = Path(cfg.faces) if Path(cfg.faces).is_absolute() else data_root() / cfg.faces
     net_cfg = FaceNetConfig.from_dict(cfg.model)
-    fs = prepare_faces(folder, run_dir / "cache", size=net_cfg.size, margin=cfg.margin)
-    tr, ho = split_by_identity(fs, cfg.held_out, cfg.split_seed)
-    train_set, held = fs.subset(tr), fs.subset(ho)
-    log.info("%d faces: %d train, %d held-out (no identity in both)", len(fs), len(tr), len(ho))
-    eval_crops, eval_labels = build_eval_set(held)
+    train_set, val_set, counts = split_train_val(cfg, net_cfg.size, run_dir / "cache")
+    log.info("faces (no identity in two splits): %s", counts)
+    eval_crops, eval_labels = build_eval_set(val_set, cfg=cfg)
 
     net = AdapGRNet(net_cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -174,7 +217,7 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
     (run_dir / "config.json").write_text(json.dumps({**cfg.__dict__, "model": net_cfg.to_dict()}, indent=1, default=list))
     log_path = run_dir / "log.csv"
     fields = ["step", "minutes", "lr", "loss", "ce_rgb", "ce_gr", "ce_fused", "loc", "train_acc",
-              "val_auc", "val_acc", "val_eer", "alpha_rgb"]
+              "val_auc", "val_acc", "val_eer", "alpha_rgb", "threshold"]
     if not log_path.is_file():
         log_path.write_text(",".join(fields) + "\n")
     sbi = SBIConfig()
@@ -206,18 +249,19 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
                                                                   "alpha": float(out["alpha"][:, 0].detach().mean())})
         if step % cfg.eval_every == 0 or step == cfg.steps:
             probs, _ = predict_crops(net, eval_crops, cfg.bf16)
-            m = binary_metrics(eval_labels, probs)
+            threshold = eer_threshold(eval_labels, probs)
+            m = binary_metrics(eval_labels, probs, threshold)
             mean = {k: float(np.mean([h[k] for h in acc_hist])) for k in acc_hist[0]}
             row = [step, round(minutes(), 2), opt.param_groups[0]["lr"], mean["total"], mean["ce_rgb"],
                    mean["ce_gr"], mean["ce_fused"], mean["loc"], mean["acc"], m["auc"], m["accuracy"], m["eer"],
-                   mean["alpha"]]
+                   mean["alpha"], threshold]
             with log_path.open("a") as f:
                 csv.writer(f).writerow([f"{v:.5g}" if isinstance(v, float) else v for v in row])
-            log.info("step %d loss %.4f acc %.3f | held-out SBI AUC %.4f acc %.3f EER %.3f", step, mean["total"],
-                     mean["acc"], m["auc"], m["accuracy"], m["eer"])
+            log.info("step %d loss %.4f acc %.3f | validation SBI AUC %.4f EER %.3f, acc %.3f at threshold %.3f",
+                     step, mean["total"], mean["acc"], m["auc"], m["eer"], m["accuracy"], threshold)
             acc_hist.clear()
-            meta = {"step": step, "val_auc_sbi": m["auc"], "train_faces": len(tr), "held_out_faces": len(ho),
-                    "data": cfg.faces, "margin": cfg.margin}
+            meta = {"step": step, "val_auc_sbi": m["auc"], "val_eer": m["eer"], "threshold": threshold, **counts,
+                    "data": cfg.faces, "extra_faces": list(cfg.extra_faces), "margin": cfg.margin}
             if m["auc"] > best:
                 best = m["auc"]
                 save_weights(run_dir / "best.safetensors", net, ARCH, net_cfg.to_dict(), meta)
