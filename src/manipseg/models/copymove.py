@@ -28,10 +28,8 @@ Method (keypoint matching, then dense verification):
    target. The source is its pre-image by ``A``. Both go in the map.
 6. **Probability and score.** A verified transform of strength
    ``s = 0.5 + 0.5 * (1 - exp(-(n - min_inliers) / min_inliers))`` (``n`` distinct inliers) sets its
-   source and target pixels to ``s`` (so every verified region is >= 0.5, the default threshold), other
-   pixels get ``0.5 * ZNCC`` of the best transform where the correlation is positive, as a weak,
-   sub-threshold hint for ranking metrics. The image score is the largest ``s`` (0 when no transform
-   is verified).
+   source and target pixels to ``s`` (so every verified region is >= 0.5, the default threshold); all
+   other pixels are 0. The image score is the largest ``s`` (0 when no transform is verified).
 
 Limits: mirrored copies (SIFT is not mirror invariant), copies of flat or very small regions (no
 keypoints) and strongly blurred/resampled copies are missed; genuinely repeated structures (windows,
@@ -139,7 +137,7 @@ class CopyMoveDetector(Detector):
 
     name = "copymove"
     summary = "Copy-move: SIFT/g2NN self-matching, RANSAC transforms, dense ZNCC map of source and target."
-    threshold = 0.5  # every verified region is >= 0.5; sub-threshold values are correlation hints
+    threshold = 0.5  # every verified region is >= 0.5, everything else is 0
     min_region = 0.0005
 
     def __init__(self, device: str = "cpu", max_pixels: float = 1.5e6, keypoint_pixels: float = 1.5e6,
@@ -225,8 +223,8 @@ class CopyMoveDetector(Detector):
         return (_distinct(s) >= self.min_inliers and _distinct(d) >= self.min_inliers
                 and 0.5 <= scale <= 2.0 and shift >= self.min_shift)
 
-    def regions(self, gray: np.ndarray, t: Transform) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Target and source masks of one transform (bool, working scale) and its ZNCC map.
+    def regions(self, gray: np.ndarray, t: Transform) -> tuple[np.ndarray, np.ndarray]:
+        """Target and source masks of one transform (bool, working scale).
 
         Similar pixels are those with ZNCC >= ``zncc_threshold``; near the inliers (their convex hull,
         dilated by ``hull_margin`` windows) pixels whose mean absolute difference is at most
@@ -258,7 +256,7 @@ class CopyMoveDetector(Detector):
             target = ndimage.binary_fill_holes(target)
         source = cv2.warpAffine(target.astype(np.uint8), t.matrix, (w, h),
                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
-        return target, source, corr
+        return target, source
 
     def strength(self, inliers: int) -> float:
         return 0.5 + 0.5 * (1.0 - float(np.exp(-(inliers - self.min_inliers) / self.min_inliers)))
@@ -286,19 +284,16 @@ class CopyMoveDetector(Detector):
         found = self.transforms(points, pairs) if len(pairs) >= self.min_inliers else []
         grayf = gray.astype(np.float32)
         prob = np.zeros((wh, ww), np.float32)
-        hint = np.zeros((wh, ww), np.float32)
         verified: list[Transform] = []
         for t in found:
-            target, source, corr = self.regions(grayf, t)
+            target, source = self.regions(grayf, t)
             both = target | source
             t.area = float(both.mean())
-            np.maximum(hint, 0.5 * np.clip(corr, 0.0, 0.999), out=hint)
             if t.area < self.min_area or not target.any():
                 continue
             t.strength = self.strength(t.inliers)
             prob[both] = np.maximum(prob[both], t.strength)
             verified.append(t)
-        prob = np.where(prob > 0, prob, hint if verified else 0.0).astype(np.float32)
         if (wh, ww) != (h, w):
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         score = max((t.strength for t in verified), default=0.0)
