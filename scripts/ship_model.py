@@ -1,0 +1,37 @@
+"""Ship a training run's model inside the package (what makes it `manipseg predict`'s default).
+
+    python scripts/ship_model.py runs/default --name gsr-compact --card "compact, 5000 steps ..., NoSo F1 ..."
+
+Copies ``RUN/model.safetensors`` to ``src/manipseg/weights/<name>.safetensors`` (checksum verified, the card
+line added to its metadata; ``manipseg models`` prints it) and the run's ``train.csv`` and ``config.yaml`` to
+``docs/<name>-train-log.csv`` / ``docs/<name>-config.yaml`` so the training that produced it stays on record.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from manipseg.io import atomic_write
+from manipseg.models.weights import ship
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="training run folder (manipseg train --out RUN)")
+    ap.add_argument("--name", required=True, help="registered detector name, e.g. gsr-compact")
+    ap.add_argument("--card", required=True, help="one line: data, steps, headline figures")
+    ap.add_argument("--weights", default="model.safetensors", help="weights file inside the run folder")
+    args = ap.parse_args()
+    dest = ship(args.run / args.weights, ROOT / "src" / "manipseg" / "weights" / f"{args.name}.safetensors", args.card)
+    print(f"wrote {dest.relative_to(ROOT)} ({dest.stat().st_size / 1e6:.1f} MB)")
+    for src, suffix in (("train.csv", "train-log.csv"), ("config.yaml", "config.yaml")):
+        out = ROOT / "docs" / f"{args.name}-{suffix}"
+        atomic_write(out, lambda tmp, s=args.run / src: shutil.copyfile(s, tmp))
+        print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
