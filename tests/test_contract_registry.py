@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -69,8 +71,18 @@ def test_register_and_load_by_name_and_config(tmp_path):
 def test_models_command_lists_every_detector(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert {line.split()[0] for line in out} == set(registry.names())
-    assert all(len(line.split(None, 1)) == 2 for line in out)
+    rows = [line for line in out if line and not line.startswith((" ", "*"))]
+    assert {line.split()[0] for line in rows} == set(registry.names())
+    assert all(len(line.split(None, 1)) == 2 for line in rows)
+    marked = [line.split()[0] for line in rows if line.split()[1] == "*"]
+    assert marked == [registry.default_model()]
+    for name in registry.names():  # every bundled weights file gets its own line under its detector
+        if registry.bundled_weights(name) is not None:
+            i = out.index(next(line for line in rows if line.split()[0] == name))
+            assert out[i + 1].split()[:3] == ["bundled", "weights", f"{name}.safetensors:"]
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in listed if r["default"]] == [registry.default_model()]
 
 
 def test_robust_normalise():

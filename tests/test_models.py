@@ -12,7 +12,8 @@ from manipseg.device import DeviceError, autocast, bf16_supported, resolve_devic
 from manipseg.models import gsr
 from manipseg.models.gsr import GSRCompactDetector, GSRDetector, GSRVGG16Detector, _ramp, image_score, tile_layout
 from manipseg.models.nets import SRMStemConv, _srm_kernels, build_network, fold_batchnorm, guided_residual, normalise
-from manipseg.models.weights import WeightsError, load_weights, network_from_weights, save_weights
+from manipseg.models.weights import (WeightsError, load_weights, network_from_weights, read_info, save_weights,
+                                     ship)
 
 SMALL = {"compact": dict(width=8, head_channels=16, boundary_channels=16),
          "gsr-vgg16": dict(aspp_width=64, head_channels=16, boundary_channels=16)}
@@ -207,6 +208,20 @@ def test_corrupted_weights_give_clear_errors(tmp_path):
     save_file({"w": torch.zeros(2)}, str(foreign))
     with pytest.raises(WeightsError, match="without manipseg metadata"):
         load_weights(foreign)
+
+
+def test_shipping_adds_the_card_and_keeps_the_tensors(tmp_path):
+    net = _net("compact")
+    run = save_weights(tmp_path / "run.safetensors", net, net.arch, net.arch_kwargs, {"threshold": 0.3, "steps": 9})
+    shipped = ship(run, tmp_path / "pkg" / "m.safetensors", "trained 9 steps on nothing")
+    state_run, info_run = load_weights(run)
+    state, info = load_weights(shipped)  # checksum verified
+    assert info["training"] == {"steps": 9, "card": "trained 9 steps on nothing"} and info["threshold"] == 0.3
+    assert state.keys() == state_run.keys() and all(torch.equal(state[k], state_run[k]) for k in state)
+    assert read_info(shipped)["training"]["card"] == "trained 9 steps on nothing"
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(WeightsError, match="junk.safetensors: cannot read"):
+        read_info(tmp_path / "junk.safetensors")
 
 
 # -- detector -------------------------------------------------------------------------------------------

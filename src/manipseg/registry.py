@@ -130,11 +130,16 @@ FALLBACK_MODEL = "noi"
 PREFERRED_MODELS = ("gsr-compact",)
 
 
+def bundled_weights(name: str) -> Path | None:
+    """The trained weights file shipped in the package for detector ``name``, if there is one."""
+    path = Path(__file__).resolve().parent / "weights" / f"{name}.safetensors"
+    return path if path.is_file() else None
+
+
 def default_model() -> str:
     """The best detector this install can run without any download."""
-    weights_dir = Path(__file__).resolve().parent / "weights"
     for name in PREFERRED_MODELS:
-        if name in _ENTRIES and (weights_dir / f"{name}.safetensors").is_file():
+        if name in _ENTRIES and bundled_weights(name) is not None:
             return name
     return FALLBACK_MODEL
 

@@ -111,6 +111,36 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, info
 
 
+def read_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``manipseg`` description of a weights file from its header alone (no tensors read, no checksum
+    check): for listings such as ``manipseg models``. Raises :class:`WeightsError` if unreadable."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            if not 0 < header_len < 100_000_000:
+                raise ValueError(f"implausible header length {header_len}")
+            header = json.loads(fh.read(header_len))
+        return json.loads(header["__metadata__"]["manipseg"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{p}: cannot read the weights description ({exc})") from None
+
+
+def ship(run_weights: str | os.PathLike, dest: str | os.PathLike, card: str) -> Path:
+    """Copy a training run's weights to ``dest`` (e.g. the package's ``weights/`` folder), checksum verified,
+    with ``card`` (a one-line model card: data, steps, headline figures) added to the training metadata."""
+    from safetensors.torch import save
+
+    from ..io import atomic_write
+
+    tensors, info = load_weights(run_weights)
+    info.pop("path", None)
+    info.setdefault("training", {})["card"] = str(card)
+    header = {"manipseg": json.dumps(info, sort_keys=True), "sha256": tensors_sha256(tensors)}
+    data = save(tensors, metadata=header)
+    return atomic_write(dest, lambda tmp: tmp.write_bytes(data))
+
+
 def network_from_weights(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """Build the network described by a weights file and load its weights (strictly); eval mode."""
     from .nets import build_network
