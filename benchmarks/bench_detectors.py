@@ -2,6 +2,7 @@
 
     python benchmarks/bench_detectors.py                     # every registered classical detector
     python benchmarks/bench_detectors.py --models noi gsrnet --sizes 1 4 --repeats 5 --threads 1
+    python benchmarks/bench_detectors.py --models gsr-compact --sizes 1 12 --peak-ram   # + peak RSS per size
 
 Images are skimage's astronaut resized to each size (plus mild noise, so no detector sees an easy
 constant or upscaled-smooth input). Each figure is the median over ``--repeats`` timed runs after one
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import cv2
@@ -50,6 +54,21 @@ def time_detector(detector, image: np.ndarray, repeats: int) -> float:
     return statistics.median(runs)
 
 
+def peak_ram_gb(name: str, megapixels: float, threads: int, device: str) -> float:
+    """Peak resident memory (GB) of a fresh process that loads ``name`` and analyses one image of that size."""
+    cmd = [sys.executable, __file__, "--one", name, str(megapixels), "--threads", str(threads), "--device", device]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _one(name: str, megapixels: float, device: str) -> None:
+    from manipseg import registry
+
+    image = make_image(megapixels)
+    registry.load_detector(name, device=device).predict(image)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2)  # kB -> GB
+
+
 def main(argv: list[str] | None = None) -> int:
     from manipseg import registry
 
@@ -59,9 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per detector and size (median kept)")
     parser.add_argument("--threads", type=int, default=0, help="OpenCV/torch threads (0 = library default)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--peak-ram", action="store_true", help="also measure peak RSS per size (fresh process each)")
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "MP"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads > 0:
         set_threads(args.threads)
+    if args.one:
+        _one(args.one[0], float(args.one[1]), args.device)
+        return 0
 
     images = {mp: make_image(mp) for mp in args.sizes}
     header = f"{'detector':<12}" + "".join(f"{f'{mp:g} MP s':>12}{'s/MP':>9}" for mp in args.sizes)
@@ -82,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             real_mp = image.shape[0] * image.shape[1] / 1e6
             cells.append(f"{seconds:>12.3f}{seconds / real_mp:>9.3f}")
         print(f"{name:<12}" + "".join(cells))
+        if args.peak_ram:
+            ram = "  ".join(f"{mp:g} MP {peak_ram_gb(name, mp, args.threads, args.device):.2f} GB" for mp in args.sizes)
+            print(f"{'':<12}peak RSS (fresh process, image + detector): {ram}")
     return 1 if failures else 0
 
 
