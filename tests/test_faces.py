@@ -267,3 +267,20 @@ def test_collect_faces_split_groups_and_concat(tmp_path, astronaut):
     assert len(rest) + len(chosen) == len(ident)
     both = concat(fs, FaceSet(fs.crops, fs.landmarks, np.array([0, 0]), fs.files))
     assert len(both) == 4 and len(np.unique(both.identity)) == 3
+
+
+def test_jitter_moves_the_landmarks_with_the_face(face_crop):
+    from manipseg.faces.train import TrainConfig, jitter
+
+    lm = template_landmarks(128)
+    cfg = TrainConfig(p_jitter=1.0, jitter=(10.0, 0.08, 0.04))
+    img = np.zeros((128, 128, 3), np.uint8)
+    for x, y in lm.round().astype(int):
+        img[y, x] = 255
+    out, moved = jitter(img, lm, np.random.default_rng(5), cfg)
+    assert not np.allclose(moved, lm)
+    ys, xs = np.nonzero(cv2.dilate(out[..., 0], np.ones((3, 3), np.uint8)) > 20)
+    for x, y in moved:  # every moved landmark lands on a (resampled) landmark dot
+        assert np.min(np.hypot(xs - x, ys - y)) < 1.5
+    same, kept = jitter(face_crop, lm, np.random.default_rng(5), TrainConfig(p_jitter=0.0))
+    assert same is face_crop and kept is lm

@@ -31,7 +31,7 @@ from ..paths import data_root
 from .data import (FaceSet, collect_faces, concat, merge_small_identities, prepare_faces, split_by_identity,
                    split_groups)
 from .model import AdapGRNet, FaceNetConfig, fake_probability, losses, to_tensors
-from .sbi import SBIConfig, jpeg, self_blend
+from .sbi import SBIConfig, color_transform, jpeg, self_blend
 
 log = logging.getLogger(__name__)
 ARCH = "adapgrnet-face"
@@ -58,6 +58,9 @@ class TrainConfig:
     p_blur: float = 0.15
     p_resample: float = 0.0               # down-then-up resampling of reals and fakes alike
     resample_scale: tuple[float, float] = (0.5, 1.0)
+    p_jitter: float = 0.0                 # random rotation / scale / shift of the real before its SBI is made
+    jitter: tuple[float, float, float] = (10.0, 0.08, 0.04)   # degrees, relative scale, fraction of the side
+    p_colour: float = 0.0                 # SBI's colour transform on the real before its SBI is made
     seed: int = 0
     bf16: bool = True
     threads: int = 2
@@ -74,7 +77,7 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{path}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
-        for key in ("jpeg_quality", "resample_scale", "extra_faces"):
+        for key in ("jpeg_quality", "resample_scale", "extra_faces", "jitter"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -107,6 +110,20 @@ def flip(crop: np.ndarray, lm: np.ndarray | None) -> tuple[np.ndarray, np.ndarra
     return out, lm
 
 
+def jitter(crop: np.ndarray, lm: np.ndarray | None, rng: np.random.Generator, cfg: TrainConfig
+           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random similarity transform about the crop centre (with its landmarks), probability ``p_jitter``:
+    the real never shows the network the same pixels twice, so it cannot be recognised as a seen image."""
+    if rng.random() >= cfg.p_jitter:
+        return crop, lm
+    h, w = crop.shape[:2]
+    deg, scale, shift = cfg.jitter
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-deg, deg), rng.uniform(1 - scale, 1 + scale))
+    m[:, 2] += rng.uniform(-shift, shift, 2) * (w, h)
+    out = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    return out, None if lm is None else (lm @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+
 def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: TrainConfig, sbi: SBIConfig
                ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Crops (reals then their SBIs), labels (0 real, 1 fake) and masks (N, S, S)."""
@@ -115,6 +132,9 @@ def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: Trai
         crop, lm = fs.crops[i], fs.lm(int(i))
         if rng.random() < 0.5:
             crop, lm = flip(crop, lm)
+        crop, lm = jitter(crop, lm, rng, cfg)
+        if rng.random() < cfg.p_colour:
+            crop = color_transform(crop, rng, sbi)
         fake, mask, _ = self_blend(crop, lm, rng, sbi)
         reals.append(post_augment(crop, rng, cfg))
         fakes.append(post_augment(fake, rng, cfg))
