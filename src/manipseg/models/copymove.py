@@ -50,8 +50,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy import ndimage
-
 from ..contract import Detector, Prediction
 
 
@@ -239,7 +237,7 @@ class CopyMoveDetector(Detector):
         hull = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
         cand = (corr >= self.zncc_threshold) | (hull & (diff <= self.flat_diff))
         cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-        labels, _ = ndimage.label(cand)
+        _, labels = cv2.connectedComponents(cand, connectivity=4)
         seeds = np.round(t.target_points).astype(np.int64)
         seeds[:, 0] = np.clip(seeds[:, 0], 0, w - 1)
         seeds[:, 1] = np.clip(seeds[:, 1], 0, h - 1)
@@ -253,7 +251,9 @@ class CopyMoveDetector(Detector):
             k = 2 * self.window + 1
             target = cv2.morphologyEx(target.astype(np.uint8), cv2.MORPH_CLOSE,
                                       cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
-            target = ndimage.binary_fill_holes(target)
+            contours, _ = cv2.findContours(target.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            filled = np.zeros((h, w), np.uint8)
+            target = cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED) > 0  # holes filled
         source = cv2.warpAffine(target.astype(np.uint8), t.matrix, (w, h),
                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
         return target, source
