@@ -51,8 +51,8 @@ def predict_probs(model: torch.nn.Module, images: Iterable[np.ndarray], device: 
     out = []
     try:
         for image in images:
-            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
-            x = normalise(x.float())
+            x = torch.tensor(np.asarray(image), dtype=torch.float32).permute(2, 0, 1)[None].to(device)  # copies
+            x = normalise(x)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, enabled=bf16):
