@@ -267,7 +267,8 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
         pred = out["logits"].argmax(1).numpy()
         acc_hist.append({k: float(v.detach()) for k, v in parts.items()} | {"acc": float((pred == labels).mean()),
                                                                   "alpha": float(out["alpha"][:, 0].detach().mean())})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        over_time = max_minutes is not None and minutes() > max_minutes
+        if step % cfg.eval_every == 0 or step == cfg.steps or over_time:
             probs, _ = predict_crops(net, eval_crops, cfg.bf16)
             threshold = eer_threshold(eval_labels, probs)
             m = binary_metrics(eval_labels, probs, threshold)
@@ -289,7 +290,7 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
             state = {"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                      "minutes": minutes()}
             atomic_write(last, lambda tmp, s=state: torch.save(s, tmp))
-            if max_minutes is not None and minutes() > max_minutes:
+            if over_time:
                 log.info("time budget of %.0f min reached at step %d", max_minutes, step)
                 break
     return run_dir / "best.safetensors"
