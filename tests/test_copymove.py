@@ -7,7 +7,8 @@ import pytest
 from skimage import data
 
 from manipseg import registry
-from manipseg.models.copymove import CopyMoveDetector, g2nn_matches, rootsift, similarity_maps
+from manipseg.models.copymove import (CopyMoveDetector, g2nn_matches, mirror_descriptors, rootsift,
+                                      similarity_maps)
 from manipseg.models.fused import FusedDetector, align_to_threshold, combine
 
 
@@ -24,7 +25,7 @@ def detector() -> CopyMoveDetector:
     return CopyMoveDetector()
 
 
-def copy_move(image, box, shift, angle=0.0, scale=1.0, jpeg=None):
+def copy_move(image, box, shift, angle=0.0, scale=1.0, jpeg=None, mirror=False):
     """Copy the ``box`` (x0, y0, x1, y1) of ``image`` rotated/scaled about its centre and shifted by ``shift``.
 
     Returns the forgery and the NoSo-style ground truth (copied source + pasted target).
@@ -34,6 +35,8 @@ def copy_move(image, box, shift, angle=0.0, scale=1.0, jpeg=None):
     region = np.zeros((h, w), np.uint8)
     region[y0:y1, x0:x1] = 1
     matrix = cv2.getRotationMatrix2D(((x0 + x1) / 2, (y0 + y1) / 2), angle, scale)
+    if mirror:  # reflect about the box's vertical centre line first
+        matrix = matrix @ np.array([[-1.0, 0.0, x0 + x1], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     matrix[:, 2] += shift
     warped = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR)
     target = cv2.warpAffine(region, matrix, (w, h), flags=cv2.INTER_NEAREST) > 0
@@ -87,6 +90,18 @@ def test_similarity_maps_match_direct_zncc():
     assert same[5:-5, 5:-5].min() > 0.999 and zero.max() < 1e-3
 
 
+def test_mirror_descriptors_match_sift_on_the_flipped_image():
+    grey = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    w = grey.shape[1]
+    sift = cv2.SIFT_create(nfeatures=200)
+    kps, desc = sift.detectAndCompute(grey, None)
+    flipped = [cv2.KeyPoint(w - 1 - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave)
+               for k in kps]
+    _, desc_flipped = sift.compute(np.ascontiguousarray(grey[:, ::-1]), flipped)
+    err = np.abs(mirror_descriptors(desc) - desc_flipped).mean()
+    assert err < 0.2 * np.abs(desc - desc_flipped).mean()  # a wrong permutation is no better than none
+
+
 # -- detection --------------------------------------------------------------------------------------
 CASES = {
     "shift": (data.chelsea, (200, 150, 300, 250), (-180, -120), {}),
@@ -94,6 +109,7 @@ CASES = {
     "shift-jpeg85": (data.astronaut, (140, 20, 260, 120), (200, 300), {"jpeg": 85}),
     "rotate-scale-jpeg85": (data.chelsea, (200, 150, 300, 250), (-180, -120),
                             {"angle": 15, "scale": 1.1, "jpeg": 85}),
+    "mirrored-rotate10": (data.astronaut, (140, 20, 260, 120), (200, 300), {"angle": 10, "mirror": True}),
 }
 
 
