@@ -209,6 +209,8 @@ def test_faces_cli_no_face_corrupt_face_and_video(tmp_path, tiny_weights, astron
     face = recs["astronaut.jpg"]["faces"][0]
     assert 0 <= face["fake_prob"] <= 1 and (out / face["crop"]).is_file() and (out / face["heatmap"]).is_file()
     assert (out / "astronaut.faces.jpg").is_file()
+    assert recs["astronaut.jpg"]["threshold"] == 0.5  # the tiny model's stored threshold
+    assert recs["astronaut.jpg"]["result"] == ("fake face(s) found" if face["fake_prob"] >= 0.5 else "faces look real")
     vid = recs["clip.avi"]
     assert vid["frames_analysed"] == 3 and len(vid["faces"]) == 1 and vid["faces"][0]["frames"] == 3
 
@@ -284,3 +286,18 @@ def test_jitter_moves_the_landmarks_with_the_face(face_crop):
         assert np.min(np.hypot(xs - x, ys - y)) < 1.5
     same, kept = jitter(face_crop, lm, np.random.default_rng(5), TrainConfig(p_jitter=0.0))
     assert same is face_crop and kept is lm
+
+
+def test_faces_cli_threshold_override(tmp_path, tiny_weights, astronaut):
+    from manipseg.cli import main
+
+    photo = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(photo), astronaut[:, :, ::-1])
+    assert main(["faces", str(photo), "--out", str(tmp_path / "o"), "--weights", str(tiny_weights),
+                 "--threshold", "1.5"]) == 2
+    for thr, verdict in [(1e-6, "fake face(s) found"), (0.999999, "faces look real")]:
+        out = tmp_path / f"o{thr}"
+        assert main(["faces", str(photo), "--out", str(out), "--weights", str(tiny_weights), "--threshold",
+                     str(thr), "--no-progress"]) == 0
+        rec = json.loads((out / "faces.jsonl").read_text())
+        assert rec["threshold"] == pytest.approx(thr) and rec["result"] == verdict

@@ -15,6 +15,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "dlib", "opencv"],
                    help="face detector: dlib (68 landmarks, `pip install manipseg[faces]`), opencv (Haar boxes); "
                         "auto = dlib when installed")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="fake-probability threshold of the verdict (default: the model's, calibrated on its validation split)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -33,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if args.every < 1:
         print(f"error: --every must be >= 1, got {args.every}", file=sys.stderr)
         return 2
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        print(f"error: --threshold must be between 0 and 1, got {args.threshold}", file=sys.stderr)
+        return 2
     files, problems = expand_inputs(args.inputs)
     for problem in problems:
         log.error("%s", problem)
@@ -44,12 +49,14 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, WeightsError, FaceBackendMissing, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.threshold is not None:
+        analyzer.threshold = args.threshold
     out = Path(args.out)
     records = run_faces(analyzer, files, out, every=args.every, max_frames=args.max_frames,
                         progress=not args.no_progress)
     failed = [r for r in records if "error" in r]
-    print(f"{len(records) - len(failed)}/{len(records)} inputs analysed (detector {analyzer.detector.name}); "
-          f"outputs in {out}/")
+    print(f"{len(records) - len(failed)}/{len(records)} inputs analysed (detector {analyzer.detector.name}, "
+          f"threshold {analyzer.threshold:.3f}); outputs in {out}/")
     for r in records:
         if "error" in r:
             print(f"  FAILED {r['error']}")

@@ -146,6 +146,7 @@ def analyse_image(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str) -> dic
     rec["result"] = NO_FACE if not results else (
         "fake face(s) found" if any(r.prob >= an.threshold for r in results) else "faces look real")
     rec["max_fake_prob"] = round(max((r.prob for r in results), default=0.0), 6)
+    rec["threshold"] = round(an.threshold, 6)
     rec["seconds"] = round(time.perf_counter() - t0, 3)
     return rec
 
@@ -228,7 +229,7 @@ def analyse_video(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str, every:
             "result": NO_FACE if not tracks else (
                 "fake face(s) found" if any(f["fake_prob"] >= an.threshold for f in faces) else "faces look real"),
             "max_fake_prob": round(max((f["fake_prob"] for f in faces), default=0.0), 6),
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "threshold": round(an.threshold, 6), "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
