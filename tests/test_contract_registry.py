@@ -110,3 +110,11 @@ def test_boundary_is_dilation_minus_erosion():
     b = boundary_of(k, 5)
     assert b.sum() == 14 * 14 - 6 * 6
     assert not b[10, 10] and b[5, 5] and b[3, 3] and not b[2, 2]
+
+
+def test_default_model_follows_the_bundled_weights(monkeypatch, tmp_path):
+    monkeypatch.setattr(registry, "bundled_weights", lambda name: None)
+    assert registry.default_model() == registry.FALLBACK_MODEL == "noi"
+    fake = tmp_path / "gsr-compact.safetensors"
+    monkeypatch.setattr(registry, "bundled_weights", lambda name: fake if name == "gsr-compact" else None)
+    assert registry.default_model() == "gsr-fused"  # the fusion needs only the network's weights

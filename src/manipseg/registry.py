@@ -115,19 +115,22 @@ add_entry("cfa", "manipseg.models.classical.cfa:CFADetector",
 add_entry("ela", "manipseg.models.classical.ela:ELADetector",
           "Error level analysis: difference to a JPEG re-compression.")
 add_entry("gsr-compact", "manipseg.models.gsr:GSRCompactDetector",
-          "GSR-Net scheme with the compact CPU network (boundary branch, SRM stem); needs trained weights.")
+          "GSR-Net scheme with the compact CPU network (boundary branch, SRM stem); trained weights bundled.")
 add_entry("gsr-vgg16", "manipseg.models.gsr:GSRVGG16Detector",
           "GSR-Net (Zhou et al. 2020): DeepLab VGG-16 (BN) + ASPP + boundary branch; needs trained weights.")
 add_entry("copymove", "manipseg.models.copymove:CopyMoveDetector",
           "Copy-move: SIFT/g2NN self-matching, RANSAC transforms, dense ZNCC map of source and target.")
 add_entry("fused", "manipseg.models.fused:FusedDetector",
           "Fusion: an artifact detector (default noi) + copy-move similarity; max or noisy-or of the maps.")
+add_entry("gsr-fused", "manipseg.models.fused:GSRFusedDetector",
+          "GSR compact network (bundled weights, see MODEL_CARD.md) + copy-move similarity, maps fused by max.")
 
 
 #: the zero-training fallback used when no trained model is bundled.
 FALLBACK_MODEL = "noi"
-#: learned detectors in order of preference; the first whose weights ship in the package is the default.
-PREFERRED_MODELS = ("gsr-compact",)
+#: learned detectors in order of preference, each with the bundled weights it needs; the first whose
+#: weights ship in the package is the default.
+PREFERRED_MODELS = (("gsr-fused", "gsr-compact"), ("gsr-compact", "gsr-compact"))
 
 
 def bundled_weights(name: str) -> Path | None:
@@ -138,8 +141,8 @@ def bundled_weights(name: str) -> Path | None:
 
 def default_model() -> str:
     """The best detector this install can run without any download."""
-    for name in PREFERRED_MODELS:
-        if name in _ENTRIES and bundled_weights(name) is not None:
+    for name, weights in PREFERRED_MODELS:
+        if name in _ENTRIES and bundled_weights(weights) is not None:
             return name
     return FALLBACK_MODEL
 

@@ -101,3 +101,19 @@ class FusedDetector(Detector):
             "mode": self.mode,
         }
         return Prediction(prob=np.clip(prob, 0.0, 1.0), score=min(max(score, 0.0), 1.0), extras=extras)
+
+
+class GSRFusedDetector(FusedDetector):
+    """The default detector: the GSR-Net compact network with its bundled weights (artifacts of splicing,
+    blending, inpainting, the pasted half of a copy-move) fused with the copy-move similarity detector (both
+    halves of a copy-move), by the maximum of the threshold-aligned maps."""
+
+    name = "gsr-fused"
+    summary = ("Default: the GSR compact network (bundled weights, MODEL_CARD.md) + copy-move similarity, "
+               "maps fused by max.")
+
+    def __init__(self, device: str = "cpu", artifact: str | Path | Detector = "gsr-compact",
+                 similarity: str | Path | Detector = "copymove", mode: str = "max",
+                 similarity_weight: float = 1.0) -> None:
+        super().__init__(device=device, artifact=artifact, similarity=similarity, mode=mode,
+                         similarity_weight=similarity_weight)
