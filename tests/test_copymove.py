@@ -7,7 +7,7 @@ import pytest
 from skimage import data
 
 from manipseg import registry
-from manipseg.models.copymove import (CopyMoveDetector, g2nn_matches, mirror_descriptors, rootsift,
+from manipseg.models.copymove import (CopyMoveDetector, g2nn_matches, knn, mirror_descriptors, rootsift,
                                       similarity_maps)
 from manipseg.models.fused import FusedDetector, align_to_threshold, combine
 
@@ -73,6 +73,28 @@ def test_g2nn_accepts_multiple_copies_and_rejects_neighbours():
     points[3:5] = [[800, 800], [803, 800]]
     pairs = {tuple(p) for p in g2nn_matches(points, desc, k=8, ratio=0.5, min_distance=10.0)}
     assert pairs == {(0, 1), (0, 2), (1, 2)}
+
+
+def test_knn_matches_brute_force():
+    rng = np.random.default_rng(4)
+    database = rootsift(rng.integers(0, 255, (300, 128)).astype(np.float32))
+    queries = database[:40] + rng.normal(0, 0.01, (40, 128)).astype(np.float32)
+    idx, dist = knn(queries, database, 3, checks=512)
+    exact = np.linalg.norm(queries[:, None, :] - database[None], axis=2)
+    np.testing.assert_array_equal(idx, np.argsort(exact, axis=1)[:, :3])
+    np.testing.assert_allclose(dist, np.sort(exact, axis=1)[:, :3], atol=1e-4)
+
+
+def test_g2nn_with_separate_queries_keeps_query_indices():
+    rng = np.random.default_rng(5)
+    desc = rootsift(rng.integers(0, 255, (50, 128)).astype(np.float32))
+    points = rng.uniform(0, 1000, (50, 2)).astype(np.float32)
+    queries = rootsift(rng.integers(0, 255, (3, 128)).astype(np.float32))
+    queries[1] = desc[7]  # query 1 looks like database row 7, far away: a match
+    queries[2] = desc[9]  # query 2 looks like row 9 but sits on it: no match
+    query_points = np.array([[5, 5], [points[7, 0] + 300, points[7, 1]], points[9] + 2], np.float32)
+    pairs = g2nn_matches(points, desc, k=8, queries=queries, query_points=query_points)
+    assert pairs.tolist() == [[1, 7]]
 
 
 def test_similarity_maps_match_direct_zncc():
@@ -168,9 +190,28 @@ def test_degenerate_images_give_empty_maps(detector, image):
     assert pred.extras["transforms"] == []
 
 
+def test_dense_map_window_does_not_clip_the_copy():
+    image, _ = copy_move(data.coffee(), (40, 260, 160, 380), (380, -200), angle=15, scale=1.1)
+    windowed = CopyMoveDetector().predict(image).prob >= 0.5
+    whole = CopyMoveDetector(roi_margin=100.0).predict(image).prob >= 0.5  # box = the whole image
+    assert windowed.any() and iou(windowed, whole) > 0.98
+
+
+def test_working_size_is_capped():
+    big = cv2.resize(data.astronaut(), (2048, 1536), interpolation=cv2.INTER_LINEAR)
+    pred = CopyMoveDetector().predict(big)
+    assert pred.prob.shape == (1536, 2048)
+    assert pred.extras["work_scale"] == pytest.approx(np.sqrt(0.5e6 / (2048 * 1536)), rel=1e-6)
+    assert pred.extras["keypoints"] <= 16000 * 0.25 + 1  # SIFT ran on at most 0.25 MP
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="ratio"):
         CopyMoveDetector(ratio=1.5)
+    with pytest.raises(ValueError, match="checks"):
+        CopyMoveDetector(checks=0)
+    with pytest.raises(ValueError, match="roi_margin"):
+        CopyMoveDetector(roi_margin=-1.0)
     with pytest.raises(ValueError, match="min_inliers"):
         CopyMoveDetector(min_inliers=1)
 
