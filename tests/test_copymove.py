@@ -214,6 +214,8 @@ def test_bad_settings_are_refused():
         CopyMoveDetector(roi_margin=-1.0)
     with pytest.raises(ValueError, match="min_inliers"):
         CopyMoveDetector(min_inliers=1)
+    with pytest.raises(ValueError, match="max_pixels must be a number, got '1.5e6'"):
+        CopyMoveDetector(max_pixels="1.5e6")  # what YAML makes of 1.5e6
 
 
 # -- fusion -----------------------------------------------------------------------------------------

@@ -204,6 +204,9 @@ class CopyMoveDetector(Detector):
                   "max_transforms": (max_transforms, 1), "ransac_threshold": (ransac_threshold, 0.1),
                   "roi_margin": (roi_margin, 0.0), "octave_layers": (octave_layers, 1), "checks": (checks, 1)}
         for key, (value, low) in limits.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"copymove {key} must be a number, got {value!r} ({type(value).__name__}); "
+                                 "in YAML write 1500000 or 1.5e+6, not 1.5e6 (read as text)")
             if not value >= low:
                 raise ValueError(f"copymove {key} must be at least {low}, got {value}")
         if not 0.0 < ratio < 1.0:
