@@ -201,8 +201,11 @@ def test_working_size_is_capped():
     big = cv2.resize(data.astronaut(), (2048, 1536), interpolation=cv2.INTER_LINEAR)
     pred = CopyMoveDetector().predict(big)
     assert pred.prob.shape == (1536, 2048)
-    assert pred.extras["work_scale"] == pytest.approx(np.sqrt(0.5e6 / (2048 * 1536)), rel=1e-6)
-    assert pred.extras["keypoints"] <= 16000 * 0.25 + 1  # SIFT ran on at most 0.25 MP
+    assert pred.extras["work_scale"] == pytest.approx(np.sqrt(1.0e6 / (2048 * 1536)), rel=1e-6)
+    assert pred.extras["keypoints"] <= 16000 * 1.0 + 1  # SIFT ran on at most 1 MP
+    fast = CopyMoveDetector(max_pixels=0.5e6, keypoint_pixels=0.25e6).predict(big)
+    assert fast.extras["work_scale"] == pytest.approx(np.sqrt(0.5e6 / (2048 * 1536)), rel=1e-6)
+    assert fast.extras["keypoints"] <= 16000 * 0.25 + 1
 
 
 def test_bad_settings_are_refused():

@@ -2,11 +2,12 @@
 
 Method (keypoint matching, then dense verification):
 
-1. **Working size.** The image is shrunk to at most ``max_pixels`` (default 0.5 MP) before the
-   conversion to luma; the map is computed there and resized back. Keypoints are found on a smaller
-   copy still, at most ``keypoint_pixels`` (default 0.25 MP): OpenCV's SIFT doubles the image for its
-   first octave, so this costs as much as SIFT on 1 MP, and SIFT is most of the run time. The cost per
-   image is therefore nearly constant (about 0.15 s of CPU on one thread) whatever the photo's size.
+1. **Working size.** The image is shrunk to at most ``max_pixels`` (default 1 MP) before the
+   conversion to luma; the map is computed there and resized back. Keypoints are found on a copy of at
+   most ``keypoint_pixels`` (default 1 MP). Photos up to 1 MP are thus analysed at their native pixels:
+   real copy-moves are often small objects whose texture detail a downscaled copy loses (see Limits).
+   Above 1 MP the cost per image stays nearly constant (SIFT is most of it: about 0.4 s of CPU on one
+   thread at 1 MP), so the cost per megapixel falls with the photo's size.
 2. **Keypoints.** SIFT (Lowe 2004) with a low contrast threshold (copies are often of textures: grass,
    walls, foliage), ``octave_layers`` scales per octave, up to ``keypoints_per_mp`` per megapixel;
    descriptors become RootSIFT (Arandjelovic & Zisserman 2012: L1-normalise, square root), so
@@ -44,10 +45,10 @@ Method (keypoint matching, then dense verification):
 Limits: copies of flat or very small regions (no keypoints), copies among many near-identical
 objects (the g2NN ratio cannot single them out) and strongly blurred or resampled copies are missed;
 genuinely repeated structures (windows, tiles, printed patterns, collages) are found as copies, as by
-any copy-move detector. The small default working size misses copies of small, finely textured
-regions that full resolution would catch (on the 18 real NoSo forgeries best-dataset F1 falls from
-0.49 with ``max_pixels=keypoint_pixels=1.5e6, checks=64, min_inliers=6``, about 4x slower, to about
-0.16); use those settings when accuracy matters more than time.
+any copy-move detector. A smaller working size misses copies of small, finely textured regions: on the 18
+real NoSo forgeries best-dataset F1 is 0.50 at the default 1 MP, 0.49 at 1.5 MP, but about 0.17 with
+``max_pixels=0.5e6, keypoint_pixels=0.25e6`` (the fast preset: about 0.15 s of CPU per photo at any size,
+and nearly as good on generated copy-moves of large textured regions); use it when time matters more.
 
 References:
   I. Amerini, L. Ballan, R. Caldelli, A. Del Bimbo, G. Serra, "A SIFT-based forensic method for
@@ -182,8 +183,8 @@ class CopyMoveDetector(Detector):
     threshold = 0.5  # every verified region is >= 0.5, everything else is 0
     min_region = 0.0005
 
-    def __init__(self, device: str = "cpu", max_pixels: float = 0.5e6,
-                 keypoint_pixels: float = 0.25e6, keypoints_per_mp: int = 16000,
+    def __init__(self, device: str = "cpu", max_pixels: float = 1.0e6,
+                 keypoint_pixels: float = 1.0e6, keypoints_per_mp: int = 16000,
                  contrast_threshold: float = 0.01, ratio: float = 0.5,
                  neighbours: int = 10, min_distance: float = 10.0, min_inliers: int = 7, min_shift: float = 12.0,
                  ransac_threshold: float = 3.0, max_transforms: int = 4, window: int = 7,
