@@ -1,7 +1,7 @@
 """Draw the README's example figure: the bundled example forgeries, their true masks and what the default
 detector marks on them.
 
-    python scripts/readme_example.py                  # writes docs/example.png with the default detector
+    python scripts/readme_example.py                  # writes docs/example.jpg with the default detector
     python scripts/readme_example.py --model noi --out /tmp/noi_example.png
 
 The examples are forgeries that ``scripts/make_examples.py`` made from public-domain photos shipped in
@@ -17,7 +17,7 @@ import numpy as np
 
 from manipseg.examples import example_mask, example_paths
 from manipseg.eval.metrics import f1_from_counts
-from manipseg.io import load_image, load_mask, save_png
+from manipseg.io import load_image, load_mask, save_jpeg, save_png
 from manipseg.postprocess import prob_to_mask
 from manipseg.registry import default_model, load_detector
 from manipseg.visualize import grid, overlay
@@ -26,7 +26,7 @@ from manipseg.visualize import grid, overlay
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="detector name or weights file (default: the bundled default)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "example.png"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "example.jpg"), help="a .jpg or .png file")
     ap.add_argument("--cell", type=int, default=256, help="height of each picture in the figure")
     args = ap.parse_args()
     name = args.model or default_model()
@@ -41,7 +41,11 @@ def main() -> None:
         f1 = float(f1_from_counts(np.array(tp), np.array(fp), np.array(fn)))
         print(f"{path.stem:10s} {name}: image score {pred.score:.2f}, F1 at threshold {det.threshold:.2f} = {f1:.3f}")
         rows.append([image, truth, overlay(image, pred.prob, mask)])
-    save_png(args.out, grid(rows, cell=args.cell))
+    figure = grid(rows, cell=args.cell)
+    if args.out.lower().endswith((".jpg", ".jpeg")):
+        save_jpeg(args.out, figure)
+    else:
+        save_png(args.out, figure)
     print(f"wrote {args.out}")
 
 
