@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import resource
 import statistics
 import subprocess
 import sys
@@ -66,7 +65,10 @@ def _one(name: str, megapixels: float, device: str) -> None:
 
     image = make_image(megapixels)
     registry.load_detector(name, device=device).predict(image)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2)  # kB -> GB
+    # VmHWM: this process's peak RSS (getrusage's ru_maxrss would include the parent's peak at fork time)
+    with open("/proc/self/status") as fh:
+        hwm_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    print(hwm_kb / 1024 ** 2)  # kB -> GB
 
 
 def main(argv: list[str] | None = None) -> int:

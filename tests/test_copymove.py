@@ -253,6 +253,14 @@ def test_fused_combines_noi_and_copymove(mode):
     assert iou(pred.prob >= fused.threshold, truth) >= iou(pa.prob >= 0.5, truth)
 
 
+def test_fused_parallel_path_gives_the_sequential_result():
+    image, _ = copy_move(data.chelsea(), (200, 150, 300, 250), (-180, -120))
+    sequential = FusedDetector(parallel_pixels=1e12).predict(image)
+    parallel = FusedDetector(parallel_pixels=1).predict(image)  # similarity in a second thread
+    np.testing.assert_array_equal(parallel.prob, sequential.prob)
+    assert parallel.score == sequential.score and parallel.extras["similarity"]["seconds"] > 0
+
+
 def test_fused_configuration():
     fused = FusedDetector.from_config({"name": "fused", "artifact": "ela", "similarity_weight": 0.5})
     assert fused.artifact.name == "ela" and fused.similarity_weight == 0.5
