@@ -24,6 +24,7 @@ import numpy as np
 from skimage import data
 
 from manipseg.models.copymove import CopyMoveDetector
+from bench_detectors import make_image  # same folder: run as python benchmarks/bench_copymove.py
 
 
 def copy_move(image: np.ndarray, box: tuple[int, int, int, int], shift: tuple[float, float], angle: float = 0.0,
@@ -44,16 +45,8 @@ def copy_move(image: np.ndarray, box: tuple[int, int, int, int], shift: tuple[fl
     return out, target | (region > 0)
 
 
-def photo(megapixels: float, seed: int = 0) -> np.ndarray:
-    width = int(round(np.sqrt(megapixels * 1e6 * 4 / 3)))
-    height = int(round(width * 3 / 4))
-    image = cv2.resize(data.astronaut(), (width, height), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-    image += np.random.default_rng(seed).normal(0.0, 2.0, image.shape).astype(np.float32)
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
 def forged_photo(megapixels: float) -> np.ndarray:
-    image = photo(megapixels)
+    image = make_image(megapixels)
     h, w = image.shape[:2]
     box = (int(0.27 * w), int(0.04 * h), int(0.5 * w), int(0.24 * h))  # hair and face: textured
     return copy_move(image, box, (0.4 * w, 0.55 * h))[0]

@@ -68,6 +68,17 @@ def cluster_identities(descriptors: np.ndarray, threshold: float = 0.5) -> np.nd
     return fcluster(z, t=threshold, criterion="distance").astype(np.int64) - 1
 
 
+def _detect_all(files, detector):
+    """``(file, image, faces)`` for each readable file (unreadable ones are logged and skipped)."""
+    for f in files:
+        try:
+            image = load_image(f)
+        except ImageLoadError as exc:
+            log.warning("skipped %s", exc)
+            continue
+        yield f, image, detector.detect(image)
+
+
 def prepare_faces(folder: Path, cache_dir: Path, size: int = 128, margin: float = 0.3,
                   detector: FaceDetector | None = None) -> FaceSet:
     """Detect, crop and cluster every photo of ``folder`` (cached in ``cache_dir``)."""
@@ -82,13 +93,7 @@ def prepare_faces(folder: Path, cache_dir: Path, size: int = 128, margin: float 
         return FaceSet(d["crops"], d["landmarks"], d["identity"], d["files"])
     model = _descriptor_model() if detector.name == "dlib" else None
     crops, lms, descs, names = [], [], [], []
-    for f in files:
-        try:
-            image = load_image(f)
-        except ImageLoadError as exc:
-            log.warning("skipped %s", exc)
-            continue
-        faces = detector.detect(image)
+    for f, image, faces in _detect_all(files, detector):
         if not faces:
             log.warning("%s: no face found, skipped", f)
             continue
@@ -131,13 +136,8 @@ def collect_faces(folders: list[Path], cache_dir: Path, size: int = 128, margin:
         d = np.load(cache, allow_pickle=False)
         return FaceSet(d["crops"], d["landmarks"], np.unique(d["files"], return_inverse=True)[1], d["files"])
     crops, lms, names = [], [], []
-    for f in files:
-        try:
-            image = load_image(f)
-        except ImageLoadError as exc:
-            log.warning("skipped %s", exc)
-            continue
-        for face in detector.detect(image):
+    for f, image, faces in _detect_all(files, detector):
+        for face in faces:
             x0, y0, x1, y1 = face.frame_box()
             if max(x1 - x0, y1 - y0) < min_side or face.score < min_score:
                 continue
