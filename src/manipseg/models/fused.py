@@ -65,9 +65,13 @@ class FusedDetector(Detector):
     summary = "Fusion: an artifact detector (default noi) + copy-move similarity; max or noisy-or of the maps."
     threshold = 0.5
 
-    def __init__(self, device: str = "cpu", artifact: str | Path | Detector = "noi",
+    #: the artifact detector used when none is given
+    default_artifact = "noi"
+
+    def __init__(self, device: str = "cpu", artifact: str | Path | Detector | None = None,
                  similarity: str | Path | Detector = "copymove", mode: str = "max",
                  similarity_weight: float = 1.0, parallel_pixels: float = 4e6) -> None:
+        artifact = self.default_artifact if artifact is None else artifact
         super().__init__(device=device, artifact=str(getattr(artifact, "name", artifact)),
                          similarity=str(getattr(similarity, "name", similarity)), mode=mode,
                          similarity_weight=similarity_weight, parallel_pixels=parallel_pixels)
@@ -128,8 +132,4 @@ class GSRFusedDetector(FusedDetector):
     summary = ("Default: the GSR compact network (bundled weights, MODEL_CARD.md) + copy-move similarity, "
                "maps fused by max.")
 
-    def __init__(self, device: str = "cpu", artifact: str | Path | Detector = "gsr-compact",
-                 similarity: str | Path | Detector = "copymove", mode: str = "max",
-                 similarity_weight: float = 1.0, parallel_pixels: float = 4e6) -> None:
-        super().__init__(device=device, artifact=artifact, similarity=similarity, mode=mode,
-                         similarity_weight=similarity_weight, parallel_pixels=parallel_pixels)
+    default_artifact = "gsr-compact"
