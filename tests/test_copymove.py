@@ -85,6 +85,16 @@ def test_knn_matches_brute_force():
     np.testing.assert_allclose(dist, np.sort(exact, axis=1)[:, :3], atol=1e-4)
 
 
+def test_knn_threaded_search_equals_one_search():
+    rng = np.random.default_rng(6)
+    database = rootsift(rng.integers(0, 255, (3000, 128)).astype(np.float32))
+    queries = np.concatenate([database, database[::-1, ::-1]]) + rng.normal(0, 0.02, (6000, 128)).astype(np.float32)
+    one = knn(queries, database, 5, checks=16, threads=1)
+    split = knn(queries, database, 5, checks=16, threads=3)  # 3 concurrent searches over one index
+    np.testing.assert_array_equal(split[0], one[0])
+    np.testing.assert_array_equal(split[1], one[1])
+
+
 def test_g2nn_with_separate_queries_keeps_query_indices():
     rng = np.random.default_rng(5)
     desc = rootsift(rng.integers(0, 255, (50, 128)).astype(np.float32))

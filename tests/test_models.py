@@ -11,7 +11,8 @@ from manipseg.contract import ContractError
 from manipseg.device import DeviceError, autocast, bf16_supported, resolve_device
 from manipseg.models import gsr
 from manipseg.models.gsr import GSRCompactDetector, GSRDetector, GSRVGG16Detector, _ramp, image_score, tile_layout
-from manipseg.models.nets import SRMStemConv, _srm_kernels, build_network, fold_batchnorm, guided_residual, normalise
+from manipseg.models.nets import (SRMStemConv, SegNet, _srm_kernels, build_network, fold_batchnorm, guided_residual,
+                                  normalise, normalise_image)
 from manipseg.models.weights import (WeightsError, load_weights, network_from_weights, read_info, save_weights,
                                      ship)
 
@@ -257,8 +258,10 @@ class _LocalNet(torch.nn.Module):
         super().__init__()
         self.seg, self.bnd = torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.Conv2d(3, 2, 1)
 
-    def forward(self, x):
-        return {"seg": self.seg(x), "boundary": self.bnd(x)}
+    def head_logits(self, x):  # what GSRDetector calls: logits at the heads' resolution (here the input's)
+        return self.seg(x), self.bnd(x), tuple(x.shape[-2:])
+
+    to_input = staticmethod(SegNet.to_input)
 
 
 @pytest.mark.parametrize("size", [(300, 411), (129, 500), (511, 512)])
@@ -283,6 +286,32 @@ def test_tiled_inference_matches_untiled(astronaut):
     assert whole.prob.std() > 0.05  # the maps are not trivially flat
     assert diff.mean() < 0.005 and np.percentile(diff, 99) < 0.05, (diff.mean(), np.percentile(diff, 99))
     assert np.abs(whole.extras["boundary"] - tiled.extras["boundary"]).mean() < 0.005
+
+
+def test_detector_probability_is_the_softmax_of_the_network_output(astronaut):
+    """Inference up-samples one logit difference and takes its sigmoid: the same as forward()'s softmax."""
+    torch.manual_seed(3)
+    net = _net("compact").eval()
+    img = astronaut[:101, :157]  # not a multiple of the stride: padding and crop
+    det = GSRDetector(model=net, bf16=False)
+    pred = det.predict(img)
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        out = det.model(normalise(x))
+    np.testing.assert_allclose(pred.prob, torch.softmax(out["seg"], 1)[0, 1].numpy(), atol=1e-5)
+    np.testing.assert_allclose(pred.extras["boundary"], torch.softmax(out["boundary"], 1)[0, 1].numpy(), atol=1e-5)
+    lean = GSRDetector(model=net, bf16=False, boundary=False).predict(img)
+    assert "boundary" not in lean.extras
+    np.testing.assert_array_equal(lean.prob, pred.prob)
+
+
+def test_normalise_image_equals_normalise(astronaut):
+    x = torch.from_numpy(astronaut.copy()).permute(2, 0, 1)[None]
+    fast = normalise_image(astronaut)
+    assert fast.shape == x.shape and fast.dtype == torch.float32
+    torch.testing.assert_close(fast, normalise(x), atol=1e-5, rtol=1e-5)
+    flat = np.full((20, 30, 3), 77, np.uint8)  # a constant channel maps to zeros, as in normalise
+    assert torch.count_nonzero(normalise_image(flat)) == 0
 
 
 def test_detector_contract(tmp_path, astronaut, monkeypatch):

@@ -61,6 +61,7 @@ References:
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -99,14 +100,26 @@ def mirror_descriptors(descriptors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(d[..., (-np.arange(8)) % 8].reshape(-1, 128))
 
 
-def knn(queries: np.ndarray, database: np.ndarray, k: int, checks: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def knn(queries: np.ndarray, database: np.ndarray, k: int, checks: int = 16,
+        threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest ``database`` rows of each query by Euclidean distance: (indices, distances), nearest first.
 
-    FLANN randomised kd-trees (seeded, so repeatable) visiting ``checks`` leaves per query.
+    FLANN randomised kd-trees (seeded, so repeatable) visiting ``checks`` leaves per query. The index is
+    built once and the queries are split over ``threads`` (default: OpenCV's thread count) concurrent
+    searches; each query's search is independent of the others, so the result does not depend on the split.
     """
     cv2.setRNGSeed(0)  # FLANN's randomised kd-trees draw from OpenCV's RNG: same image, same matches
     index = cv2.flann_Index(database, {"algorithm": 1, "trees": 4})  # FLANN_INDEX_KDTREE
-    idx, dist2 = index.knnSearch(queries, min(k, len(database)), params={"checks": int(checks)})
+    k = min(k, len(database))
+    params = {"checks": int(checks)}
+    threads = max(1, cv2.getNumThreads() if threads is None else int(threads))
+    chunks = [c for c in np.array_split(queries, min(threads, max(1, len(queries) // 2000))) if len(c)]
+    if len(chunks) > 1:  # knnSearch releases the GIL: the chunks run on separate cores
+        with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+            parts = list(pool.map(lambda c: index.knnSearch(np.ascontiguousarray(c), k, params=params), chunks))
+        idx, dist2 = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    else:
+        idx, dist2 = index.knnSearch(queries, k, params=params)
     return idx.astype(np.int64), np.sqrt(np.maximum(dist2, 0.0))  # FLANN's L2 returns squared distances
 
 

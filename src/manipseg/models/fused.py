@@ -80,6 +80,8 @@ class FusedDetector(Detector):
         if not 0.0 <= similarity_weight <= 1.0:
             raise ValueError(f"similarity_weight must be in [0, 1], got {similarity_weight}")
         self.artifact = _resolve(artifact, device)
+        if hasattr(self.artifact, "boundary"):  # a GSR network: its boundary map is not part of the fused output
+            self.artifact.boundary = False
         self.similarity = _resolve(similarity, device)
         self.mode = mode
         self.similarity_weight = float(similarity_weight)

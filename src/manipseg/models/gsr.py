@@ -8,7 +8,8 @@ so a 12-megapixel photo needs a few hundred MB, not tens of GB.
 On CPUs with native bf16 the network runs under bf16 autocast with channels_last tensors.
 
 ``prob`` is the softmax probability of the "manipulated" class of the segmentation head;
-``extras["boundary"]`` the boundary head's probability (when the network has one);
+``extras["boundary"]`` the boundary head's probability (when the network has one and ``boundary`` is on,
+the default);
 ``score`` is the mean of the highest 1 % of ``prob`` values (at least one pixel): a manipulated region
 covering at least 1 % of the image drives it to its probability, while isolated false positives barely do.
 """
@@ -24,7 +25,7 @@ import torch
 
 from ..contract import ContractError, Detector, Prediction
 from ..device import autocast, bf16_supported, resolve_device
-from .nets import SegNet, fold_batchnorm, normalise
+from .nets import SegNet, fold_batchnorm, normalise_image
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SCORE_TOP_FRACTION = 0.01
@@ -89,14 +90,14 @@ class GSRDetector(Detector):
 
     def __init__(self, device: str = "cpu", weights: str | os.PathLike | None = None, model: SegNet | None = None,
                  threshold: float | None = None, tile: int | None = None, overlap: int | None = None, max_pixels: int | None = None,
-                 bf16: bool = True, **config: Any) -> None:
+                 bf16: bool = True, boundary: bool = True, **config: Any) -> None:
         tile = int(tile) if tile is not None else self.default_tile
         overlap = int(overlap) if overlap is not None else self.default_overlap
         super().__init__(device=device, weights=str(weights) if weights is not None else None, tile=tile,
-                         overlap=overlap, max_pixels=max_pixels, bf16=bf16, **config)
+                         overlap=overlap, max_pixels=max_pixels, bf16=bf16, boundary=boundary, **config)
         if config:
             raise ContractError(f"unknown option(s) for detector {self.name!r}: {', '.join(sorted(config))}; "
-                                "known: weights, threshold, tile, overlap, max_pixels, bf16")
+                                "known: weights, threshold, tile, overlap, max_pixels, bf16, boundary")
         self.torch_device = resolve_device(device)
         info: dict[str, Any] = {}
         if model is None:
@@ -119,6 +120,7 @@ class GSRDetector(Detector):
         self.tile, self.overlap = int(tile), int(overlap)
         self.max_pixels = int(max_pixels) if max_pixels is not None else self.tile * self.tile
         self.use_bf16 = bool(bf16) and bf16_supported(self.torch_device.type)
+        self.boundary = bool(boundary)  # also return the boundary head's map (extras["boundary"])
         self.model = fold_batchnorm(model).to(self.torch_device)
         if self.torch_device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -163,8 +165,7 @@ class GSRDetector(Detector):
         """Segmentation and boundary probability maps (float32 HxW) and the number of tiles used."""
         h, w = image.shape[:2]
         # Normalise with whole-image statistics so tiles see exactly what the untiled network would.
-        pixels = image if image.flags.writeable else image.copy()  # torch warns on read-only arrays
-        x = normalise(torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0))
+        x = normalise_image(image)  # float32, channels_last view of an HWC copy
         if h * w <= self.max_pixels:
             seg, bnd = self._run(x)
             return seg, bnd, 1
@@ -196,13 +197,19 @@ class GSRDetector(Detector):
         x = x.to(self.torch_device)
         if self.torch_device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
+        size = tuple(x.shape[-2:])
         with autocast(self.torch_device, self.use_bf16):
-            out = self.model(x)
-        seg = torch.softmax(out["seg"].float(), dim=1)[0, 1].cpu().numpy()
-        bnd = out.get("boundary")
-        if bnd is not None:
-            bnd = torch.softmax(bnd.float(), dim=1)[0, 1].cpu().numpy()
-        return seg, bnd
+            seg, bnd, padded = self.model.head_logits(x)
+        seg = self._class1(seg, padded, size)
+        if bnd is not None and self.boundary:
+            return seg, self._class1(bnd, padded, size)
+        return seg, None
+
+    def _class1(self, logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """Softmax probability of class 1 at input resolution. Up-sampling is linear, so up-sampling the
+        logit difference (one channel) and taking its sigmoid equals the softmax of the up-sampled logits."""
+        diff = (logits[:, 1:2].float() - logits[:, 0:1].float())
+        return torch.sigmoid(self.model.to_input(diff, padded, size))[0, 0].cpu().numpy()
 
 
 class GSRCompactDetector(GSRDetector):

@@ -25,6 +25,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.filters import guided_blur
@@ -46,6 +48,23 @@ def normalise(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     mean = x.mean(dim=(2, 3), keepdim=True)
     std = x.std(dim=(2, 3), keepdim=True, unbiased=False)
     return (x - mean) / std.clamp_min(eps)
+
+
+def normalise_image(image: np.ndarray, eps: float = 1e-5) -> torch.Tensor:
+    """:func:`normalise` of one ``H x W x C`` uint8 (or float) image, as a ``[1, C, H, W]`` float32 tensor in
+    channels_last layout (a view of the HWC array).
+
+    The same result as ``normalise(torch.from_numpy(image).permute(2, 0, 1)[None])`` (up to float rounding), in
+    one pass over the pixels: the statistics come from OpenCV in double precision, then ``x * scale + offset``.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"normalise_image expects an H x W x C image, got shape {image.shape}")
+    mean, std = cv2.meanStdDev(np.ascontiguousarray(image))
+    scale = (1.0 / np.maximum(std.ravel(), eps)).astype(np.float32)
+    offset = (-mean.ravel() * scale).astype(np.float32)
+    out = np.multiply(image, scale, dtype=np.float32)
+    out += offset
+    return torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0)
 
 
 def guided_residual(x: torch.Tensor, radius: int = 2, eps: float = 0.1) -> torch.Tensor:
@@ -161,6 +180,18 @@ class SegNet(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        h, w = x.shape[-2:]
+        seg, boundary, padded = self.head_logits(x)
+        out = {"seg": self.to_input(seg, padded, (h, w)), "boundary": None}
+        if boundary is not None:
+            out["boundary"] = self.to_input(boundary, padded, (h, w))
+        return out
+
+    def head_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
+        """Segmentation and boundary logits at the heads' resolution, and the padded input size.
+
+        ``forward`` up-samples them with :meth:`to_input`; inference may up-sample less (one channel, see
+        ``GSRDetector``)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a [B, 3, H, W] tensor, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
@@ -170,17 +201,15 @@ class SegNet(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         hp, wp = x.shape[-2:]
         sides, context = self.features(x)
-        head_size = (hp // self.head_stride, wp // self.head_stride)
-        seg, boundary = self.heads(sides, context, head_size)
-        out = {"seg": self._to_input(seg, hp, wp, h, w), "boundary": None}
-        if boundary is not None:
-            out["boundary"] = self._to_input(boundary, hp, wp, h, w)
-        return out
+        seg, boundary = self.heads(sides, context, (hp // self.head_stride, wp // self.head_stride))
+        return seg, boundary, (hp, wp)
 
-    def _to_input(self, logits: torch.Tensor, hp: int, wp: int, h: int, w: int) -> torch.Tensor:
-        if logits.shape[-2:] != (hp, wp):
-            logits = F.interpolate(logits, size=(hp, wp), mode="bilinear", align_corners=False)
-        return logits[..., :h, :w]
+    @staticmethod
+    def to_input(logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        """Head-resolution maps bilinearly up-sampled to the padded input, cropped to the input ``size``."""
+        if tuple(logits.shape[-2:]) != tuple(padded):
+            logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+        return logits[..., :size[0], :size[1]]
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -349,7 +378,11 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
-        return x + y if self.residual else y
+        if not self.residual:
+            return y
+        if torch.is_grad_enabled() or y.dtype != x.dtype:  # ReLU keeps y for its backward: no in-place update
+            return x + y
+        return y.add_(x)  # inference: no new full-size tensor
 
 
 class ASPPLite(nn.Module):
