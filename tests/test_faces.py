@@ -301,3 +301,25 @@ def test_faces_cli_threshold_override(tmp_path, tiny_weights, astronaut):
                      str(thr), "--no-progress"]) == 0
         rec = json.loads((out / "faces.jsonl").read_text())
         assert rec["threshold"] == pytest.approx(thr) and rec["result"] == verdict
+
+
+def test_make_batch_blends_at_the_cached_size_then_shrinks_real_and_fake_alike(face_crop):
+    """blend_size: SBIs made on 128-px crops, the network fed 64 px; without post-processing the real is the
+    shrunk crop, and the shrunk blend mask lies on the (shrunk) face."""
+    from manipseg.faces.data import FaceSet
+    from manipseg.faces.train import TrainConfig, make_batch
+
+    lm = template_landmarks(128)
+    fs = FaceSet(np.stack([face_crop, face_crop[:, ::-1].copy()]), np.stack([lm, lm]), np.array([0, 1]),
+                 np.array(["a.jpg", "b.jpg"]))
+    cfg = TrainConfig(p_resample=0, p_blur=0, p_jpeg=0, p_jitter=0, p_colour=0)
+    crops, labels, masks = make_batch(fs, np.array([0, 1]), np.random.default_rng(3), cfg, sbi.SBIConfig(), size=64)
+    assert [c.shape for c in crops] == [(64, 64, 3)] * 4 and masks.shape == (4, 64, 64)
+    assert labels.tolist() == [0, 0, 1, 1] and not masks[:2].any() and masks[2:].max() == pytest.approx(1.0)
+    shrunk = [cv2.resize(c, (64, 64), interpolation=i) for c in fs.crops for i in (cv2.INTER_AREA, cv2.INTER_LINEAR)]
+    shrunk += [np.ascontiguousarray(c[:, ::-1]) for c in shrunk]  # a random horizontal flip comes first
+    for real, fake, mask in zip(crops[:2], crops[2:], masks[2:]):
+        assert any(np.array_equal(real, c) for c in shrunk)
+        assert fake.shape == real.shape and not np.array_equal(fake, real)
+        hull = cv2.dilate(sbi.face_hull_mask(lm / 2, (64, 64)).astype(np.uint8), np.ones((9, 9), np.uint8))
+        assert (mask > 0.5).sum() > 300 and hull[mask > 0.5].all()  # the shrunk mask lies on the face

@@ -61,6 +61,7 @@ class TrainConfig:
     p_jitter: float = 0.0                 # random rotation / scale / shift of the real before its SBI is made
     jitter: tuple[float, float, float] = (10.0, 0.08, 0.04)   # degrees, relative scale, fraction of the side
     p_colour: float = 0.0                 # SBI's colour transform on the real before its SBI is made
+    blend_size: int = 0                   # crop side at which SBIs are made, then shrunk to the network's (0: same)
     seed: int = 0
     bf16: bool = True
     threads: int = 2
@@ -124,9 +125,21 @@ def jitter(crop: np.ndarray, lm: np.ndarray | None, rng: np.random.Generator, cf
     return out, None if lm is None else (lm @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
 
-def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: TrainConfig, sbi: SBIConfig
-               ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Crops (reals then their SBIs), labels (0 real, 1 fake) and masks (N, S, S)."""
+def shrink(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    """``image`` resized to ``size`` x ``size`` (no-op when it already is)."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: TrainConfig, sbi: SBIConfig,
+               size: int | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Crops (reals then their SBIs), labels (0 real, 1 fake) and masks (N, S, S).
+
+    The SBI is made at the cached crops' size; with a network ``size`` below it, real and fake are then
+    shrunk alike (bilinear, as ``crop_face`` samples a photo, or area): a face swapped in a photo is
+    blended at the photo's resolution and only then cropped and resized to the network's input."""
+    size = size or fs.crops.shape[1]
     reals, fakes, masks = [], [], []
     for i in idx:
         crop, lm = fs.crops[i], fs.lm(int(i))
@@ -136,21 +149,25 @@ def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: Trai
         if rng.random() < cfg.p_colour:
             crop = color_transform(crop, rng, sbi)
         fake, mask, _ = self_blend(crop, lm, rng, sbi)
-        reals.append(post_augment(crop, rng, cfg))
-        fakes.append(post_augment(fake, rng, cfg))
+        interp = int(rng.choice(_INTERP[:2]))
+        reals.append(post_augment(shrink(crop, size, interp), rng, cfg))
+        fakes.append(post_augment(shrink(fake, size, interp), rng, cfg))
+        mask = shrink(mask, size, cv2.INTER_AREA)
         masks.append(mask / max(float(mask.max()), 1e-6))  # the blended region, whatever the blend ratio
     n = len(idx)
-    size = fs.crops.shape[1]
     labels = np.r_[np.zeros(n), np.ones(n)].astype(np.int64)
     all_masks = np.concatenate([np.zeros((n, size, size), np.float32), np.stack(masks)])
     return reals + fakes, labels, all_masks
 
 
-def build_eval_set(fs: FaceSet, seed: int = 1234, cfg: TrainConfig | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """Reals and one SBI of each, fixed by ``seed``; with ``cfg``, both get its post-processing (a fixed draw)."""
+def build_eval_set(fs: FaceSet, seed: int = 1234, cfg: TrainConfig | None = None,
+                   size: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Reals and one SBI of each, fixed by ``seed``, shrunk to ``size`` (bilinear) after blending; with
+    ``cfg``, both get its post-processing (a fixed draw)."""
     rng = np.random.default_rng(seed)
-    fakes = [self_blend(fs.crops[i], fs.lm(i), rng)[0] for i in range(len(fs))]
-    crops = list(fs.crops) + fakes
+    size = size or fs.crops.shape[1]
+    fakes = [shrink(self_blend(fs.crops[i], fs.lm(i), rng)[0], size, cv2.INTER_LINEAR) for i in range(len(fs))]
+    crops = [shrink(c, size, cv2.INTER_LINEAR) for c in fs.crops] + fakes
     if cfg is not None:
         crops = [post_augment(c, rng, cfg) for c in crops]
     return crops, np.r_[np.zeros(len(fs)), np.ones(len(fs))].astype(np.int64)
@@ -212,9 +229,11 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
     torch.set_num_threads(cfg.threads)
     run_dir.mkdir(parents=True, exist_ok=True)
     net_cfg = FaceNetConfig.from_dict(cfg.model)
-    train_set, val_set, counts = split_train_val(cfg, net_cfg.size, run_dir / "cache")
+    if cfg.blend_size and cfg.blend_size < net_cfg.size:
+        raise ValueError(f"blend_size {cfg.blend_size} must be 0 or at least the network's input size {net_cfg.size}")
+    train_set, val_set, counts = split_train_val(cfg, cfg.blend_size or net_cfg.size, run_dir / "cache")
     log.info("faces (no identity in two splits): %s", counts)
-    eval_crops, eval_labels = build_eval_set(val_set, cfg=cfg)
+    eval_crops, eval_labels = build_eval_set(val_set, cfg=cfg, size=net_cfg.size)
 
     net = AdapGRNet(net_cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -252,7 +271,7 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
         idx = rng.choice(len(train_set), cfg.pairs_per_batch, replace=False)
-        crops, labels, masks = make_batch(train_set, idx, rng, cfg, sbi)
+        crops, labels, masks = make_batch(train_set, idx, rng, cfg, sbi, size=net_cfg.size)
         rgb, res = to_tensors(crops, net_cfg)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg, time_fraction())
