@@ -80,7 +80,9 @@ class FusedDetector(Detector):
         if not 0.0 <= similarity_weight <= 1.0:
             raise ValueError(f"similarity_weight must be in [0, 1], got {similarity_weight}")
         self.artifact = _resolve(artifact, device)
-        if hasattr(self.artifact, "boundary"):  # a GSR network: its boundary map is not part of the fused output
+        if not isinstance(artifact, Detector) and hasattr(self.artifact, "boundary"):
+            # a GSR network built here: its boundary map is not part of the fused output, so it is not computed
+            # (a detector instance passed in by the caller is left as configured)
             self.artifact.boundary = False
         self.similarity = _resolve(similarity, device)
         self.mode = mode
