@@ -9,6 +9,8 @@ Sets (reals = held-out faces of identities never seen in training; fakes made fr
   swap          classic face swap: a *different* held-out person's face, landmark-aligned, colour-matched
                 and blended (out of distribution for an SBI-trained model)
   swap-jp60     swaps and reals at JPEG 60
+  photo-sbi     Self-Blended Images made on the full photos (at the photo's resolution), then detected,
+                cropped and classified by the same pipeline as `manipseg faces` (reals: the untouched photos)
   photo-swap    swaps made on the full photos (another held-out person's face), then detected, cropped and
                 classified by the same pipeline as `manipseg faces` (reals: the untouched photos)
   photo-swap-x0.9  the same photos (real and swapped) resized to 90 % first (bilinear), as a photo that was
@@ -57,10 +59,12 @@ def evaluate(an: FaceAnalyzer, reals: list[np.ndarray], fakes: list[np.ndarray],
     return m
 
 
-def photo_swaps(an: FaceAnalyzer, folder: Path, held, partner: list[int], rng: np.random.Generator,
+def photo_fakes(an: FaceAnalyzer, folder: Path, held, partner: list[int] | None, rng: np.random.Generator,
                 scale: float = 1.0) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Full-photo swaps, re-detected and cropped like `manipseg faces` does, after resizing both the real and
-    the swapped photo by ``scale``: (real crops, fake crops, masks in crop coords)."""
+    """Fakes made on the full photos, re-detected and cropped like `manipseg faces` does, after resizing both
+    the real and the fake photo by ``scale``: (real crops, fake crops, masks in crop coords). With ``partner``
+    the fake is a swap with that held-out face's photo, without it a self-blend of the photo (SBI at the
+    photo's resolution)."""
     from manipseg.faces.detect import crop_face
     from manipseg.io import load_image
 
@@ -68,19 +72,26 @@ def photo_swaps(an: FaceAnalyzer, folder: Path, held, partner: list[int], rng: n
         return img if scale == 1.0 else cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
 
     reals, crops, masks = [], [], []
-    for i, j in enumerate(partner):
-        t, s = load_image(folder / held.files[i]), load_image(folder / held.files[j])
-        ft, fs_ = an.detector.detect(t), an.detector.detect(s)
-        if not ft or not fs_:
+    for i in range(len(held)):
+        t = load_image(folder / held.files[i])
+        ft = an.detector.detect(t)
+        if not ft:
             continue
-        swapped, mask, _ = face_swap(t, ft[0].landmarks, s, fs_[0].landmarks, rng)
-        swapped, mask, real = resized(swapped), resized(mask), resized(t)
-        found, found_real = an.detector.detect(swapped), an.detector.detect(real)
+        if partner is None:
+            fake, mask, _ = self_blend(t, ft[0].landmarks, rng)
+        else:
+            s = load_image(folder / held.files[partner[i]])
+            fs_ = an.detector.detect(s)
+            if not fs_:
+                continue
+            fake, mask, _ = face_swap(t, ft[0].landmarks, s, fs_[0].landmarks, rng)
+        fake, mask, real = resized(fake), resized(mask), resized(t)
+        found, found_real = an.detector.detect(fake), an.detector.detect(real)
         if found_real:
             reals.append(crop_face(real, found_real[0], an.cfg.size, an.margin)[0])
         if not found:
             continue
-        crop, _, m = crop_face(swapped, found[0], an.cfg.size, an.margin)
+        crop, _, m = crop_face(fake, found[0], an.cfg.size, an.margin)
         crops.append(crop)
         masks.append(cv2.warpAffine(mask, m, (an.cfg.size, an.cfg.size)))
     return reals, crops, masks
@@ -142,8 +153,9 @@ def main() -> int:
         "swap": (reals, [s[0] for s in swaps], [s[1] for s in swaps]),
         "swap-jp60": (degrade(reals, "jp60"), degrade([s[0] for s in swaps], "jp60"), [s[1] for s in swaps]),
     }
-    sets["photo-swap"] = (reals, *photo_swaps(an, folder, held, partner, rng)[1:])
-    sets["photo-swap-x0.9"] = photo_swaps(an, folder, held, partner, np.random.default_rng(args.seed + 1), 0.9)
+    sets["photo-sbi"] = (reals, *photo_fakes(an, folder, held, None, np.random.default_rng(args.seed + 2))[1:])
+    sets["photo-swap"] = (reals, *photo_fakes(an, folder, held, partner, rng)[1:])
+    sets["photo-swap-x0.9"] = photo_fakes(an, folder, held, partner, np.random.default_rng(args.seed + 1), 0.9)
     print(f"weights {args.weights or bundled_weights()} | detector {an.detector.name} | {len(held)} held-out faces "
           f"({len(np.unique(held.identity))} identity clusters), {len(fs) - len(held)} train faces")
     print(f"| set | reals | fakes | AUC | acc@{an.threshold:.3g} | reals flagged | fakes flagged | EER | "
