@@ -361,3 +361,22 @@ def test_native_view_and_native_blend_batches(face_crop):
     real = cv2.resize(small, (64, 64), interpolation=cv2.INTER_AREA)
     assert np.array_equal(crops[0], real) or np.array_equal(crops[0], np.ascontiguousarray(real[:, ::-1]))
     assert not np.array_equal(crops[1], crops[0]) and masks[1].max() == pytest.approx(1.0)
+
+
+def test_train_config_overrides(tmp_path):
+    from manipseg.faces.train import TrainConfig, main
+
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 100\nmodel:\n  size: 128\n  widths: [8, 16, 32, 64]\n")
+    cfg = TrainConfig.load(path, ["steps=40", "model.size=160", "jitter=[5, 0.1, 0.02]", "native_blend=true"])
+    assert cfg.steps == 40 and cfg.model == {"size": 160, "widths": [8, 16, 32, 64]}
+    assert cfg.jitter == (5, 0.1, 0.02) and cfg.native_blend is True
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        TrainConfig.load(path, ["steps"])
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['stepz'\]"):
+        TrainConfig.load(path, ["stepz=3"])
+    with pytest.raises(ValueError, match=r"unknown model option\(s\) \['sise'\]"):
+        TrainConfig.load(None, ["model.sise=3"])
+    with pytest.raises(SystemExit):  # the CLI reports it as a usage error, before any data is touched
+        main(["--config", str(path), "--run-dir", str(tmp_path / "run"), "--set", "model.sise=3"])
+    assert not (tmp_path / "run").exists()

@@ -69,16 +69,31 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path | None) -> "TrainConfig":
-        if path is None:
-            return cls()
+    def load(cls, path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> "TrainConfig":
+        """Options of the YAML file ``path`` (defaults without it), then ``overrides`` ``KEY=VALUE`` (VALUE
+        read as YAML; ``model.KEY=VALUE`` sets a network option)."""
         import yaml
 
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path is not None else {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. steps=4000 or model.size=160")
+            *parents, leaf = key.strip().split(".")
+            node = data
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"--set {item!r}: {part} is not a section")
+            node[leaf] = yaml.safe_load(value)
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"{path}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(f"{path or 'options'}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+        bad = set(data.get("model") or {}) - set(FaceNetConfig.__dataclass_fields__)
+        if bad:
+            raise ValueError(f"{path or 'options'}: unknown model option(s) {sorted(bad)}; "
+                             f"known: {sorted(FaceNetConfig.__dataclass_fields__)}")
         for key in ("jpeg_quality", "resample_scale", "extra_faces", "jitter"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -342,11 +357,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=None, help="YAML of TrainConfig options (configs/faces.yaml)")
     p.add_argument("--run-dir", type=Path, required=True, help="where logs, checkpoints and weights go")
     p.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config option (repeatable), e.g. --set steps=4000 --set model.size=160")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="training time budget: the learning rate decays to 0 over it, training stops past it")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    train(TrainConfig.load(args.config), args.run_dir, args.max_minutes, args.init)
+    try:
+        cfg = TrainConfig.load(args.config, args.overrides)
+    except ValueError as exc:
+        p.error(str(exc))
+    train(cfg, args.run_dir, args.max_minutes, args.init)
     return 0
 
 
