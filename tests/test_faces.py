@@ -325,52 +325,14 @@ def test_make_batch_blends_at_the_cached_size_then_shrinks_real_and_fake_alike(f
         assert (mask > 0.5).sum() > 300 and hull[mask > 0.5].all()  # the shrunk mask lies on the face
 
 
-def test_crop_face_averages_when_it_shrinks_and_its_matrix_follows_the_pixels():
-    """A 1-px checkerboard seen 4x smaller is flat grey (area averaging, not aliased bilinear samples);
-    a white square in the photo lands in the crop where the returned matrix puts it."""
-    yy, xx = np.mgrid[:600, :600]
-    img = np.repeat((((yy + xx) % 2) * 255).astype(np.uint8)[..., None], 3, axis=2)
-    face = Face((150, 150, 450, 450), None, 1.0)  # crop side 300 * (1 + 2 * 0.1) = 360 px -> 90 px
-    crop, _, m = crop_face(img, face, size=90, margin=0.1)
-    assert abs(float(crop.mean()) - 127.5) < 3 and crop.std() < 3
-    dot = np.zeros((600, 600, 3), np.uint8)
-    dot[296:304, 236:244] = 255  # centre (239.5, 299.5)
-    crop, _, m = crop_face(dot, face, size=90, margin=0.1)
-    ys, xs = np.nonzero(crop[..., 0] > 60)
-    cx, cy = m @ np.array([239.5, 299.5, 1.0])
-    assert abs(xs.mean() - cx) < 0.5 and abs(ys.mean() - cy) < 0.5
-
-
-def test_native_view_and_native_blend_batches(face_crop):
-    """native_blend: the 128-px cached crop is brought to the face's native side (here 96 px, landmarks
-    scaled with it), the SBI made there, then real and fake area-shrunk to the network's 64 px."""
-    from manipseg.faces.data import FaceSet
-    from manipseg.faces.train import TrainConfig, make_batch, native_view
-
-    lm = template_landmarks(128)
-    fs = FaceSet(np.stack([face_crop, face_crop]), np.stack([lm, lm]), np.array([0, 1]), np.array(["a", "b"]),
-                 np.array([96.0, np.nan], np.float32))
-    small, lm_small = native_view(fs, 0, 64)
-    assert small.shape == (96, 96, 3) and np.allclose(lm_small, (lm + 0.5) * 0.75 - 0.5)
-    assert np.array_equal(native_view(fs, 1, 64)[0], fs.crops[1])  # unknown native side: the cached crop
-    fs.native[0] = 20.0
-    assert native_view(fs, 0, 64)[0].shape == (64, 64, 3)  # never below the network's input
-    fs.native[0] = 96.0
-    cfg = TrainConfig(p_resample=0, p_blur=0, p_jpeg=0, p_jitter=0, p_colour=0, blend_size=128, native_blend=True)
-    crops, labels, masks = make_batch(fs, np.array([0]), np.random.default_rng(5), cfg, sbi.SBIConfig(), size=64)
-    real = cv2.resize(small, (64, 64), interpolation=cv2.INTER_AREA)
-    assert np.array_equal(crops[0], real) or np.array_equal(crops[0], np.ascontiguousarray(real[:, ::-1]))
-    assert not np.array_equal(crops[1], crops[0]) and masks[1].max() == pytest.approx(1.0)
-
-
 def test_train_config_overrides(tmp_path):
     from manipseg.faces.train import TrainConfig, main
 
     path = tmp_path / "c.yaml"
     path.write_text("steps: 100\nmodel:\n  size: 128\n  widths: [8, 16, 32, 64]\n")
-    cfg = TrainConfig.load(path, ["steps=40", "model.size=160", "jitter=[5, 0.1, 0.02]", "native_blend=true"])
+    cfg = TrainConfig.load(path, ["steps=40", "model.size=160", "jitter=[5, 0.1, 0.02]", "bf16=false"])
     assert cfg.steps == 40 and cfg.model == {"size": 160, "widths": [8, 16, 32, 64]}
-    assert cfg.jitter == (5, 0.1, 0.02) and cfg.native_blend is True
+    assert cfg.jitter == (5, 0.1, 0.02) and cfg.bf16 is False
     with pytest.raises(ValueError, match="KEY=VALUE"):
         TrainConfig.load(path, ["steps"])
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['stepz'\]"):

@@ -17,10 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import ImageLoadError, list_images, load_image
-from .detect import FaceDetector, crop_face, crop_side, get_detector
-
-#: bumped when the crops change (2: anti-aliased crops and their native side)
-CACHE_VERSION = 2
+from .detect import FaceDetector, crop_face, get_detector
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +25,18 @@ log = logging.getLogger(__name__)
 @dataclass
 class FaceSet:
     """Crops (N, S, S, 3) uint8, landmarks (N, 68, 2) float32 in crop pixels (NaN if none), identity
-    labels (N,) int, source file names (N,) and each crop's side in its photo's pixels (N,) float32
-    (the face's native resolution; NaN when unknown)."""
+    labels (N,) int and source file names (N,)."""
 
     crops: np.ndarray
     landmarks: np.ndarray
     identity: np.ndarray
     files: np.ndarray
-    native: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if self.native is None:
-            self.native = np.full(len(self.crops), np.nan, np.float32)
 
     def __len__(self) -> int:
         return len(self.crops)
 
     def subset(self, idx: np.ndarray) -> "FaceSet":
-        return FaceSet(self.crops[idx], self.landmarks[idx], self.identity[idx], self.files[idx], self.native[idx])
+        return FaceSet(self.crops[idx], self.landmarks[idx], self.identity[idx], self.files[idx])
 
     def lm(self, i: int) -> np.ndarray | None:
         lm = self.landmarks[i]
@@ -95,13 +86,13 @@ def prepare_faces(folder: Path, cache_dir: Path, size: int = 128, margin: float 
     if problems:
         raise FileNotFoundError("; ".join(problems))
     detector = detector or get_detector("auto")
-    spec = f"{folder.resolve()}|{len(files)}|{size}|{margin}|{detector.name}|{CACHE_VERSION}"
-    cache = cache_dir / f"faces-{hashlib.sha1(spec.encode()).hexdigest()[:10]}.npz"
+    key = hashlib.sha1(f"{folder.resolve()}|{len(files)}|{size}|{margin}|{detector.name}".encode()).hexdigest()[:10]
+    cache = cache_dir / f"faces-{key}.npz"
     if cache.is_file():
         d = np.load(cache, allow_pickle=False)
-        return FaceSet(d["crops"], d["landmarks"], d["identity"], d["files"], d["native"])
+        return FaceSet(d["crops"], d["landmarks"], d["identity"], d["files"])
     model = _descriptor_model() if detector.name == "dlib" else None
-    crops, lms, descs, names, native = [], [], [], [], []
+    crops, lms, descs, names = [], [], [], []
     for f, image, faces in _detect_all(files, detector):
         if not faces:
             log.warning("%s: no face found, skipped", f)
@@ -111,7 +102,6 @@ def prepare_faces(folder: Path, cache_dir: Path, size: int = 128, margin: float 
         crops.append(crop)
         lms.append(lm if lm is not None else np.full((68, 2), np.nan, np.float32))
         names.append(f.name)
-        native.append(crop_side(face, margin))
         if model is not None:
             import dlib
 
@@ -123,9 +113,11 @@ def prepare_faces(folder: Path, cache_dir: Path, size: int = 128, margin: float 
         identity = cluster_identities(np.stack(descs))
     else:  # no descriptors: contiguous blocks of 16 files stand in for identities (photos are grouped by person)
         identity = np.arange(len(crops)) // 16
-    fs = FaceSet(np.stack(crops), np.stack(lms).astype(np.float32), identity, np.array(names),
-                 np.array(native, np.float32))
-    _save(fs, cache)
+    fs = FaceSet(np.stack(crops), np.stack(lms).astype(np.float32), identity, np.array(names))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, crops=fs.crops, landmarks=fs.landmarks, identity=fs.identity, files=fs.files)
+    tmp.replace(cache)
     return fs
 
 
@@ -138,14 +130,12 @@ def collect_faces(folders: list[Path], cache_dir: Path, size: int = 128, margin:
     if problems:
         raise FileNotFoundError("; ".join(problems))
     detector = detector or get_detector("auto")
-    spec = (f"{sorted(str(f.resolve()) for f in folders)}|{len(files)}|{size}|{margin}|{min_side}|{min_score}|"
-            f"{detector.name}|{CACHE_VERSION}")
+    spec = f"{sorted(str(f.resolve()) for f in folders)}|{len(files)}|{size}|{margin}|{min_side}|{min_score}|{detector.name}"
     cache = cache_dir / f"extra-faces-{hashlib.sha1(spec.encode()).hexdigest()[:10]}.npz"
     if cache.is_file():
         d = np.load(cache, allow_pickle=False)
-        return FaceSet(d["crops"], d["landmarks"], np.unique(d["files"], return_inverse=True)[1], d["files"],
-                       d["native"])
-    crops, lms, names, native = [], [], [], []
+        return FaceSet(d["crops"], d["landmarks"], np.unique(d["files"], return_inverse=True)[1], d["files"])
+    crops, lms, names = [], [], []
     for f, image, faces in _detect_all(files, detector):
         for face in faces:
             x0, y0, x1, y1 = face.frame_box()
@@ -155,30 +145,22 @@ def collect_faces(folders: list[Path], cache_dir: Path, size: int = 128, margin:
             crops.append(crop)
             lms.append(lm if lm is not None else np.full((68, 2), np.nan, np.float32))
             names.append(f"{f.parent.name}/{f.name}")
-            native.append(crop_side(face, margin))
     if not crops:
         raise ValueError(f"no face of at least {min_side:g} px found in {', '.join(map(str, folders))}")
     fs = FaceSet(np.stack(crops), np.stack(lms).astype(np.float32), np.unique(names, return_inverse=True)[1],
-                 np.array(names), np.array(native, np.float32))
-    _save(fs, cache)
-    return fs
-
-
-def _save(fs: FaceSet, cache: Path) -> None:
-    """Write ``fs`` to ``cache`` atomically."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
+                 np.array(names))
+    cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, crops=fs.crops, landmarks=fs.landmarks, identity=fs.identity, files=fs.files,
-                        native=fs.native)
+    np.savez_compressed(tmp, crops=fs.crops, landmarks=fs.landmarks, identity=fs.identity, files=fs.files)
     tmp.replace(cache)
+    return fs
 
 
 def concat(a: FaceSet, b: FaceSet) -> FaceSet:
     """``a`` then ``b``; ``b``'s identities are shifted past ``a``'s so no identity is shared."""
     shift = int(a.identity.max()) + 1 if len(a) else 0
     return FaceSet(np.concatenate([a.crops, b.crops]), np.concatenate([a.landmarks, b.landmarks]),
-                   np.concatenate([a.identity, b.identity + shift]), np.concatenate([a.files, b.files]),
-                   np.concatenate([a.native, b.native]))
+                   np.concatenate([a.identity, b.identity + shift]), np.concatenate([a.files, b.files]))
 
 
 def merge_small_identities(identity: np.ndarray, min_size: int = 3) -> np.ndarray:

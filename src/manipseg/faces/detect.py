@@ -15,8 +15,7 @@ wheels carry no models (the tasks API downloads them). facenet-pytorch needs tor
 here. OpenCV's YuNet / Facemark LBF models are not shipped in any OpenCV wheel.
 
 Crops: a square centred on the landmarks' (or box's) bounding box, side ``(1 + 2 * margin)`` times its
-longer side, warped to ``size x size`` by an affine map (no rotation; area-averaged when it shrinks the face),
-identical in training and inference.
+longer side, warped to ``size x size`` by an affine map (no rotation), identical in training and inference.
 """
 from __future__ import annotations
 
@@ -170,31 +169,16 @@ def crop_matrix(face: Face, size: int, margin: float) -> np.ndarray:
     return np.array([[k, 0, size / 2 - k * cx], [0, k, size / 2 - k * cy]], dtype=np.float64)
 
 
-def crop_side(face: Face, margin: float) -> float:
-    """Side of the crop square in image pixels (the face's native crop resolution)."""
-    x0, y0, x1, y1 = face.frame_box()
-    return max(x1 - x0, y1 - y0, 1.0) * (1 + 2 * margin)
-
-
 def crop_face(image: np.ndarray, face: Face, size: int = 128, margin: float = 0.3
               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """(crop uint8 size x size x 3, landmarks in crop pixels or None, 2x3 image->crop matrix).
 
-    A crop smaller than the face's native side is anti-aliased: the square is first taken at its native
-    resolution (an affine warp cannot average pixels: OpenCV samples bilinearly whatever flag it gets),
-    then area-resized to ``size``; the returned matrix includes that resize."""
+    One affine warp. It samples bilinearly even when it shrinks the face (OpenCV's warps do not average
+    pixels whatever the flag): the face models were trained on such crops, and training and inference on
+    area-averaged crops scored lower on every benchmark set (docs/faces.md)."""
     m = crop_matrix(face, size, margin)
-    image = np.ascontiguousarray(image)
-    if m[0, 0] < 1:
-        n = int(np.ceil(size / m[0, 0]))
-        big = cv2.warpAffine(image, crop_matrix(face, n, margin), (n, n), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REFLECT101)
-        crop = cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA)
-        k = size / n  # pixel centres: x_size = (x_n + 0.5) * k - 0.5
-        m = crop_matrix(face, n, margin) * k
-        m[:, 2] += 0.5 * k - 0.5
-    else:
-        crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    crop = cv2.warpAffine(np.ascontiguousarray(image), m, (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT101)
     lm = None
     if face.landmarks is not None:
         lm = (face.landmarks @ m[:, :2].T + m[:, 2]).astype(np.float32)

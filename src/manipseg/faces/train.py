@@ -62,7 +62,6 @@ class TrainConfig:
     jitter: tuple[float, float, float] = (10.0, 0.08, 0.04)   # degrees, relative scale, fraction of the side
     p_colour: float = 0.0                 # SBI's colour transform on the real before its SBI is made
     blend_size: int = 0                   # crop side at which SBIs are made, then shrunk to the network's (0: same)
-    native_blend: bool = False            # with blend_size: SBIs at each face's own photo resolution (capped by it)
     seed: int = 0
     bf16: bool = True
     threads: int = 2
@@ -148,39 +147,24 @@ def shrink(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
-def native_view(fs: FaceSet, i: int, size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Crop ``i`` and its landmarks at the face's native resolution: the cached crop area-resized to the
-    crop's side in its photo (``fs.native``), kept between ``size`` and the cached side."""
-    crop, lm = fs.crops[i], fs.lm(i)
-    side = crop.shape[0]
-    n = fs.native[i]
-    target = side if not np.isfinite(n) else int(np.clip(round(float(n)), size, side))
-    if target == side:
-        return crop, lm
-    k = target / side
-    small = cv2.resize(crop, (target, target), interpolation=cv2.INTER_AREA)
-    return small, None if lm is None else ((lm + 0.5) * k - 0.5).astype(np.float32)
-
-
 def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: TrainConfig, sbi: SBIConfig,
                size: int | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Crops (reals then their SBIs), labels (0 real, 1 fake) and masks (N, S, S).
 
-    The SBI is made at the cached crops' size, or with ``cfg.native_blend`` at the face's own resolution in
-    its photo (:func:`native_view`); with a network ``size`` below it, real and fake are then shrunk alike
-    (area, as ``crop_face`` does with a photo; without ``native_blend`` area or bilinear): a face swapped in
-    a photo is blended at the photo's resolution and only then cropped and resized to the network's input."""
+    The SBI is made at the cached crops' size; with a network ``size`` below it, real and fake are then
+    shrunk alike (bilinear, as ``crop_face`` samples a photo, or area): a face swapped in a photo is
+    blended at the photo's resolution and only then cropped and resized to the network's input."""
     size = size or fs.crops.shape[1]
     reals, fakes, masks = [], [], []
     for i in idx:
-        crop, lm = native_view(fs, int(i), size) if cfg.native_blend else (fs.crops[i], fs.lm(int(i)))
+        crop, lm = fs.crops[i], fs.lm(int(i))
         if rng.random() < 0.5:
             crop, lm = flip(crop, lm)
         crop, lm = jitter(crop, lm, rng, cfg)
         if rng.random() < cfg.p_colour:
             crop = color_transform(crop, rng, sbi)
         fake, mask, _ = self_blend(crop, lm, rng, sbi)
-        interp = cv2.INTER_AREA if cfg.native_blend else int(rng.choice(_INTERP[:2]))
+        interp = int(rng.choice(_INTERP[:2]))
         reals.append(post_augment(shrink(crop, size, interp), rng, cfg))
         fakes.append(post_augment(shrink(fake, size, interp), rng, cfg))
         mask = shrink(mask, size, cv2.INTER_AREA)
@@ -193,16 +177,12 @@ def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: Trai
 
 def build_eval_set(fs: FaceSet, seed: int = 1234, cfg: TrainConfig | None = None,
                    size: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """Reals and one SBI of each, fixed by ``seed``, shrunk to ``size`` after blending (area from the
-    face's native resolution with ``cfg.native_blend``, else bilinear); with ``cfg``, both get its
-    post-processing (a fixed draw)."""
+    """Reals and one SBI of each, fixed by ``seed``, shrunk to ``size`` (bilinear) after blending; with
+    ``cfg``, both get its post-processing (a fixed draw)."""
     rng = np.random.default_rng(seed)
     size = size or fs.crops.shape[1]
-    native = cfg is not None and cfg.native_blend
-    views = [native_view(fs, i, size) if native else (fs.crops[i], fs.lm(i)) for i in range(len(fs))]
-    interp = cv2.INTER_AREA if native else cv2.INTER_LINEAR
-    fakes = [shrink(self_blend(c, lm, rng)[0], size, interp) for c, lm in views]
-    crops = [shrink(c, size, interp) for c, _ in views] + fakes
+    fakes = [shrink(self_blend(fs.crops[i], fs.lm(i), rng)[0], size, cv2.INTER_LINEAR) for i in range(len(fs))]
+    crops = [shrink(c, size, cv2.INTER_LINEAR) for c in fs.crops] + fakes
     if cfg is not None:
         crops = [post_augment(c, rng, cfg) for c in crops]
     return crops, np.r_[np.zeros(len(fs)), np.ones(len(fs))].astype(np.int64)
@@ -215,7 +195,7 @@ def split_train_val(cfg: TrainConfig, size: int, cache: Path) -> tuple[FaceSet, 
     fs = prepare_faces(folder, cache, size=size, margin=cfg.margin)
     rest, test = split_by_identity(fs, cfg.held_out, cfg.split_seed)
     main = fs.subset(rest)
-    main = FaceSet(main.crops, main.landmarks, merge_small_identities(fs.identity)[rest], main.files, main.native)
+    main = FaceSet(main.crops, main.landmarks, merge_small_identities(fs.identity)[rest], main.files)
     tr, va = split_groups(main.identity, cfg.val_fraction, cfg.split_seed)
     train_set, val_set = main.subset(tr), main.subset(va)
     counts = {"train_faces": len(tr), "val_faces": len(va), "held_out_faces": len(test), "extra_train_faces": 0,
@@ -266,8 +246,6 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
     net_cfg = FaceNetConfig.from_dict(cfg.model)
     if cfg.blend_size and cfg.blend_size < net_cfg.size:
         raise ValueError(f"blend_size {cfg.blend_size} must be 0 or at least the network's input size {net_cfg.size}")
-    if cfg.native_blend and not cfg.blend_size:
-        raise ValueError("native_blend needs blend_size: the largest crop side at which SBIs are made (e.g. 256)")
     train_set, val_set, counts = split_train_val(cfg, cfg.blend_size or net_cfg.size, run_dir / "cache")
     log.info("faces (no identity in two splits): %s", counts)
     eval_crops, eval_labels = build_eval_set(val_set, cfg=cfg, size=net_cfg.size)
