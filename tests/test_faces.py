@@ -333,7 +333,7 @@ def test_train_config_overrides(tmp_path):
     cfg = TrainConfig.load(path, ["steps=40", "model.size=160", "jitter=[5, 0.1, 0.02]", "bf16=false"])
     assert cfg.steps == 40 and cfg.model == {"size": 160, "widths": [8, 16, 32, 64]}
     assert cfg.jitter == (5, 0.1, 0.02) and cfg.bf16 is False
-    with pytest.raises(ValueError, match="KEY=VALUE"):
+    with pytest.raises(ValueError, match="must look like section.key=value"):
         TrainConfig.load(path, ["steps"])
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['stepz'\]"):
         TrainConfig.load(path, ["stepz=3"])

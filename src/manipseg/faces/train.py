@@ -70,21 +70,13 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> "TrainConfig":
         """Options of the YAML file ``path`` (defaults without it), then ``overrides`` ``KEY=VALUE`` (VALUE
-        read as YAML; ``model.KEY=VALUE`` sets a network option)."""
+        read as YAML; ``model.KEY=VALUE`` sets a network option), applied as ``manipseg train --set`` does."""
         import yaml
 
+        from ..train.config import apply_overrides
+
         data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path is not None else {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. steps=4000 or model.size=160")
-            *parents, leaf = key.strip().split(".")
-            node = data
-            for part in parents:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ValueError(f"--set {item!r}: {part} is not a section")
-            node[leaf] = yaml.safe_load(value)
+        data = apply_overrides(data, list(overrides))
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
