@@ -84,6 +84,33 @@ def test_face_swap_changes_the_face_only(face_crop, coffee):
     assert np.abs(out.astype(int) - face_crop.astype(int))[mask > 0.9].mean() > 5
 
 
+@pytest.mark.parametrize("make", ["sbi", "swap"])
+def test_blend_mask_scales_with_the_face_not_with_the_photo(face_crop, make):
+    """The same face blended in its 128-px crop and inside a 4x larger photo gets a mask of the same
+    shape relative to the face (kernels, elastic warp and shift follow the face's crop side)."""
+    lm, pad = template_landmarks(), 192
+    photo = cv2.copyMakeBorder(face_crop, pad, pad, pad, pad, cv2.BORDER_REFLECT101)
+    assert sbi.face_side(lm) == pytest.approx(1.6 * np.ptp(lm, axis=0).max())
+
+    def masks(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        if make == "sbi":
+            small = sbi.self_blend(face_crop, lm, np.random.default_rng(seed))[1]
+            big = sbi.self_blend(photo, lm + pad, np.random.default_rng(seed))[1]
+        else:
+            small = sbi.face_swap(face_crop, lm, face_crop[:, ::-1], lm, np.random.default_rng(seed))[1]
+            big = sbi.face_swap(photo, lm + pad, photo[:, ::-1], lm + pad, np.random.default_rng(seed))[1]
+        return small, big[pad:-pad, pad:-pad]
+
+    bands, cores = [], []
+    for seed in range(16):  # the draws diverge between the two sizes (the elastic grid follows the image)
+        small, big = masks(seed)
+        bands.append([((m > 0.05) & (m < 0.95 * m.max())).sum() for m in (small, big)])
+        cores.append([(m > 0.5 * m.max()).sum() for m in (small, big)])
+    band, core = np.mean(bands, 0), np.mean(cores, 0)
+    assert 0.67 < band[1] / band[0] < 1.5, f"soft band of the mask follows the photo size: {band}"
+    assert 0.8 < core[1] / core[0] < 1.25, f"blended area follows the photo size: {core}"
+
+
 # -- MTE and the network -------------------------------------------------------------------------------
 def test_mte_residual_of_a_constant_image_is_zero():
     img = np.full((40, 50, 3), 137, np.uint8)

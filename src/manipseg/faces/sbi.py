@@ -10,8 +10,10 @@
    mask erodes when the first kernel is larger and dilates when the second is);
 5. blend ratio ``r`` from {0.25, 0.5, 0.75, 1, 1, 1}, ``M = r * M`` and ``I_SB = I_s * M + I_t * (1 - M)``.
 
-Kernel sizes and the mask working resolution, given in the paper for 256-380 px crops, are scaled to the
-crop size. :func:`face_swap` blends a *different* person's face, landmark-aligned by a similarity
+Kernel sizes, elastic amplitude and source shift, given in the paper for 256-380 px face crops, are scaled
+to the face: to the side of the square ``manipseg faces`` crops around its landmarks (:func:`face_side`,
+margin 0.3), so a face blended inside a whole photo gets the same mask, relative to the face, as the same
+face blended in its crop. :func:`face_swap` blends a *different* person's face, landmark-aligned by a similarity
 transform and colour-matched in Lab: a harder, out-of-distribution test for an SBI-trained detector.
 All randomness comes from the ``numpy.random.Generator`` passed in.
 """
@@ -115,19 +117,31 @@ def ellipse_landmarks(size: int, n: int = 32) -> np.ndarray:
     return np.stack([c + 0.30 * size * np.cos(t), c + 0.05 * size + 0.36 * size * np.sin(t)], axis=1).astype(np.float32)
 
 
-def random_affine(rng: np.random.Generator, size: tuple[int, int], cfg: SBIConfig) -> np.ndarray:
-    """2x3 map: scale about the centre and translate (the paper's RandomResizeTranslate)."""
+def face_side(landmarks: np.ndarray, margin: float = 0.3) -> float:
+    """Side of the face's crop square in image pixels: ``(1 + 2 * margin)`` times the longer side of the
+    landmarks' box, as :func:`manipseg.faces.detect.crop_matrix` frames a face (128 for a 128-px crop)."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    span = lm.max(0) - lm.min(0)
+    return max(float(span.max()), 1.0) * (1 + 2 * margin)
+
+
+def random_affine(rng: np.random.Generator, size: tuple[int, int], cfg: SBIConfig,
+                  centre: tuple[float, float] | None = None, side: float | None = None) -> np.ndarray:
+    """2x3 map: scale about ``centre`` (default the image centre) and translate by fractions of ``side``
+    (default the image's width and height) (the paper's RandomResizeTranslate)."""
     h, w = size
     sx, sy = rng.uniform(*cfg.scale), rng.uniform(*cfg.scale)
-    tx, ty = rng.uniform(-1, 1) * cfg.translate[0] * w, rng.uniform(-1, 1) * cfg.translate[1] * h
-    cx, cy = w / 2, h / 2
+    bw, bh = (w, h) if side is None else (side, side)
+    tx, ty = rng.uniform(-1, 1) * cfg.translate[0] * bw, rng.uniform(-1, 1) * cfg.translate[1] * bh
+    cx, cy = (w / 2, h / 2) if centre is None else centre
     return np.array([[sx, 0, cx - sx * cx + tx], [0, sy, cy - sy * cy + ty]], dtype=np.float64)
 
 
-def blur_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def blur_mask(mask: np.ndarray, rng: np.random.Generator, scale: float | None = None) -> np.ndarray:
     """The paper's two-Gaussian erode/dilate (:func:`manipseg.generate.regions.blend_mask`) of a float
-    (H, W) mask in [0, 1]; returns float32 (H, W) in [0, 1] with maximum 1 (or all zero)."""
-    return blend_mask(mask, rng)[0]
+    (H, W) mask in [0, 1], kernels scaled to ``scale`` px (default the mask's shorter side); returns
+    float32 (H, W) in [0, 1] with maximum 1 (or all zero)."""
+    return blend_mask(mask, rng, scale=scale)[0]
 
 
 def blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -156,12 +170,13 @@ def self_blend(image: np.ndarray, landmarks: np.ndarray | None, rng: np.random.G
     else:
         source, target = image, source_target_augment(image, rng, cfg)
     hull = face_hull_mask(landmark_transform(landmarks, rng, cfg), (h, w)).astype(np.float32)
-    a = random_affine(rng, (h, w), cfg)
+    side = face_side(landmarks)
+    lo, hi = np.asarray(landmarks, np.float64).min(0), np.asarray(landmarks, np.float64).max(0)
+    a = random_affine(rng, (h, w), cfg, centre=tuple((lo + hi) / 2), side=side)
     source = cv2.warpAffine(source, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     hull = cv2.warpAffine(hull, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    size = min(h, w)
-    hull = elastic_deform(hull, rng, alpha=cfg.elastic_alpha * size, sigma=cfg.elastic_sigma * size).astype(np.float32)
-    mask = blur_mask(hull, rng) * float(rng.choice(BLEND_RATIOS))
+    hull = elastic_deform(hull, rng, alpha=cfg.elastic_alpha * side, sigma=cfg.elastic_sigma * side).astype(np.float32)
+    mask = blur_mask(hull, rng, side) * float(rng.choice(BLEND_RATIOS))
     return _to_uint8(blend(source, target, mask)), mask.astype(np.float32), 1
 
 
@@ -190,7 +205,7 @@ def face_swap(target: np.ndarray, target_lm: np.ndarray | None, source: np.ndarr
     warped = cv2.warpAffine(source, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     hull = face_hull_mask(target_lm, (h, w))
     warped = color_transfer(warped, target, hull)
-    size = min(h, w)
-    deformed = elastic_deform(hull.astype(np.float32), rng, alpha=0.03 * size, sigma=0.08 * size).astype(np.float32)
-    mask = blur_mask(deformed, rng)
+    side = face_side(target_lm)
+    deformed = elastic_deform(hull.astype(np.float32), rng, alpha=0.03 * side, sigma=0.08 * side).astype(np.float32)
+    mask = blur_mask(deformed, rng, side)
     return _to_uint8(blend(warped, target, mask)), mask, 1

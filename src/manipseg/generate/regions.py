@@ -118,15 +118,16 @@ def elastic_deform(mask: np.ndarray, rng: np.random.Generator, alpha: float = 8.
 SHAPES = {"polygon": random_polygon, "ellipse": random_ellipse, "blob": random_blob}
 
 
-def blend_mask(mask: np.ndarray, rng: np.random.Generator, kernel: tuple[int, int] = (5, 25)
-               ) -> tuple[np.ndarray, tuple[int, int]]:
+def blend_mask(mask: np.ndarray, rng: np.random.Generator, kernel: tuple[int, int] = (5, 25),
+               scale: float | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """SBI's soft blending mask (Shiohara & Yamasaki's ``get_blend_mask``): the mask is resized to a random
     working resolution (3/4 to 1 of its size) and back, blurred with a Gaussian of odd size ``k1``, cut to its
     plateau (values < 1 zeroed, so it erodes when ``k1`` is large), then blurred again (``k2``, sigma 5-45;
-    it dilates). Sizes are given at 256 px and scaled with the mask. Returns float32 (H, W) in [0, 1] with
+    it dilates). Sizes are given at 256 px and scaled with ``scale`` (default: the mask's shorter side; a face
+    in a larger photo passes its crop side, so the blur is relative to the face, not the photo). Returns float32 (H, W) in [0, 1] with
     maximum 1 (all zeros if the mask vanished) and the two kernel sizes."""
     h, w = mask.shape
-    f = min(h, w) / 256.0
+    f = (min(h, w) if scale is None else float(scale)) / 256.0
     wh, ww = int(rng.integers(round(192 * h / 256), h + 1)), int(rng.integers(round(192 * w / 256), w + 1))
     m = cv2.resize(cv2.resize(mask.astype(np.float32), (max(8, ww), max(8, wh)), interpolation=cv2.INTER_LINEAR),
                    (w, h), interpolation=cv2.INTER_LINEAR)
