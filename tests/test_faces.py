@@ -1,6 +1,7 @@
 """Faces: SBI generation, MTE, AFM, metrics, detection/crops and the `manipseg faces` pipeline."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -369,3 +370,42 @@ def test_train_config_overrides(tmp_path):
     with pytest.raises(SystemExit):  # the CLI reports it as a usage error, before any data is touched
         main(["--config", str(path), "--run-dir", str(tmp_path / "run"), "--set", "model.sise=3"])
     assert not (tmp_path / "run").exists()
+
+
+def test_photo_blend_real_is_the_inference_crop_and_the_sbi_lies_on_the_face(tmp_path, astronaut):
+    """photo_blend: the face is cut from its photo at the photo's resolution; without augmentation the real
+    crop is bit-identical to crop_face on the photo (what `manipseg faces` sees), the SBI is made there and
+    cropped by the same warp, and its mask lies on the face."""
+    from manipseg.faces.data import FaceSet, photo_patch
+    from manipseg.faces.detect import Face
+    from manipseg.faces.train import TrainConfig, build_eval_set, make_batch, photo_pair
+
+    lm = template_landmarks(200) + (150, 10)  # a 200-px face layout placed on the astronaut's face
+    face = Face((150, 10, 350, 210), lm, 1.0)
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), astronaut[:, :, ::-1])
+    crop, crop_lm, m = crop_face(astronaut, face, 64, 0.3)
+    fs = FaceSet(crop[None], crop_lm[None], np.array([0]), np.array(["photo.png"]), np.array([str(path)]), m[None])
+    patch = photo_patch(fs, 0, 0.3)
+    assert patch.image.shape[0] > 200 and np.allclose(np.ptp(patch.landmarks, 0), np.ptp(lm, 0), atol=1e-3)
+    cfg = TrainConfig(p_resample=0, p_blur=0, p_jpeg=0, p_jitter=0, p_colour=0, photo_blend=1.0)
+    real, fake, mask = photo_pair(patch, np.random.default_rng(1), cfg, sbi.SBIConfig(), 64, augment=False)
+    np.testing.assert_array_equal(real, crop)
+    assert not np.array_equal(fake, real) and mask.max() > 0.2
+    hull = cv2.dilate(sbi.face_hull_mask(crop_lm, (64, 64)).astype(np.uint8), np.ones((9, 9), np.uint8))
+    assert hull[mask > 0.5 * mask.max()].all()
+    crops, labels, masks = make_batch(fs, np.array([0]), np.random.default_rng(2), cfg, sbi.SBIConfig(), 64,
+                                      patches=[patch])
+    mirrored = astronaut[:, ::-1].copy()  # the real: the crop, or the crop of the mirrored photo
+    flipped_lm = lm.copy()
+    flipped_lm[:, 0] = astronaut.shape[1] - 1 - lm[:, 0]
+    crop_mirrored = crop_face(mirrored, Face(face.box, flipped_lm, 1.0), 64, 0.3)[0]
+    assert labels.tolist() == [0, 1] and any(np.array_equal(crops[0], c) for c in (crop, crop_mirrored))
+    assert masks[1].max() == pytest.approx(1.0) and not masks[0].any()
+    ev, ev_labels = build_eval_set(fs, cfg=cfg, size=64, patches=[patch])
+    assert np.array_equal(ev[0], crop) and ev_labels.tolist() == [0, 1]
+    half = dataclasses.replace(cfg, photo_blend=0.5)  # one SBI of each kind: on the crop, on the photo
+    ev, ev_labels = build_eval_set(fs, cfg=half, size=64, patches=[patch])
+    assert ev_labels.tolist() == [0, 1, 1] and not np.array_equal(ev[1], ev[2])
+    with pytest.raises(ValueError, match="no photo paths"):
+        photo_patch(FaceSet(crop[None], crop_lm[None], np.array([0]), np.array(["photo.png"])), 0)

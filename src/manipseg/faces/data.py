@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..io import ImageLoadError, list_images, load_image
@@ -25,18 +26,23 @@ log = logging.getLogger(__name__)
 @dataclass
 class FaceSet:
     """Crops (N, S, S, 3) uint8, landmarks (N, 68, 2) float32 in crop pixels (NaN if none), identity
-    labels (N,) int and source file names (N,)."""
+    labels (N,) int and source file names (N,); with ``paths`` (N,) and ``matrix`` (N, 2, 3) the photo
+    each crop came from and the photo->crop affine map (:func:`photo_patch` needs them)."""
 
     crops: np.ndarray
     landmarks: np.ndarray
     identity: np.ndarray
     files: np.ndarray
+    paths: np.ndarray | None = None
+    matrix: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.crops)
 
     def subset(self, idx: np.ndarray) -> "FaceSet":
-        return FaceSet(self.crops[idx], self.landmarks[idx], self.identity[idx], self.files[idx])
+        return FaceSet(self.crops[idx], self.landmarks[idx], self.identity[idx], self.files[idx],
+                       None if self.paths is None else self.paths[idx],
+                       None if self.matrix is None else self.matrix[idx])
 
     def lm(self, i: int) -> np.ndarray | None:
         lm = self.landmarks[i]
@@ -90,18 +96,20 @@ def prepare_faces(folder: Path, cache_dir: Path, size: int = 128, margin: float 
     cache = cache_dir / f"faces-{key}.npz"
     if cache.is_file():
         d = np.load(cache, allow_pickle=False)
-        return FaceSet(d["crops"], d["landmarks"], d["identity"], d["files"])
+        return FaceSet(d["crops"], d["landmarks"], d["identity"], d["files"], *_photo_fields(d))
     model = _descriptor_model() if detector.name == "dlib" else None
-    crops, lms, descs, names = [], [], [], []
+    crops, lms, descs, names, paths, mats = [], [], [], [], [], []
     for f, image, faces in _detect_all(files, detector):
         if not faces:
             log.warning("%s: no face found, skipped", f)
             continue
         face = faces[0]
-        crop, lm, _ = crop_face(image, face, size, margin)
+        crop, lm, m = crop_face(image, face, size, margin)
         crops.append(crop)
         lms.append(lm if lm is not None else np.full((68, 2), np.nan, np.float32))
         names.append(f.name)
+        paths.append(str(f.resolve()))
+        mats.append(m)
         if model is not None:
             import dlib
 
@@ -113,11 +121,9 @@ def prepare_faces(folder: Path, cache_dir: Path, size: int = 128, margin: float 
         identity = cluster_identities(np.stack(descs))
     else:  # no descriptors: contiguous blocks of 16 files stand in for identities (photos are grouped by person)
         identity = np.arange(len(crops)) // 16
-    fs = FaceSet(np.stack(crops), np.stack(lms).astype(np.float32), identity, np.array(names))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, crops=fs.crops, landmarks=fs.landmarks, identity=fs.identity, files=fs.files)
-    tmp.replace(cache)
+    fs = FaceSet(np.stack(crops), np.stack(lms).astype(np.float32), identity, np.array(names), np.array(paths),
+                 np.stack(mats))
+    _save(fs, cache)
     return fs
 
 
@@ -134,33 +140,85 @@ def collect_faces(folders: list[Path], cache_dir: Path, size: int = 128, margin:
     cache = cache_dir / f"extra-faces-{hashlib.sha1(spec.encode()).hexdigest()[:10]}.npz"
     if cache.is_file():
         d = np.load(cache, allow_pickle=False)
-        return FaceSet(d["crops"], d["landmarks"], np.unique(d["files"], return_inverse=True)[1], d["files"])
-    crops, lms, names = [], [], []
+        return FaceSet(d["crops"], d["landmarks"], np.unique(d["files"], return_inverse=True)[1], d["files"],
+                       *_photo_fields(d))
+    crops, lms, names, paths, mats = [], [], [], [], []
     for f, image, faces in _detect_all(files, detector):
         for face in faces:
             x0, y0, x1, y1 = face.frame_box()
             if max(x1 - x0, y1 - y0) < min_side or face.score < min_score:
                 continue
-            crop, lm, _ = crop_face(image, face, size, margin)
+            crop, lm, m = crop_face(image, face, size, margin)
             crops.append(crop)
             lms.append(lm if lm is not None else np.full((68, 2), np.nan, np.float32))
             names.append(f"{f.parent.name}/{f.name}")
+            paths.append(str(f.resolve()))
+            mats.append(m)
     if not crops:
         raise ValueError(f"no face of at least {min_side:g} px found in {', '.join(map(str, folders))}")
     fs = FaceSet(np.stack(crops), np.stack(lms).astype(np.float32), np.unique(names, return_inverse=True)[1],
-                 np.array(names))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, crops=fs.crops, landmarks=fs.landmarks, identity=fs.identity, files=fs.files)
-    tmp.replace(cache)
+                 np.array(names), np.array(paths), np.stack(mats))
+    _save(fs, cache)
     return fs
+
+
+def _photo_fields(d) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(paths, matrix) of a cache file, (None, None) in a cache written before they were kept."""
+    return (d["paths"], d["matrix"]) if "paths" in d.files and "matrix" in d.files else (None, None)
+
+
+def _save(fs: FaceSet, cache: Path) -> None:
+    """Write ``fs`` to ``cache`` atomically."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, crops=fs.crops, landmarks=fs.landmarks, identity=fs.identity, files=fs.files,
+                        paths=fs.paths, matrix=fs.matrix)
+    tmp.replace(cache)
 
 
 def concat(a: FaceSet, b: FaceSet) -> FaceSet:
     """``a`` then ``b``; ``b``'s identities are shifted past ``a``'s so no identity is shared."""
     shift = int(a.identity.max()) + 1 if len(a) else 0
+    both = a.paths is not None and b.paths is not None and a.matrix is not None and b.matrix is not None
     return FaceSet(np.concatenate([a.crops, b.crops]), np.concatenate([a.landmarks, b.landmarks]),
-                   np.concatenate([a.identity, b.identity + shift]), np.concatenate([a.files, b.files]))
+                   np.concatenate([a.identity, b.identity + shift]), np.concatenate([a.files, b.files]),
+                   np.concatenate([a.paths, b.paths]) if both else None,
+                   np.concatenate([a.matrix, b.matrix]) if both else None)
+
+
+@dataclass
+class PhotoPatch:
+    """A face at its photo's own resolution: a square ``image`` cut from the photo at whole-pixel offsets
+    (no resampling; reflected where it passes the photo's border) and the 68 ``landmarks`` in it."""
+
+    image: np.ndarray
+    landmarks: np.ndarray
+
+
+def photo_patch(fs: FaceSet, i: int, margin: float = 0.3, room: float = 1.3,
+                image: np.ndarray | None = None) -> PhotoPatch:
+    """Face ``i`` of ``fs`` in its photo (``fs.paths[i]``, or ``image`` if given): a square of ``room`` times
+    its crop side (room for jitter) around the face, so SBIs can be made at the photo's resolution and then
+    cropped by one warp exactly as ``manipseg faces`` crops a photo."""
+    if fs.paths is None or fs.matrix is None:
+        raise ValueError("this face set has no photo paths / crop maps (a cache written by an older version: "
+                         "delete it so it is rebuilt)")
+    lm = fs.lm(i)
+    if lm is None:
+        raise ValueError(f"{fs.files[i]}: the face has no landmarks")
+    img = load_image(Path(str(fs.paths[i]))) if image is None else image
+    m = np.asarray(fs.matrix[i], np.float64)
+    inv = cv2.invertAffineTransform(m)
+    photo_lm = lm.astype(np.float64) @ inv[:, :2].T + inv[:, 2]
+    lo, hi = photo_lm.min(0), photo_lm.max(0)
+    half = int(np.ceil(max(float((hi - lo).max()), 1.0) * (1 + 2 * margin) * room / 2))
+    cx, cy = (int(round(v)) for v in (lo + hi) / 2)
+    x0, y0 = cx - half, cy - half
+    # a whole-pixel shift samples the photo exactly; past its border it reflects, as crop_face's warp does
+    shift = np.array([[1, 0, -x0], [0, 1, -y0]], np.float64)
+    patch = cv2.warpAffine(np.ascontiguousarray(img), shift, (2 * half, 2 * half), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT101)
+    return PhotoPatch(patch, (photo_lm - (x0, y0)).astype(np.float32))
 
 
 def merge_small_identities(identity: np.ndarray, min_size: int = 3) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -28,8 +29,9 @@ import torch
 
 from ..io import atomic_write
 from ..paths import data_root
-from .data import (FaceSet, collect_faces, concat, merge_small_identities, prepare_faces, split_by_identity,
-                   split_groups)
+from .data import (FaceSet, PhotoPatch, collect_faces, concat, merge_small_identities, photo_patch, prepare_faces,
+                   split_by_identity, split_groups)
+from .detect import Face, crop_matrix
 from .model import AdapGRNet, FaceNetConfig, fake_probability, losses, to_tensors
 from .sbi import SBIConfig, color_transform, jpeg, self_blend
 
@@ -62,6 +64,7 @@ class TrainConfig:
     jitter: tuple[float, float, float] = (10.0, 0.08, 0.04)   # degrees, relative scale, fraction of the side
     p_colour: float = 0.0                 # SBI's colour transform on the real before its SBI is made
     blend_size: int = 0                   # crop side at which SBIs are made, then shrunk to the network's (0: same)
+    photo_blend: float = 0.0              # share of SBIs made on the photo at its resolution, then cropped (1: all)
     seed: int = 0
     bf16: bool = True
     threads: int = 2
@@ -139,16 +142,55 @@ def shrink(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
+def jitter_matrix(rng: np.random.Generator, cfg: TrainConfig, size: int) -> np.ndarray:
+    """3x3 random similarity about the centre of a ``size`` crop (identity with probability 1 - p_jitter)."""
+    out = np.eye(3)
+    if rng.random() < cfg.p_jitter:
+        deg, scale, shift = cfg.jitter
+        out[:2] = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(-deg, deg), rng.uniform(1 - scale, 1 + scale))
+        out[:2, 2] += rng.uniform(-shift, shift, 2) * size
+    return out
+
+
+def photo_pair(patch: PhotoPatch, rng: np.random.Generator, cfg: TrainConfig, sbi: SBIConfig, size: int,
+               augment: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(real crop, its SBI's crop, blend mask in crop pixels): the SBI is made on the photo patch at the
+    photo's resolution, then both are cropped by one bilinear warp (the crop map of ``crop_face``, with the
+    random flip and jitter folded in) — what ``manipseg faces`` does with a face blended in a photo.
+    Without ``augment`` no flip, colour change or jitter (validation)."""
+    image, lm = patch.image, patch.landmarks
+    if augment and rng.random() < 0.5:
+        image, lm = flip(image, lm)
+    if augment and rng.random() < cfg.p_colour:
+        image = color_transform(image, rng, sbi)
+    fake, mask, _ = self_blend(image, lm, rng, sbi)
+    m = np.vstack([crop_matrix(Face((0, 0, 0, 0), lm, 0.0), size, cfg.margin), [0, 0, 1]])
+    if augment:
+        m = jitter_matrix(rng, cfg, size) @ m
+    warp = lambda a, border=cv2.BORDER_REFLECT101: cv2.warpAffine(  # noqa: E731
+        a, m[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
+    return warp(image), warp(fake), warp(mask, cv2.BORDER_CONSTANT)
+
+
 def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: TrainConfig, sbi: SBIConfig,
-               size: int | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+               size: int | None = None, patches: list[PhotoPatch] | None = None
+               ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Crops (reals then their SBIs), labels (0 real, 1 fake) and masks (N, S, S).
 
     The SBI is made at the cached crops' size; with a network ``size`` below it, real and fake are then
     shrunk alike (bilinear, as ``crop_face`` samples a photo, or area): a face swapped in a photo is
-    blended at the photo's resolution and only then cropped and resized to the network's input."""
+    blended at the photo's resolution and only then cropped and resized to the network's input. With
+    ``patches``, a share ``cfg.photo_blend`` of the SBIs is made on the face's photo patch instead
+    (:func:`photo_pair`)."""
     size = size or fs.crops.shape[1]
     reals, fakes, masks = [], [], []
     for i in idx:
+        if patches is not None and (cfg.photo_blend >= 1 or rng.random() < cfg.photo_blend):
+            real, fake, mask = photo_pair(patches[int(i)], rng, cfg, sbi, size)
+            reals.append(post_augment(real, rng, cfg))
+            fakes.append(post_augment(fake, rng, cfg))
+            masks.append(mask / max(float(mask.max()), 1e-6))
+            continue
         crop, lm = fs.crops[i], fs.lm(int(i))
         if rng.random() < 0.5:
             crop, lm = flip(crop, lm)
@@ -168,16 +210,39 @@ def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: Trai
 
 
 def build_eval_set(fs: FaceSet, seed: int = 1234, cfg: TrainConfig | None = None,
-                   size: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """Reals and one SBI of each, fixed by ``seed``, shrunk to ``size`` (bilinear) after blending; with
-    ``cfg``, both get its post-processing (a fixed draw)."""
+                   size: int | None = None, patches: list[PhotoPatch] | None = None
+                   ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Reals and one SBI of each, fixed by ``seed``, shrunk to ``size`` (bilinear) after blending (with
+    ``patches``: blended on the photo patches, then cropped; with ``patches`` and ``cfg.photo_blend`` below 1,
+    one SBI of each kind); with ``cfg``, all get its post-processing (a fixed draw)."""
     rng = np.random.default_rng(seed)
     size = size or fs.crops.shape[1]
-    fakes = [shrink(self_blend(fs.crops[i], fs.lm(i), rng)[0], size, cv2.INTER_LINEAR) for i in range(len(fs))]
-    crops = [shrink(c, size, cv2.INTER_LINEAR) for c in fs.crops] + fakes
+    crops = [shrink(c, size, cv2.INTER_LINEAR) for c in fs.crops]
+    fakes = []
+    if patches is None or (cfg is not None and cfg.photo_blend < 1):
+        fakes += [shrink(self_blend(fs.crops[i], fs.lm(i), rng)[0], size, cv2.INTER_LINEAR) for i in range(len(fs))]
+    if patches is not None:
+        pairs = [photo_pair(p, rng, cfg or TrainConfig(), SBIConfig(), size, augment=False)[:2] for p in patches]
+        crops = [p[0] for p in pairs]
+        fakes += [p[1] for p in pairs]
+    crops += fakes
     if cfg is not None:
         crops = [post_augment(c, rng, cfg) for c in crops]
-    return crops, np.r_[np.zeros(len(fs)), np.ones(len(fs))].astype(np.int64)
+    return crops, np.r_[np.zeros(len(fs)), np.ones(len(fakes))].astype(np.int64)
+
+
+def photo_patches(fs: FaceSet, margin: float) -> list[PhotoPatch]:
+    """:func:`photo_patch` of every face of ``fs``, each photo read once."""
+    from ..io import load_image
+
+    photos: dict[str, np.ndarray] = {}
+    out = []
+    for i in range(len(fs)):
+        path = str(fs.paths[i]) if fs.paths is not None else ""
+        if path and path not in photos:
+            photos[path] = load_image(Path(path))
+        out.append(photo_patch(fs, i, margin, image=photos.get(path)))
+    return out
 
 
 def split_train_val(cfg: TrainConfig, size: int, cache: Path) -> tuple[FaceSet, FaceSet, dict[str, int]]:
@@ -187,7 +252,7 @@ def split_train_val(cfg: TrainConfig, size: int, cache: Path) -> tuple[FaceSet, 
     fs = prepare_faces(folder, cache, size=size, margin=cfg.margin)
     rest, test = split_by_identity(fs, cfg.held_out, cfg.split_seed)
     main = fs.subset(rest)
-    main = FaceSet(main.crops, main.landmarks, merge_small_identities(fs.identity)[rest], main.files)
+    main = dataclasses.replace(main, identity=merge_small_identities(fs.identity)[rest])
     tr, va = split_groups(main.identity, cfg.val_fraction, cfg.split_seed)
     train_set, val_set = main.subset(tr), main.subset(va)
     counts = {"train_faces": len(tr), "val_faces": len(va), "held_out_faces": len(test), "extra_train_faces": 0,
@@ -238,9 +303,16 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
     net_cfg = FaceNetConfig.from_dict(cfg.model)
     if cfg.blend_size and cfg.blend_size < net_cfg.size:
         raise ValueError(f"blend_size {cfg.blend_size} must be 0 or at least the network's input size {net_cfg.size}")
+    if cfg.photo_blend and cfg.blend_size:
+        raise ValueError("photo_blend and blend_size exclude each other (photo_blend blends at the photo's resolution)")
     train_set, val_set, counts = split_train_val(cfg, cfg.blend_size or net_cfg.size, run_dir / "cache")
     log.info("faces (no identity in two splits): %s", counts)
-    eval_crops, eval_labels = build_eval_set(val_set, cfg=cfg, size=net_cfg.size)
+    train_patches = val_patches = None
+    if cfg.photo_blend:
+        train_patches, val_patches = photo_patches(train_set, cfg.margin), photo_patches(val_set, cfg.margin)
+        log.info("photo patches: %d train, %d validation (median side %d px)", len(train_patches), len(val_patches),
+                 int(np.median([p.image.shape[0] for p in train_patches])))
+    eval_crops, eval_labels = build_eval_set(val_set, cfg=cfg, size=net_cfg.size, patches=val_patches)
 
     net = AdapGRNet(net_cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -278,7 +350,7 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
         idx = rng.choice(len(train_set), cfg.pairs_per_batch, replace=False)
-        crops, labels, masks = make_batch(train_set, idx, rng, cfg, sbi, size=net_cfg.size)
+        crops, labels, masks = make_batch(train_set, idx, rng, cfg, sbi, size=net_cfg.size, patches=train_patches)
         rgb, res = to_tensors(crops, net_cfg)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg, time_fraction())
