@@ -16,7 +16,8 @@ Sets (reals = held-out faces of identities never seen in training; fakes made fr
   photo-swap-x0.9  the same photos (real and swapped) resized to 90 % first (bilinear), as a photo that was
                 resized after the edit (the `--demo` pair is resized like this)
 Prints AUC, accuracy at the model's threshold, the share of reals / fakes at or above it, EER, and the pixel
-AUC of the heatmap against the blend mask (> 0.1) on the fakes. ``--demo`` writes a photo pair (real | swapped) and runs `manipseg faces` on it.
+AUC of the heatmap against the blend mask (> 0.1) on the fakes. ``--demo`` writes a photo pair (real | swapped)
+and runs `manipseg faces` on it, then scores the swapped photo with ten blend seeds.
 """
 from __future__ import annotations
 
@@ -97,8 +98,10 @@ def photo_fakes(an: FaceAnalyzer, folder: Path, held, partner: list[int] | None,
     return reals, crops, masks
 
 
-def demo(an: FaceAnalyzer, folder: Path, out: Path, held_files: list[str]) -> None:
-    """real photo of one held-out person | photo of another with a third person's face swapped in."""
+def demo(an: FaceAnalyzer, folder: Path, out: Path, held_files: list[str], seeds: int = 0) -> None:
+    """real photo of one held-out person | photo of another with a third person's face swapped in (blend
+    seed 0); with ``seeds``, the swapped photo alone with blend seeds 0..seeds-1 too (how much the verdict
+    on this pair depends on the blend draw)."""
     from manipseg.faces.infer import run_faces
     from manipseg.io import load_image, save_png
 
@@ -118,6 +121,18 @@ def demo(an: FaceAnalyzer, folder: Path, out: Path, held_files: list[str]) -> No
         verdict = "marked fake" if f["fake_prob"] >= an.threshold else "looks real"
         print(f"  face at {side}: fake probability {f['fake_prob']:.3f} (threshold {an.threshold:.3f}): {verdict}")
     print(f"  overview: {out / recs[0]['overview']}")
+    if seeds:
+        from manipseg.faces.detect import crop_face
+
+        crops = []
+        for seed in range(seeds):
+            sw = face_swap(b, fb.landmarks, c, fc.landmarks, np.random.default_rng(seed))[0]
+            found = an.detector.detect(sw)
+            if found:
+                crops.append(crop_face(sw, found[0], an.cfg.size, an.margin)[0])
+        p = predict_crops(an.net, crops, bf16=True, device=an.device)[0]
+        print(f"  the swapped photo alone, blend seeds 0-{seeds - 1}: " + " ".join(f"{v:.3f}" for v in p)
+              + f" -> {int((p >= an.threshold).sum())}/{len(p)} marked fake")
 
 
 def main() -> int:
@@ -130,6 +145,8 @@ def main() -> int:
     p.add_argument("--split-seed", type=int, default=TrainConfig.split_seed)
     p.add_argument("--seed", type=int, default=7, help="seed of the evaluation fakes")
     p.add_argument("--demo", type=Path, default=None, help="also write and analyse a real|swapped photo pair here")
+    p.add_argument("--demo-seeds", type=int, default=10, metavar="N",
+                   help="with --demo: also score the swapped photo with blend seeds 0..N-1 (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="write the figures as JSON too")
     args = p.parse_args()
     torch.set_num_threads(2)
@@ -171,7 +188,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if args.demo:
-        demo(an, folder, args.demo, list(held.files))
+        demo(an, folder, args.demo, list(held.files), args.demo_seeds)
     return 0
 
 
