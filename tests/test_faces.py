@@ -75,6 +75,15 @@ def test_blur_mask_erodes_or_dilates_but_keeps_a_peak_of_one():
         assert out[64, 64] > 0.9 and out[0, 0] < 0.05
 
 
+def test_frequency_transform_share(face_crop):
+    """p_frequency 0: no resampling or sharpening (JPEG off too: the output is the input); 1: always one."""
+    off = sbi.SBIConfig(p_frequency=0.0, p_jpeg=0.0)
+    on = sbi.SBIConfig(p_jpeg=0.0)
+    for seed in range(4):
+        np.testing.assert_array_equal(sbi.frequency_transform(face_crop, np.random.default_rng(seed), off), face_crop)
+        assert not np.array_equal(sbi.frequency_transform(face_crop, np.random.default_rng(seed), on), face_crop)
+
+
 def test_face_swap_changes_the_face_only(face_crop, coffee):
     lm = template_landmarks()
     other = cv2.resize(coffee[:300, :300], (128, 128))
@@ -367,6 +376,9 @@ def test_train_config_overrides(tmp_path):
         TrainConfig.load(path, ["stepz=3"])
     with pytest.raises(ValueError, match=r"unknown model option\(s\) \['sise'\]"):
         TrainConfig.load(None, ["model.sise=3"])
+    assert TrainConfig.load(None, ["sbi.p_frequency=0.5"]).sbi == {"p_frequency": 0.5}
+    with pytest.raises(ValueError, match=r"unknown sbi option\(s\) \['p_freq'\]"):
+        TrainConfig.load(None, ["sbi.p_freq=0.5"])
     with pytest.raises(SystemExit):  # the CLI reports it as a usage error, before any data is touched
         main(["--config", str(path), "--run-dir", str(tmp_path / "run"), "--set", "model.sise=3"])
     assert not (tmp_path / "run").exists()

@@ -44,6 +44,7 @@ class SBIConfig:
     p_brightness_contrast: float = 0.5
     brightness: float = 0.1
     contrast: float = 0.1
+    p_frequency: float = 1.0      # share of SBIs whose frequency transform resamples or sharpens (paper: all)
     downscale: tuple[float, float] = (0.25, 0.5)
     p_jpeg: float = 0.5
     jpeg_quality: tuple[int, int] = (40, 100)
@@ -75,9 +76,12 @@ def color_transform(image: np.ndarray, rng: np.random.Generator, cfg: SBIConfig)
 
 
 def frequency_transform(image: np.ndarray, rng: np.random.Generator, cfg: SBIConfig) -> np.ndarray:
-    """One of down-then-up sampling or sharpening, then JPEG with probability ``p_jpeg``."""
+    """One of down-then-up sampling or sharpening (with probability ``p_frequency``; drawn only when it is
+    below 1), then JPEG with probability ``p_jpeg``."""
     h, w = image.shape[:2]
-    if rng.random() < 0.5:
+    if cfg.p_frequency < 1 and rng.random() >= cfg.p_frequency:
+        out = image
+    elif rng.random() < 0.5:
         s = rng.uniform(*cfg.downscale)
         small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
         out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)

@@ -69,6 +69,7 @@ class TrainConfig:
     bf16: bool = True
     threads: int = 2
     model: dict[str, Any] = field(default_factory=dict)
+    sbi: dict[str, Any] = field(default_factory=dict)   # SBIConfig options (default: the paper's)
 
     @classmethod
     def load(cls, path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> "TrainConfig":
@@ -88,6 +89,10 @@ class TrainConfig:
         if bad:
             raise ValueError(f"{path or 'options'}: unknown model option(s) {sorted(bad)}; "
                              f"known: {sorted(FaceNetConfig.__dataclass_fields__)}")
+        bad = set(data.get("sbi") or {}) - set(SBIConfig.__dataclass_fields__)
+        if bad:
+            raise ValueError(f"{path or 'options'}: unknown sbi option(s) {sorted(bad)}; "
+                             f"known: {sorted(SBIConfig.__dataclass_fields__)}")
         for key in ("jpeg_quality", "resample_scale", "extra_faces", "jitter"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -338,7 +343,7 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
               "val_auc", "val_acc", "val_eer", "alpha_rgb", "threshold"]
     if not log_path.is_file():
         log_path.write_text(",".join(fields) + "\n")
-    sbi = SBIConfig()
+    sbi = SBIConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.sbi.items()})
     t0 = time.time()
     acc_hist: list[dict[str, float]] = []
     def minutes() -> float:
