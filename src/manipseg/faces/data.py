@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..io import ImageLoadError, list_images, load_image
-from .detect import FaceDetector, crop_face, get_detector
+from .detect import Face, FaceDetector, crop_face, crop_side, get_detector
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def photo_patch(fs: FaceSet, i: int, margin: float = 0.3, room: float = 1.3,
     inv = cv2.invertAffineTransform(m)
     photo_lm = lm.astype(np.float64) @ inv[:, :2].T + inv[:, 2]
     lo, hi = photo_lm.min(0), photo_lm.max(0)
-    half = int(np.ceil(max(float((hi - lo).max()), 1.0) * (1 + 2 * margin) * room / 2))
+    half = int(np.ceil(crop_side(Face((0, 0, 0, 0), photo_lm, 0.0), margin) * room / 2))
     cx, cy = (int(round(v)) for v in (lo + hi) / 2)
     x0, y0 = cx - half, cy - half
     # a whole-pixel shift samples the photo exactly; past its border it reflects, as crop_face's warp does

@@ -160,12 +160,17 @@ def get_detector(backend: str = "auto") -> FaceDetector:
 
 
 # -- crops -----------------------------------------------------------------------------------------------
+def crop_side(face: Face, margin: float) -> float:
+    """Side of the crop square in image pixels: ``(1 + 2 * margin)`` times the longer side of the frame box."""
+    x0, y0, x1, y1 = face.frame_box()
+    return max(x1 - x0, y1 - y0, 1.0) * (1 + 2 * margin)
+
+
 def crop_matrix(face: Face, size: int, margin: float) -> np.ndarray:
     """2x3 affine map from image pixels to the ``size x size`` crop of ``face`` (see module doc)."""
     x0, y0, x1, y1 = face.frame_box()
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    side = max(x1 - x0, y1 - y0, 1.0) * (1 + 2 * margin)
-    k = size / side
+    k = size / crop_side(face, margin)
     return np.array([[k, 0, size / 2 - k * cx], [0, k, size / 2 - k * cy]], dtype=np.float64)
 
 

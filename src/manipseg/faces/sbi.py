@@ -26,6 +26,7 @@ import numpy as np
 
 from ..generate.post import jpeg_roundtrip as jpeg
 from ..generate.regions import blend_mask, elastic_deform, face_hull_mask
+from .detect import Face, crop_side
 
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 JAW, BROWS = slice(0, 17), slice(17, 27)
@@ -124,9 +125,7 @@ def ellipse_landmarks(size: int, n: int = 32) -> np.ndarray:
 def face_side(landmarks: np.ndarray, margin: float = 0.3) -> float:
     """Side of the face's crop square in image pixels: ``(1 + 2 * margin)`` times the longer side of the
     landmarks' box, as :func:`manipseg.faces.detect.crop_matrix` frames a face (128 for a 128-px crop)."""
-    lm = np.asarray(landmarks, dtype=np.float64)
-    span = lm.max(0) - lm.min(0)
-    return max(float(span.max()), 1.0) * (1 + 2 * margin)
+    return crop_side(Face((0, 0, 0, 0), np.asarray(landmarks, dtype=np.float64), 0.0), margin)
 
 
 def random_affine(rng: np.random.Generator, size: tuple[int, int], cfg: SBIConfig,

@@ -126,16 +126,27 @@ def flip(crop: np.ndarray, lm: np.ndarray | None) -> tuple[np.ndarray, np.ndarra
     return out, lm
 
 
+def jitter_matrix(rng: np.random.Generator, cfg: TrainConfig, w: int, h: int) -> np.ndarray | None:
+    """3x3 random similarity about the centre of a ``w`` x ``h`` crop (rotation, scale, shift by fractions
+    of the sides) with probability ``p_jitter``, else None."""
+    if rng.random() >= cfg.p_jitter:
+        return None
+    deg, scale, shift = cfg.jitter
+    m = np.eye(3)
+    m[:2] = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-deg, deg), rng.uniform(1 - scale, 1 + scale))
+    m[:2, 2] += rng.uniform(-shift, shift, 2) * (w, h)
+    return m
+
+
 def jitter(crop: np.ndarray, lm: np.ndarray | None, rng: np.random.Generator, cfg: TrainConfig
            ) -> tuple[np.ndarray, np.ndarray | None]:
     """Random similarity transform about the crop centre (with its landmarks), probability ``p_jitter``:
     the real never shows the network the same pixels twice, so it cannot be recognised as a seen image."""
-    if rng.random() >= cfg.p_jitter:
-        return crop, lm
     h, w = crop.shape[:2]
-    deg, scale, shift = cfg.jitter
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-deg, deg), rng.uniform(1 - scale, 1 + scale))
-    m[:, 2] += rng.uniform(-shift, shift, 2) * (w, h)
+    m = jitter_matrix(rng, cfg, w, h)
+    if m is None:
+        return crop, lm
+    m = m[:2]
     out = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     return out, None if lm is None else (lm @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
@@ -147,14 +158,6 @@ def shrink(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
-def jitter_matrix(rng: np.random.Generator, cfg: TrainConfig, size: int) -> np.ndarray:
-    """3x3 random similarity about the centre of a ``size`` crop (identity with probability 1 - p_jitter)."""
-    out = np.eye(3)
-    if rng.random() < cfg.p_jitter:
-        deg, scale, shift = cfg.jitter
-        out[:2] = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(-deg, deg), rng.uniform(1 - scale, 1 + scale))
-        out[:2, 2] += rng.uniform(-shift, shift, 2) * size
-    return out
 
 
 def photo_pair(patch: PhotoPatch, rng: np.random.Generator, cfg: TrainConfig, sbi: SBIConfig, size: int,
@@ -170,8 +173,9 @@ def photo_pair(patch: PhotoPatch, rng: np.random.Generator, cfg: TrainConfig, sb
         image = color_transform(image, rng, sbi)
     fake, mask, _ = self_blend(image, lm, rng, sbi)
     m = np.vstack([crop_matrix(Face((0, 0, 0, 0), lm, 0.0), size, cfg.margin), [0, 0, 1]])
-    if augment:
-        m = jitter_matrix(rng, cfg, size) @ m
+    j = jitter_matrix(rng, cfg, size, size) if augment else None
+    if j is not None:
+        m = j @ m
     warp = lambda a, border=cv2.BORDER_REFLECT101: cv2.warpAffine(  # noqa: E731
         a, m[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
     return warp(image), warp(fake), warp(mask, cv2.BORDER_CONSTANT)
@@ -222,11 +226,12 @@ def build_eval_set(fs: FaceSet, seed: int = 1234, cfg: TrainConfig | None = None
     one SBI of each kind); with ``cfg``, all get its post-processing (a fixed draw)."""
     rng = np.random.default_rng(seed)
     size = size or fs.crops.shape[1]
-    crops = [shrink(c, size, cv2.INTER_LINEAR) for c in fs.crops]
     fakes = []
     if patches is None or (cfg is not None and cfg.photo_blend < 1):
         fakes += [shrink(self_blend(fs.crops[i], fs.lm(i), rng)[0], size, cv2.INTER_LINEAR) for i in range(len(fs))]
-    if patches is not None:
+    if patches is None:
+        crops = [shrink(c, size, cv2.INTER_LINEAR) for c in fs.crops]
+    else:
         pairs = [photo_pair(p, rng, cfg or TrainConfig(), SBIConfig(), size, augment=False)[:2] for p in patches]
         crops = [p[0] for p in pairs]
         fakes += [p[1] for p in pairs]
