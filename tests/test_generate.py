@@ -180,6 +180,12 @@ def test_changes_lie_inside_k_without_post(kind, pool):
             expect = s.alpha[:, :, None] * s.source + (1 - s.alpha[:, :, None]) * s.target
             assert np.abs(s.image - expect).max() <= 0.51
             assert s.meta["blend_ratio"] in (0.25, 0.5, 0.75, 1.0)
+        elif kind == "composite":
+            # K = combined alpha >= 0.1 (feathered edges): outside it a pixel moved < 10 % of the way
+            diff = np.abs(s.image.astype(np.float32) - s.target.astype(np.float32)).max(axis=2)
+            assert np.all(s.alpha[~s.mask] < 0.1)
+            assert np.all(diff <= s.alpha * 255.0 + 1.0)
+            assert np.array_equal(s.mask, s.alpha >= 0.1)
         else:
             assert not (changed & ~s.mask).any(), "pixels outside K changed"
         if kind in ("splice", "copymove", "enhance"):  # Eq. 1 holds exactly
@@ -369,6 +375,6 @@ def test_shared_data_objects_are_used(shared_data):
         s = make_sample(kind, 5, p, size=SIZE, config=cfg)
         used += sum(r["source"] == "object" for r in s.meta["regions"])
         assert 0.002 <= s.mask.mean() <= 0.9
-        if kind != "sbi":
+        if kind not in ("sbi", "composite"):
             assert not (_changed(s.image, s.target) & ~s.mask).any()
     assert used >= 4

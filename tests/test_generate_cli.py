@@ -86,14 +86,14 @@ def test_cli_rejects_bad_input(src_dir, tmp_path, capsys):
 
 
 def test_failed_samples_are_skipped_and_reported(src_dir, tmp_path):
-    """A source that turns unreadable after the pool was built: samples redraw, then fail cleanly."""
+    """A source that turns unreadable after the pool was built: skipped; with none left, samples fail cleanly."""
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "bad.jpg").write_bytes(b"not a jpeg at all")
     spec = GenerateSpec(sources=[str(broken)], kinds=["splice"], n=2, size=64)
     records, failures = write_dataset(spec, tmp_path / "out", iter_local(spec))
     assert records == [] and [i for i, _ in failures] == [0, 1]
-    assert "failing to load" in failures[0][1]
+    assert "none of the 1 source photos can be read" in failures[0][1] and "bad.jpg" in failures[0][1]
     assert (tmp_path / "out" / "manifest.jsonl").read_text() == ""
 
 

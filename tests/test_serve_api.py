@@ -247,7 +247,7 @@ def test_chunked_upload_without_content_length_is_cut_off():
 
 def test_too_many_pixels_header_is_refused_before_decoding(api):
     assert_error(post(api, png_with_size(50_000, 50_000), "bomb.png"), 413, "too_many_pixels",
-                 "bomb.png", "declares 2,500,000,000 pixels", "40,000,000")
+                 "bomb.png", "declares 50000x50000 = 2,500,000,000 pixels", "40,000,000")
 
 
 def test_real_decompression_bomb_and_configurable_pixel_cap():

@@ -193,7 +193,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_a_different_config_or_no_checkpoint(tmp_path):
     _trainer(_cfg(train={"steps": 1}, checkpoint={"every": 1}), tmp_path, export=False).run()
-    with pytest.raises(TrainingError, match="different 'refine'"):
+    with pytest.raises(TrainingError, match="other settings for refine.passes"):
         _trainer(_cfg(train={"steps": 6}, refine={"passes": 2}), tmp_path).run(resume=True)
     with pytest.raises(TrainingError, match="no checkpoint"):
         _trainer(_cfg(), tmp_path / "empty").run(resume=True)

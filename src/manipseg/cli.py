@@ -21,7 +21,7 @@ COMMANDS = {
 
 
 def optional_commands() -> dict[str, str]:
-    """Commands whose modules exist in this install (added by later parts of the project)."""
+    """Commands whose modules exist in this install (those needing only the core are in ``COMMANDS``)."""
     extra = {
         "evaluate": "manipseg.commands.evaluate",
         "generate": "manipseg.commands.generate",
@@ -53,7 +53,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     return parser, modules
 
 
+def _sigterm_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+    import signal
+
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -61,7 +68,27 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    return int(modules[args.command].run(args) or 0)
+    # SIGTERM (kill, a job scheduler) ends a command as Ctrl-C does: each command's own interrupt handling
+    # (a checkpoint, a resumable batch) runs, and the user gets one line instead of a traceback
+    import threading
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) if in_main else None
+    try:
+        code = int(modules[args.command].run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+        return code
+    except KeyboardInterrupt:
+        print(f"manipseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader of our output went away (``manipseg models | head``): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

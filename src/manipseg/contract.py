@@ -103,6 +103,17 @@ class Detector(ABC):
             raise ContractError(f"detector {cls.name!r} has no trained weights; got {path}")
         return cls(device=device)
 
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        """Whether :meth:`from_pretrained` can build this detector from what is installed, and why not.
+        Detectors that need trained weights override this (without loading anything)."""
+        return True, ""
+
+    @classmethod
+    def default_threshold(cls) -> float:
+        """The threshold a default-built detector uses (weights may store their own; read, not loaded)."""
+        return float(cls.threshold)
+
     # -- prediction ---------------------------------------------------------------------------
     def predict(self, image: np.ndarray) -> Prediction:
         image = check_image(image)

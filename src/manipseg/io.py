@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +22,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: default pixel cap: 100 megapixels (a 12-MP photo is well inside, a decompression bomb is not).
 DEFAULT_MAX_PIXELS = 100_000_000
+#: manipseg enforces its own cap (``max_pixels``, checked on the header before any pixel is decoded), so
+#: Pillow's fixed guard (about 89 MP, a warning, and an error at twice that) is switched off: otherwise no
+#: cap could be raised above it.
+Image.MAX_IMAGE_PIXELS = None
+#: suffixes of the files ``manipseg predict`` writes (never taken as inputs when a folder is listed)
+OUTPUT_SUFFIXES = (".prob.png", ".mask.png", ".overlay.jpg")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jfif", ".jpe", ".gif", ".ppm", ".pgm"}
 
 
@@ -86,16 +92,10 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = DE
     if len(data) == 0:
         raise ImageLoadError(name, "file is empty (0 bytes)", "re-download or re-export the image")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            img.MAX_IMAGE_PIXELS = None
+        img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise ImageLoadError(name, "not a recognised image format",
-                             "supported: JPEG, PNG, TIFF, BMP, WebP") from exc
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageLoadError(name, f"image is too large to open safely: {exc}",
-                             "raise --max-pixels if the file is trusted") from exc
+                             "supported: JPEG, PNG, TIFF, BMP, WebP, GIF") from exc
     except OSError as exc:
         raise ImageLoadError(name, f"cannot read image header: {exc}", "the file is probably corrupt") from exc
     width, height = img.size
@@ -171,29 +171,57 @@ def load_mask(path: str | os.PathLike, threshold: int = 128) -> np.ndarray:
     return arr >= threshold
 
 
-def list_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Expand files, directories (non-recursive, image suffixes) and globs into a sorted, de-duplicated
-    list of files. Returns (files, problems) where problems name inputs that matched nothing."""
+def is_output_file(path: Path) -> bool:
+    """A file ``manipseg predict`` wrote (``.prob.png``, ``.mask.png``, ``.overlay.jpg``)."""
+    return path.name.lower().endswith(OUTPUT_SUFFIXES)
+
+
+@dataclass
+class Listing:
+    """What :func:`list_images` found: the files, the inputs that matched nothing (``problems``), and
+    what it left out on purpose (``notes``: sub-folders without ``recursive``, manipseg's own outputs)."""
+
+    files: list[Path]
+    problems: list[tuple[str, str]]   # (input as given, what is wrong)
+    notes: list[str]
+
+    def __iter__(self):  # ``files, problems = list_images(...)`` keeps working
+        return iter((self.files, [f"{item}: {why}" for item, why in self.problems]))
+
+
+def list_images(inputs: list[str], recursive: bool = False) -> Listing:
+    """Expand files, directories (image suffixes; sub-folders only with ``recursive``) and globs into a
+    sorted, de-duplicated list of files. manipseg's own output files found in a folder are left out.
+    Unpacks as ``(files, problems)``; see :class:`Listing`."""
     import glob
 
     files: list[Path] = []
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
+    notes: list[str] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            entries = sorted(p.rglob("*") if recursive else p.iterdir())
+            images = [q for q in entries if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+            found = [q for q in images if not is_output_file(q)]
+            if len(found) < len(images):
+                notes.append(f"{item}: {len(images) - len(found)} manipseg output file(s) (*.prob.png, *.mask.png, "
+                             "*.overlay.jpg) not taken as inputs")
+            subdirs = [q for q in entries if q.is_dir()] if not recursive else []
+            if subdirs:
+                notes.append(f"{item}: {len(subdirs)} sub-folder(s) not searched (add --recursive to include them)")
             if not found:
-                problems.append(f"{item}: directory contains no image files")
+                problems.append((item, "directory contains no image files"))
             files.extend(found)
         elif p.exists():
             files.append(p)
         elif any(ch in item for ch in "*?["):
             found = sorted(Path(q) for q in glob.glob(item, recursive=True) if Path(q).is_file())
             if not found:
-                problems.append(f"{item}: pattern matched no files")
+                problems.append((item, "pattern matched no files"))
             files.extend(found)
         else:
-            problems.append(f"{item}: no such file or directory")
+            problems.append((item, "no such file or directory"))
     seen: set[Path] = set()
     unique = []
     for f in files:
@@ -201,7 +229,35 @@ def list_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
         if key not in seen:
             seen.add(key)
             unique.append(f)
-    return unique, problems
+    return Listing(unique, problems, notes)
+
+
+class OutputDirError(ValueError):
+    """An output folder that cannot be used; the message names it and says what to do."""
+
+
+def prepare_out_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (with its parents) and check that files can be written there, before any work.
+
+    Raises :class:`OutputDirError` with one clear line for a path that is a file, lies under a file, cannot
+    be created, or is not writable."""
+    out = Path(path)
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            where = "is" if parent == out else f"lies under {parent}, which is"
+            raise OutputDirError(f"output folder {out} {where} a file, not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputDirError(f"cannot create output folder {out}: {exc.strerror or exc}; choose another --out") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".manipseg-write-test.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputDirError(f"cannot write in output folder {out}: {exc.strerror or exc}; "
+                             "choose another --out or fix its permissions") from None
+    return out
 
 
 def _umask() -> int:

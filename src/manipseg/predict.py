@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .contract import ContractError, Detector
-from .io import DEFAULT_MAX_PIXELS, ImageLoadError, atomic_write, load_image, save_jpeg, save_png
+from .io import DEFAULT_MAX_PIXELS, ImageLoadError, atomic_write, is_output_file, load_image, save_jpeg, save_png
 from .postprocess import prob_to_mask
 from .visualize import overlay
 
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class BatchResult:
     records: list[dict[str, Any]] = field(default_factory=list)
+    written: set[str] = field(default_factory=set)   # names of the output files written by this run
+    reused: int = 0                                   # results kept from an earlier run (``resume``)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -37,6 +39,39 @@ class BatchResult:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+class BatchInterrupted(Exception):
+    """Ctrl-C or SIGTERM during a batch: the outputs of the images done so far are complete."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"interrupted after {done}/{total} images")
+        self.done, self.total = done, total
+
+
+def stale_outputs(out_dir: Path) -> list[Path]:
+    """manipseg output files already in ``out_dir`` (from an earlier run)."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(p for p in out_dir.iterdir() if p.is_file() and is_output_file(p))
+
+
+def _earlier_results(jsonl: Path, model: str, threshold: float, out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Successful records of an earlier run for this model and threshold whose three outputs exist."""
+    if not jsonl.is_file():
+        return {}
+    kept: dict[str, dict[str, Any]] = {}
+    for line in jsonl.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash of an old version: that image is simply analysed again
+        if ("error" in r or r.get("model") != model or r.get("threshold") != float(threshold)
+                or "stem" not in r or "input" not in r):
+            continue
+        if all((out_dir / f"{r['stem']}{suffix}").is_file() for suffix in (".prob.png", ".mask.png", ".overlay.jpg")):
+            kept[r["input"]] = r
+    return kept
 
 
 def output_stems(files: list[Path]) -> dict[Path, str]:
@@ -62,7 +97,7 @@ def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, thresh
     prob16 = np.clip(np.rint(pred.prob.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
     save_png(out_dir / f"{stem}.prob.png", prob16)
     save_png(out_dir / f"{stem}.mask.png", mask.astype(np.uint8) * 255)
-    save_jpeg(out_dir / f"{stem}.overlay.jpg", overlay(image, pred.prob, mask), quality=90)
+    save_jpeg(out_dir / f"{stem}.overlay.jpg", overlay(image, pred.prob, mask, legend=True), quality=90)
     h, w = image.shape[:2]
     return {
         "input": str(path),
@@ -78,11 +113,16 @@ def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, thresh
 
 
 def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshold: float | None = None,
-              max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = True) -> BatchResult:
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = True,
+              missing: Iterable[tuple[str, str]] = (), resume: bool = False) -> BatchResult:
     """Predict every file; failures are recorded (``error`` key) and the batch goes on.
 
-    ``predictions.jsonl`` is rewritten atomically after every image, so an interrupted batch leaves a
-    valid file describing the images done so far.
+    ``missing`` are inputs that matched no file (``(input, reason)``, from :func:`manipseg.io.list_images`):
+    they are recorded as errors too, so ``predictions.jsonl`` accounts for every input. With ``resume``,
+    images whose results for this detector and threshold are already complete in ``out_dir`` are kept, not
+    analysed again. ``predictions.jsonl`` is rewritten atomically after every image, so an interrupted
+    batch leaves a valid file describing the images done so far; Ctrl-C (or SIGTERM turned into
+    ``KeyboardInterrupt``) raises :class:`BatchInterrupted` after that file is written.
     """
     from tqdm import tqdm
 
@@ -92,18 +132,51 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
     stems = output_stems(files)
     result = BatchResult()
     jsonl = out_dir / "predictions.jsonl"
-    bar = tqdm(files, unit="img", disable=not progress or len(files) < 2, desc=f"predict [{detector.name}]")
-    for path in bar:
-        try:
-            record = predict_one(detector, path, out_dir, stems[path], thr, max_pixels=max_pixels)
-        except ImageLoadError as exc:
-            record = {"input": str(path), "model": detector.name, "error": str(exc)}
-            log.error("skipped %s", exc)
-        except (ContractError, ValueError, OSError, RuntimeError, MemoryError) as exc:
-            # a detector or writer failure on one image must not lose the rest of the batch
-            record = {"input": str(path), "model": detector.name, "error": f"{path}: {type(exc).__name__}: {exc}"}
-            log.error("skipped %s: %s: %s", path, type(exc).__name__, exc)
-        result.records.append(record)
+    earlier = _earlier_results(jsonl, detector.name, thr, out_dir) if resume else {}
+    for item, why in missing:
+        result.records.append({"input": str(item), "model": detector.name, "error": f"{item}: {why}"})
+    todo = []
+    for path in files:
+        r = earlier.get(str(path))
+        if r is not None and r["stem"] == stems[path]:
+            result.records.append(r)
+            result.reused += 1
+        else:
+            todo.append(path)
+
+    def save_jsonl() -> None:
         lines = "".join(json.dumps(r) + "\n" for r in result.records)
         atomic_write(jsonl, lambda tmp, text=lines: tmp.write_text(text, encoding="utf-8"))
+
+    if not todo:
+        save_jsonl()
+        return result
+    bar = tqdm(todo, unit="img", disable=not progress or len(todo) < 2, desc=f"predict [{detector.name}]")
+    done = 0
+    try:
+        for path in bar:
+            record = _predict_recorded(detector, path, out_dir, stems[path], thr, max_pixels)
+            result.records.append(record)
+            if "error" not in record:
+                result.written.update(f"{record['stem']}{s}" for s in (".prob.png", ".mask.png", ".overlay.jpg"))
+            save_jsonl()
+            done += 1
+    except KeyboardInterrupt:
+        bar.close()
+        save_jsonl()
+        raise BatchInterrupted(result.reused + done, len(files)) from None
     return result
+
+
+def _predict_recorded(detector: Detector, path: Path, out_dir: Path, stem: str, thr: float,
+                      max_pixels: int | None) -> dict[str, Any]:
+    """:func:`predict_one`, with a failure turned into an error record (the batch goes on)."""
+    try:
+        return predict_one(detector, path, out_dir, stem, thr, max_pixels=max_pixels)
+    except ImageLoadError as exc:
+        log.error("skipped %s", exc)
+        return {"input": str(path), "model": detector.name, "error": str(exc)}
+    except (ContractError, ValueError, OSError, RuntimeError, MemoryError) as exc:
+        # a detector or writer failure on one image must not lose the rest of the batch
+        log.error("skipped %s: %s: %s", path, type(exc).__name__, exc)
+        return {"input": str(path), "model": detector.name, "error": f"{path}: {type(exc).__name__}: {exc}"}

@@ -85,8 +85,12 @@ def create(name: str, device: str = "cpu", **config: Any) -> Detector:
     return cls.from_pretrained(device=device)
 
 
-def load_detector(name_or_path: str, device: str = "cpu") -> Detector:
-    """A registered name, or a path to trained weights (``.safetensors``) or a config (``.yaml``/``.json``)."""
+def load_detector(name_or_path: str | None = None, device: str = "cpu") -> Detector:
+    """A registered name, or a path to trained weights (``.safetensors``) or a config (``.yaml``/``.json``);
+    without a name, the default detector (:func:`default_model`)."""
+    if name_or_path is None:
+        name_or_path = default_model()
+    name_or_path = str(name_or_path)
     if name_or_path in _ENTRIES:
         return create(name_or_path, device=device)
     path = Path(name_or_path)

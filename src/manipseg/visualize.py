@@ -5,14 +5,52 @@ import cv2
 import numpy as np
 
 
+#: perceptually uniform, monotone in lightness: dark purple (0) -> red -> yellow (1), so "brighter = more
+#: suspicious" reads the same everywhere (a rainbow map such as JET makes mid values green/cyan).
+COLORMAP = cv2.COLORMAP_INFERNO
+
+
 def heatmap(prob: np.ndarray) -> np.ndarray:
-    """RGB uint8 heatmap (OpenCV's JET colour map) of a [0, 1] probability map."""
+    """RGB uint8 heatmap (the perceptual :data:`COLORMAP`) of a [0, 1] probability map."""
     u8 = np.clip(np.rint(np.asarray(prob, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
-    return cv2.applyColorMap(u8, cv2.COLORMAP_JET)[:, :, ::-1]
+    return cv2.applyColorMap(u8, COLORMAP)[:, :, ::-1]
 
 
-def overlay(image: np.ndarray, prob: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.5) -> np.ndarray:
-    """Blend the heatmap over the photo where ``prob`` is high (weight alpha * prob) and outline ``mask``."""
+def draw_legend(img: np.ndarray, label: str = "P(manipulated)") -> np.ndarray:
+    """Draw a colour bar with its scale (0 ... 1) and ``label`` in the bottom-right corner, in place.
+    Images too small for a readable legend (under 96 x 64 pixels) are left as they are."""
+    h, w = img.shape[:2]
+    if w < 96 or h < 64:
+        return img
+    bar_w = max(48, min(256, w // 3))
+    bar_h = max(6, min(20, h // 40))
+    scale = max(0.3, min(1.0, bar_w / 300))
+    thick = 1 if scale < 0.7 else 2
+    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    (dw, dh), _ = cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = max(3, bar_h // 2)
+    row_w = dw + pad + bar_w + pad + dw  # "0" [bar] "1"
+    box_w, box_h = max(row_w, tw) + 2 * pad, max(bar_h, dh) + th + base + 3 * pad
+    x0, y0 = w - box_w - pad, h - box_h - pad
+    if x0 < 0 or y0 < 0:
+        return img
+    img[y0:y0 + box_h, x0:x0 + box_w] = (img[y0:y0 + box_h, x0:x0 + box_w].astype(np.float32) * 0.35).astype(np.uint8)
+    white = (255, 255, 255)
+    cv2.putText(img, label, (x0 + pad, y0 + pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, white, thick, cv2.LINE_AA)
+    by = y0 + box_h - pad - max(bar_h, dh)
+    bx = x0 + pad + dw + pad
+    ramp = np.repeat(np.linspace(0.0, 1.0, bar_w, dtype=np.float32)[None, :], bar_h, axis=0)
+    img[by:by + bar_h, bx:bx + bar_w] = heatmap(ramp)
+    ty = by + (bar_h + dh) // 2
+    cv2.putText(img, "0", (x0 + pad, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, white, thick, cv2.LINE_AA)
+    cv2.putText(img, "1", (bx + bar_w + pad, ty), cv2.FONT_HERSHEY_SIMPLEX, scale, white, thick, cv2.LINE_AA)
+    return img
+
+
+def overlay(image: np.ndarray, prob: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.5,
+            legend: bool = False) -> np.ndarray:
+    """Blend the heatmap over the photo where ``prob`` is high (weight alpha * prob) and outline ``mask``;
+    with ``legend``, a colour bar with its 0-1 scale in the bottom-right corner (same size as ``image``)."""
     img = image.astype(np.float32)
     heat = heatmap(prob).astype(np.float32)
     w = (alpha * np.clip(prob, 0.0, 1.0))[:, :, None].astype(np.float32)
@@ -22,7 +60,9 @@ def overlay(image: np.ndarray, prob: np.ndarray, mask: np.ndarray | None = None,
         thickness = max(1, int(round(max(image.shape[:2]) / 400)))
         out = np.ascontiguousarray(out)
         cv2.drawContours(out, contours, -1, (255, 255, 255), thickness + 2)
-        cv2.drawContours(out, contours, -1, (255, 0, 64), thickness)
+        cv2.drawContours(out, contours, -1, (0, 255, 255), thickness)
+    if legend:
+        out = draw_legend(np.ascontiguousarray(out))
     return out
 
 

@@ -50,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
         dataset = open_dataset(args.dataset, args.fmt, args.mask_convention).subset(args.limit)
     except (AttackError, DatasetError) as exc:
         return fail(str(exc))
+    from ..io import OutputDirError, prepare_out_dir
+
+    try:
+        prepare_out_dir(args.out)
+    except OutputDirError as exc:
+        return fail(str(exc))
     model = args.model or registry.default_model()
     try:
         detector = registry.load_detector(model, device=args.device)

@@ -18,14 +18,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="fake-probability threshold of the verdict (default: the model's, calibrated on its validation split)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse images with more pixels than this (decompression-bomb guard; default 100 MP)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
     import sys
-    from pathlib import Path
-
     from ..device import DeviceError
     from ..faces.detect import FaceBackendMissing
     from ..faces.infer import FaceAnalyzer, expand_inputs, run_faces
@@ -37,6 +37,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.threshold is not None and not 0 < args.threshold < 1:
         print(f"error: --threshold must be between 0 and 1, got {args.threshold}", file=sys.stderr)
+        return 2
+    from ..io import DEFAULT_MAX_PIXELS, OutputDirError, prepare_out_dir
+
+    if args.max_pixels is not None and args.max_pixels <= 0:
+        print(f"error: --max-pixels must be a positive number of pixels, got {args.max_pixels}", file=sys.stderr)
+        return 2
+    try:
+        out = prepare_out_dir(args.out)
+    except OutputDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     files, problems = expand_inputs(args.inputs)
     for problem in problems:
@@ -51,9 +61,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.threshold is not None:
         analyzer.threshold = args.threshold
-    out = Path(args.out)
-    records = run_faces(analyzer, files, out, every=args.every, max_frames=args.max_frames,
-                        progress=not args.no_progress)
+    try:
+        records = run_faces(analyzer, files, out, every=args.every, max_frames=args.max_frames,
+                            progress=not args.no_progress, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    except KeyboardInterrupt:
+        print(f"interrupted; the outputs of the files done so far are complete in {out}/ (faces.jsonl)", file=sys.stderr)
+        return 130
     failed = [r for r in records if "error" in r]
     print(f"{len(records) - len(failed)}/{len(records)} inputs analysed (detector {analyzer.detector.name}, "
           f"threshold {analyzer.threshold:.3f}); outputs in {out}/")

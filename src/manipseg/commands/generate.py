@@ -5,7 +5,7 @@ import argparse
 
 HELP = "generate synthetic forgeries with pixel-exact masks from folders of authentic photos"
 
-KIND_NAMES = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "authentic", "gan", "inpaint-gan")
+KIND_NAMES = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "composite", "authentic", "gan", "inpaint-gan")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="folders of authentic images (searched recursively; COCO / BSDS annotations beside them are used)")
     p.add_argument("--n", type=int, required=True, help="number of samples to generate")
     p.add_argument("--kinds", default="splice,copymove,poisson,removal,enhance,sbi",
-                   help=f"comma-separated kinds to mix, from: {','.join(KIND_NAMES)} (default: all but authentic)")
+                   help=f"comma-separated kinds to mix, from: {','.join(KIND_NAMES)} (default: %(default)s)")
     p.add_argument("--size", type=int, default=256, help="side of the square samples in pixels (default 256)")
     p.add_argument("--out", required=True, help="output folder (created; existing files with the same names are replaced)")
     p.add_argument("--seed", type=int, default=0, help="run seed: the same seed and sources give the same bytes")
@@ -53,9 +53,6 @@ def run(args: argparse.Namespace) -> int:
     if args.n <= 0 or args.size < 32 or args.workers < 1 or args.seed < 0:
         print("error: --n must be positive, --size at least 32, --workers at least 1, --seed non-negative", file=sys.stderr)
         return 2
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        print(f"error: --out {args.out} is a file; give a folder (it is created if missing)", file=sys.stderr)
-        return 2
     config: dict = {}
     if args.config:
         cp = Path(args.config)
@@ -93,6 +90,13 @@ def run(args: argparse.Namespace) -> int:
         GenConfig.from_dict(config)
         pool = ImagePool(args.sources, size=args.size)  # validates the folders before any work starts
     except (SourceError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from ..io import OutputDirError, prepare_out_dir
+
+    try:  # the last check before any work
+        prepare_out_dir(args.out)
+    except OutputDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.info("%d authentic images in %d folder(s)", len(pool), len(args.sources))

@@ -16,29 +16,46 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device for learned detectors (default: cpu)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse images with more pixels than this (decompression-bomb guard; default 100 MP)")
+    p.add_argument("--recursive", "-r", action="store_true", help="also search the sub-folders of input folders")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the results already in --out for this model and threshold and analyse only the rest")
+    p.add_argument("--overwrite", action="store_true",
+                   help="remove the outputs of an earlier run in --out (its *.prob.png, *.mask.png, *.overlay.jpg) first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
     import sys
-    from pathlib import Path
 
     from .. import registry
     from ..examples import example_paths
-    from ..io import DEFAULT_MAX_PIXELS, list_images
-    from ..predict import run_batch
+    from ..io import DEFAULT_MAX_PIXELS, OutputDirError, list_images, prepare_out_dir
+    from ..predict import BatchInterrupted, run_batch, stale_outputs
 
     log = logging.getLogger("manipseg.predict")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         print(f"error: --threshold must be in [0, 1], got {args.threshold}", file=sys.stderr)
         return 2
+    if args.max_pixels is not None and args.max_pixels <= 0:
+        print(f"error: --max-pixels must be a positive number of pixels, got {args.max_pixels}", file=sys.stderr)
+        return 2
+    if args.resume and args.overwrite:
+        print("error: --resume keeps earlier results and --overwrite removes them: choose one", file=sys.stderr)
+        return 2
     inputs = args.inputs or [str(p) for p in example_paths()]
-    files, problems = list_images(inputs)
-    for problem in problems:
-        log.error("%s", problem)
-    if not files:
+    listing = list_images(inputs, recursive=args.recursive)
+    for item, why in listing.problems:
+        log.error("%s: %s", item, why)
+    for note in listing.notes:
+        log.info("%s", note)
+    if not listing.files:
         print("error: no input images found", file=sys.stderr)
+        return 2
+    try:
+        out = prepare_out_dir(args.out)
+    except OutputDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     name = args.model or registry.default_model()
     try:
@@ -46,14 +63,37 @@ def run(args: argparse.Namespace) -> int:
     except (registry.UnknownDetectorError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    result = run_batch(detector, files, out, threshold=args.threshold,
-                       max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, progress=not args.no_progress)
+    stale = stale_outputs(out)
+    if stale and args.overwrite:
+        for f in stale:
+            f.unlink()
+        log.info("removed %d output file(s) of an earlier run in %s", len(stale), out)
+    try:
+        result = run_batch(detector, listing.files, out, threshold=args.threshold,
+                           max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, progress=not args.no_progress,
+                           missing=listing.problems, resume=args.resume)
+    except BatchInterrupted as stop:
+        print(f"interrupted after {stop.done}/{stop.total} images; outputs kept in {out}/; "
+              f"run the same command with --resume to continue", file=sys.stderr)
+        return 130
+    if stale and not args.overwrite and not args.resume:
+        kept = [f for f in stale if f.exists() and f.name not in result.written]
+        if kept:
+            log.warning("%d output file(s) of an earlier run are still in %s beside the new predictions.jsonl "
+                        "(pass --overwrite to remove them)", len(kept), out)
     done = len(result.records) - len(result.failed)
-    print(f"{done}/{len(result.records)} images analysed with {detector.name!r}; outputs in {out}/")
+    print(f"{done}/{len(result.records)} images analysed with {detector.name!r}; outputs in {out}/"
+          + (f" ({result.reused} kept from the earlier run)" if result.reused else ""))
     for r in result.records:
         if "error" in r:
             print(f"  FAILED {r['error']}")
         else:
-            print(f"  {r['stem']}: score {r['score']:.3f}, {100 * r['tampered_fraction']:.1f}% of pixels flagged")
-    return 0 if result.ok and not problems else 1
+            print(f"  {r['input']}: score {r['score']:.3f}, {100 * r['tampered_fraction']:.1f}% of pixels flagged"
+                  + (f" (outputs {r['stem']}.*)" if r["stem"] != _stem(r["input"]) else ""))
+    return 0 if result.ok else 1
+
+
+def _stem(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).stem

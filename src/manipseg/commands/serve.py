@@ -30,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     log = logging.getLogger("manipseg.serve")
+    if not 1 <= args.port <= 65535:
+        log.error("--port must be a TCP port number from 1 to 65535, got %d", args.port)
+        return 2
     try:
         import uvicorn
 

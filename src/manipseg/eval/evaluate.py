@@ -106,8 +106,9 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
     ``out_dir`` is given, also writes the report files and plots there."""
     from tqdm import tqdm
 
-    runs = [Run("clean", None, Accumulator(n_thresholds), Accumulator(n_thresholds))]
-    runs += [Run(a.name, a, Accumulator(n_thresholds), Accumulator(n_thresholds)) for a in attacks or []]
+    own = float(getattr(detector, "threshold", 0.5))
+    runs = [Run("clean", None, Accumulator(n_thresholds, own), Accumulator(n_thresholds))]
+    runs += [Run(a.name, a, Accumulator(n_thresholds, own), Accumulator(n_thresholds)) for a in attacks or []]
     out = Path(out_dir) if out_dir is not None else None
     if save_probs and out is None:
         raise ValueError("save_probs needs an output directory")
@@ -208,11 +209,21 @@ def markdown(report: dict) -> str:
              f"- baseline: {BASELINE}", f"- created {report['created']}", "", "## Clean images", ""]
     lines += protocol_table(clean)
     lines += ["", _thresholds_line(clean), ""]
+    perm, own = clean["detector"].get("permuted") or {}, clean["detector"].get("own_threshold")
+    if perm.get("f1_best_image") is not None:
+        lines += [f"Permuted per-image F1 (better of the map and its inverse): best threshold "
+                  f"{_fmt(perm['f1_best_image'])}, at 0.5 {_fmt(perm['f1_fixed_0.5'])}."]
+    if own:
+        lines += [f"At the detector's own threshold {own['threshold']:.2f}: F1 {_fmt(own['f1'])}, MCC {_fmt(own['mcc'])}, "
+                  f"IoU {_fmt(own['iou'])}."]
+    lines.append("")
     il, bil = clean["detector"].get("image_level"), clean["baseline"].get("image_level")
     if il:
         lines += ["## Image level (tampered vs authentic)", "", "| | AUC | accuracy@0.5 | TPR | TNR |", "|---|---|---|---|---|",
                   f"| detector | {_fmt(il['auc'])} | {_fmt(il['accuracy'])} | {_fmt(il['tpr'])} | {_fmt(il['tnr'])} |",
                   f"| baseline | {_fmt(bil['auc'])} | {_fmt(bil['accuracy'])} | {_fmt(bil['tpr'])} | {_fmt(bil['tnr'])} |"]
+        lines += ["", f"At the detector's threshold {il['decision_threshold']:.2f}: TPR {_fmt(il['tpr_at_threshold'])}, "
+                  f"FPR {_fmt(il['fpr_at_threshold'])}; TPR at 5 % FPR {_fmt(il['tpr_at_fpr_5'])}."]
         if clean["detector"].get("authentic_fp_rate_0.5") is not None:
             lines += ["", f"Fraction of authentic pixels flagged at 0.5: {_fmt(clean['detector']['authentic_fp_rate_0.5'])}"]
         lines.append("")
@@ -311,8 +322,13 @@ def summary_table(report: dict) -> str:
             dv = " ".join(f"{_fmt(d.get(k)):>6}" for k in (*PIXEL_METRICS, "auc"))
             bv = " ".join(f"{_fmt(b.get(k)):>6}" for k in (*PIXEL_METRICS, "auc"))
             lines.append(f"{name:<12} {p:<13} {dv}  | {'':<22} {bv}")
+    perm = report["runs"]["clean"]["detector"].get("permuted") or {}
+    if perm.get("f1_best_image") is not None:
+        lines.append(f"permuted per-image F1: best {_fmt(perm['f1_best_image'])}, at 0.5 {_fmt(perm['f1_fixed_0.5'])}")
     il = report["runs"]["clean"]["detector"].get("image_level")
     if il:
         lines.append(f"image level: AUC {_fmt(il['auc'])}, accuracy@0.5 {_fmt(il['accuracy'])} "
-                     f"(baseline AUC 0.500, accuracy {_fmt(report['runs']['clean']['baseline']['image_level']['accuracy'])})")
+                     f"(baseline AUC 0.500, accuracy {_fmt(report['runs']['clean']['baseline']['image_level']['accuracy'])}); "
+                     f"at the detector's threshold {il['decision_threshold']:.2f}: TPR {_fmt(il['tpr_at_threshold'])}, "
+                     f"FPR {_fmt(il['fpr_at_threshold'])}; TPR at 5 % FPR {_fmt(il['tpr_at_fpr_5'])}")
     return "\n".join(lines)

@@ -29,8 +29,15 @@ Protocols (each reported for F1, MCC and IoU; AUC is threshold-free):
   ``pooled``        all pixels of all scored images pooled into one confusion matrix per threshold; the
                     best grid threshold is reported. AUC: ROC AUC of all pooled pixels.
 
+Permuted F1 (the "permute" protocol of the TruFor / IMDL-BenCo tables): per image, the better of the map
+and its inverse (``1 - prob``, i.e. the complement of the prediction at each grid threshold), at the
+image's best threshold (``f1_best_image``) or at 0.5 (``f1_fixed_0.5``). It forgives a detector that finds
+the right split of the image but labels the wrong side as tampered.
+
 Image level (when the dataset has authentic images): ROC AUC of the image score against the label
-(tampered = 1, from the dataset, whatever the mask), accuracy / TPR / TNR at score >= 0.5.
+(tampered = 1, from the dataset, whatever the mask), accuracy / TPR / TNR at score >= 0.5; TPR and FPR at
+the detector's own decision threshold (``decision_threshold``, default 0.5) and the TPR at 5 % FPR (the
+highest TPR of any score threshold whose FPR is at most 5 %).
 
 The trivial baseline predicts "tampered" everywhere (prob = 1, score = 1). Its F1 is the floor every
 detector must beat: mean of ``2P / (2P + N)`` on best_dataset/best_image/fixed_0.5.
@@ -130,6 +137,20 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, max_fpr: float) -> float:
+    """Highest TPR over score thresholds ("positive when score >= t") whose FPR is at most ``max_fpr``;
+    NaN when only one class is present."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    if labels.all() or not labels.any():
+        return float("nan")
+    neg = np.sort(scores[~labels])[::-1]
+    k = int(math.floor(max_fpr * neg.size + 1e-9))  # negatives allowed above the threshold
+    # threshold just above the (k+1)-th highest negative: at most k negatives reach it
+    t = np.nextafter(neg[k], np.inf) if k < neg.size else -np.inf
+    return float(np.mean(scores[labels] >= t))
+
+
 def auc_from_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
     """ROC AUC of scores given as histograms over ordered bins (ties within a bin count one half)."""
     pos = np.asarray(pos_hist, dtype=np.float64)
@@ -168,6 +189,7 @@ class Accumulator:
     every protocol. ``constant`` makes it score a constant map instead (the trivial baseline)."""
 
     n_thresholds: int = 101
+    decision_threshold: float = 0.5   # the detector's own threshold (pixel F1 at it, image TPR / FPR at it)
     thresholds: np.ndarray = field(init=False)
     records: list[ImageRecord] = field(default_factory=list)
     image_scores: list[float] = field(default_factory=list)
@@ -272,10 +294,30 @@ class Accumulator:
                 protocols[p]["auc"] = mean_auc
             protocols["pooled"]["auc"] = auc_from_histograms(self.pooled_pos16, self.pooled_neg16)
         out["protocols"] = protocols
+        out["permuted"] = self.permuted()
+        if self.records:
+            j_own = int(np.argmin(np.abs(t - self.decision_threshold)))
+            curves = self.curves()
+            out["own_threshold"] = {"threshold": float(t[j_own]),
+                                    **{k: float(curves[k][:, j_own].mean()) for k in PIXEL_METRICS}}
         out["image_level"] = self.image_level()
         if self.authentic_fp:
             out["authentic_fp_rate_0.5"] = float(np.mean(self.authentic_fp))
         return out
+
+    def permuted(self) -> dict[str, float | None]:
+        """Permuted per-image F1 (see the module docstring): best threshold and 0.5."""
+        if not self.records:
+            return {"f1_best_image": None, "f1_fixed_0.5": None}
+        i_half = int(np.argmin(np.abs(self.thresholds - 0.5)))
+        best, half = [], []
+        for r in self.records:
+            f1 = f1_from_counts(r.tp, r.fp, r.pos - r.tp)
+            inv = f1_from_counts(r.pos - r.tp, r.neg - r.fp, r.tp)  # the complement of each prediction
+            both = np.maximum(f1, inv)
+            best.append(float(both.max()))
+            half.append(float(both[i_half]))
+        return {"f1_best_image": float(np.mean(best)), "f1_fixed_0.5": float(np.mean(half))}
 
     def image_level(self) -> dict | None:
         labels = np.asarray(self.image_labels)
@@ -283,8 +325,12 @@ class Accumulator:
             return None
         scores = np.asarray(self.image_scores)
         pred = scores >= 0.5
+        own = scores >= self.decision_threshold
         return {"auc": roc_auc(scores, labels), "accuracy": float(np.mean(pred == (labels == 1))),
                 "tpr": float(np.mean(pred[labels == 1])), "tnr": float(np.mean(~pred[labels == 0])),
+                "decision_threshold": float(self.decision_threshold),
+                "tpr_at_threshold": float(np.mean(own[labels == 1])), "fpr_at_threshold": float(np.mean(own[labels == 0])),
+                "tpr_at_fpr_5": tpr_at_fpr(scores, labels, 0.05),
                 "n_tampered": int(labels.sum()), "n_authentic": int((labels == 0).sum())}
 
     def per_image(self) -> list[dict]:

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..io import IMAGE_SUFFIXES, ImageLoadError, atomic_write, load_image, save_jpeg, save_png
+from ..io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageLoadError, atomic_write, load_image, save_jpeg, save_png
 from ..visualize import heatmap as colour_heatmap
 from .detect import Face, FaceDetector, box_iou, crop_face, crop_to_image, get_detector
 from .model import AdapGRNet, FaceNetConfig
@@ -135,9 +135,10 @@ def _save_face_outputs(out_dir: Path, stem: str, results: list[FaceResult]) -> l
     return records
 
 
-def analyse_image(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str) -> dict[str, Any]:
+def analyse_image(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
     t0 = time.perf_counter()
-    image = load_image(path)
+    image = load_image(path, max_pixels=max_pixels)
     results = an.analyse(image)
     save_jpeg(out_dir / f"{stem}.faces.jpg", annotate(image, results, an.threshold), quality=90)
     rec: dict[str, Any] = {"input": str(path), "stem": stem, "kind": "image", "width": image.shape[1],
@@ -256,7 +257,7 @@ def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
 
 
 def run_faces(an: FaceAnalyzer, files: list[Path], out_dir: Path, every: int = 10, max_frames: int | None = None,
-              progress: bool = True) -> list[dict[str, Any]]:
+              progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[dict[str, Any]]:
     """Analyse every file; failures are recorded with an ``error`` key and the batch goes on."""
     from tqdm import tqdm
 
@@ -270,7 +271,7 @@ def run_faces(an: FaceAnalyzer, files: list[Path], out_dir: Path, every: int = 1
             if path.suffix.lower() in VIDEO_SUFFIXES:
                 rec = analyse_video(an, path, out_dir, stems[path], every, max_frames)
             else:
-                rec = analyse_image(an, path, out_dir, stems[path])
+                rec = analyse_image(an, path, out_dir, stems[path], max_pixels=max_pixels)
         except ImageLoadError as exc:
             rec = {"input": str(path), "error": str(exc)}
             log.error("skipped %s", exc)

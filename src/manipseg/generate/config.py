@@ -24,6 +24,25 @@ class PostConfig:
 
 
 @dataclass
+class HistoryConfig:
+    """Per-photo capture history (each source and the target draw their own)."""
+
+    jpeg_prob: float = 0.8
+    jpeg_quality: tuple[int, int] = (55, 100)
+    #: probability that the photo's 8x8 grid does not start at its top-left pixel (cropped before pasting)
+    grid_shift_prob: float = 0.75
+    blur_prob: float = 0.25
+    blur_sigma: tuple[float, float] = (0.4, 1.4)
+    sharpen_prob: float = 0.15
+    sharpen_amount: tuple[float, float] = (0.3, 1.2)
+    noise_prob: float = 0.3
+    noise_sigma: tuple[float, float] = (0.5, 4.0)
+    #: resampling of the photo before its JPEG (cameras and editors resize): factor down then back up
+    resample_prob: float = 0.25
+    resample_scale: tuple[float, float] = (0.5, 0.95)
+
+
+@dataclass
 class GenConfig:
     """Parameters of region sampling and of each manipulation kind.
 
@@ -70,6 +89,17 @@ class GenConfig:
     sbi_kernel: tuple[int, int] = (5, 25)  # odd Gaussian kernel sizes at 256 px (scaled with the image)
     sbi_scale: tuple[float, float] = (0.95, 1.05)
     sbi_shift: float = 0.03  # fraction of the image size
+    # composite: objects cut from other photos, each with its own capture history (kind "composite")
+    composite_objects: tuple[int, int] = (1, 4)      # pasted objects per image, each from another photo
+    composite_area: tuple[float, float] = (0.005, 0.15)  # area of each pasted object (fraction of the image)
+    #: edge treatment of each pasted object: hard cut, feathered (Gaussian alpha), halo (the cut-out keeps a
+    #: rim of its own background)
+    composite_edges: dict[str, float] = field(default_factory=lambda: {"hard": 1.0, "feather": 1.0, "halo": 0.5})
+    composite_feather: tuple[float, float] = (0.5, 2.0)  # sigma of the feathered alpha, pixels at 256 px
+    composite_halo: tuple[int, int] = (1, 3)             # rim width, pixels at 256 px
+    composite_harmonise_prob: float = 0.5                # colour/light matched to the paste site (Reinhard)
+    composite_harmonise: tuple[float, float] = (0.3, 1.0)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     post: PostConfig = field(default_factory=PostConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,7 +114,16 @@ class GenConfig:
         if unknown:
             raise ValueError(f"unknown generator config keys: {sorted(unknown)}; known: {sorted(known)}")
         post = data.pop("post", None)
+        history = data.pop("history", None)
         cfg = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+        if isinstance(history, HistoryConfig):
+            cfg.history = history
+        elif history is not None:
+            hknown = {f.name for f in fields(HistoryConfig)}
+            bad = set(history) - hknown
+            if bad:
+                raise ValueError(f"unknown history keys: {sorted(bad)}; known: {sorted(hknown)}")
+            cfg.history = HistoryConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in history.items()})
         if isinstance(post, PostConfig):
             cfg.post = post
         elif post is not None:

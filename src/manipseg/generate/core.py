@@ -10,6 +10,13 @@ Every kind returns a :class:`Sample` whose mask ``K`` contains every pixel the m
 - ``removal``: ``K`` is the (dilated) hole that was inpainted.
 - ``sbi``: ``M = a*S + (1-a)*T`` with a soft alpha ``a``; ``K = a >= sbi_alpha_threshold`` (default 0.1):
   outside ``K`` a pixel moved less than 10 % of the way towards the source.
+- ``composite``: 1-4 objects, each cut from *another* photo with its own capture history (camera noise,
+  blur / sharpening, resampling, a JPEG at its own quality on a shifted 8x8 grid,
+  :mod:`manipseg.generate.history`), colour-matched to the paste site or not, pasted with a hard,
+  feathered or haloed edge into a target with its own history: ``M = a*S + (1-a)*T`` per object, ``K`` =
+  the union of the pasted objects (``a >= 0.5``; a halo's rim belongs to ``K``). The post-processing chain
+  (typically a final JPEG save) then acts on the composite, making the background doubly compressed on its
+  own grid and the objects on another.
 - ``authentic``: the unmodified image, ``K`` empty.
 
 Randomness comes only from a ``numpy.random.Generator`` seeded by ``(seed, kind)``, so a sample is a
@@ -28,11 +35,12 @@ import numpy as np
 
 from ..postprocess import boundary_of
 from .config import GenConfig, as_config
+from .history import apply_history, draw_history
 from .pool import ImagePool, View
 from .post import apply_post, jpeg_roundtrip, resize_roundtrip
 from .regions import blend_mask, elastic_deform, sample_regions
 
-KINDS = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "authentic")
+KINDS = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "composite", "authentic")
 #: smallest and largest accepted area of K, as fractions of the image
 MIN_AREA, MAX_AREA = 0.002, 0.9
 
@@ -407,6 +415,78 @@ def self_blend(image: np.ndarray, region: np.ndarray, seed: int, config: GenConf
     raise RuntimeError(f"self-blending gave an unusable mask {max_tries} times; use a larger region")
 
 
+def _edge_alpha(rng: np.random.Generator, k: np.ndarray, cfg: GenConfig, scale: float) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(alpha, K, info) of one pasted object with a drawn edge treatment (see the module docstring)."""
+    names = sorted(n for n, w in cfg.composite_edges.items() if w > 0)
+    if not names:
+        raise ValueError("composite_edges needs at least one edge kind with a positive weight")
+    unknown = set(names) - {"hard", "feather", "halo"}
+    if unknown:
+        raise ValueError(f"unknown composite_edges {sorted(unknown)}; known: feather, halo, hard")
+    w = np.array([cfg.composite_edges[n] for n in names], dtype=np.float64)
+    edge = names[int(rng.choice(len(names), p=w / w.sum()))]
+    info: dict[str, Any] = {"edge": edge}
+    if edge == "halo":
+        r = max(1, int(round(int(rng.integers(cfg.composite_halo[0], cfg.composite_halo[1] + 1)) * scale)))
+        k = cv2.dilate(k.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
+        info["halo"] = r
+    alpha = k.astype(np.float32)
+    if edge == "feather":
+        sig = float(rng.uniform(*cfg.composite_feather)) * scale
+        alpha = cv2.GaussianBlur(alpha, (0, 0), sig)
+        info["feather"] = round(sig, 3)
+    return alpha, k, info
+
+
+def _composite_kind(rng, pool, size, cfg, meta):
+    if len(pool) < 2:
+        raise ValueError("the composite kind needs at least two photos (objects come from other photos)")
+    ti = int(rng.integers(len(pool)))
+    t_raw = _get(rng, pool, ti, size, cfg)[0]
+    t_hist = draw_history(rng, cfg.history)
+    t = apply_history(t_raw, t_hist)
+    n = int(rng.integers(cfg.composite_objects[0], cfg.composite_objects[1] + 1))
+    scale = size / 256.0
+    obj_cfg = replace(cfg, region_area=cfg.composite_area, region_count=(1, 1))
+    out = t.astype(np.float32)
+    keep = np.ones((size, size), dtype=np.float32)  # weight of the target left in each pixel
+    objects = []
+    for _ in range(max(1, n)):
+        si = int(rng.integers(len(pool) - 1))
+        si += si >= ti
+        s_img, s_objs = _get(rng, pool, si, size, cfg)
+        region, infos = sample_regions(rng, (size, size), obj_cfg, s_objs)
+        sc, angle, flip = _geometry_jitter(rng, cfg)
+        a, params = _affine(rng, region, sc, angle, flip)
+        s_hist = draw_history(rng, cfg.history)
+        s = _warp(apply_history(s_img, s_hist), a)  # the paste resamples the source (and its JPEG grid)
+        k = _warp(region.astype(np.uint8), a, nearest=True).astype(bool)
+        alpha, k, edge = _edge_alpha(rng, k, cfg, scale)
+        harm = None
+        if rng.random() < cfg.composite_harmonise_prob:
+            strength = float(rng.uniform(*cfg.composite_harmonise))
+            mode = "colour" if rng.random() < 0.5 else "light"
+            ring = cv2.dilate(k.astype(np.uint8), np.ones((max(3, size // 16),) * 2, np.uint8)).astype(bool) & ~k
+            if k.any() and np.count_nonzero(ring) >= 16:
+                s = s.copy()
+                s[k] = _colour_transfer(s[k], t[ring], mode, strength)
+                harm = {"mode": mode, "strength": round(strength, 4)}
+        if not k.any() or np.count_nonzero((keep < 0.9) | k) > MAX_AREA * k.size:
+            continue
+        a3 = alpha[:, :, None]
+        out = a3 * s.astype(np.float32) + (1 - a3) * out
+        keep *= 1.0 - alpha
+        objects.append({"source_id": pool.ids[si], "regions": infos, "geometry": params, "history": s_hist,
+                        "harmonise": harm, **edge})
+    alpha_all = (1.0 - keep).astype(np.float32)
+    k_all = alpha_all >= 0.1
+    _check_area(k_all)
+    m = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    meta.update(target_id=pool.ids[ti], target_history=t_hist, objects=objects,
+                regions=[r for o in objects for r in o["regions"]], _alpha=alpha_all)
+    return m, k_all, t, None
+
+
 def _authentic(rng, pool, size, cfg, meta):
     ti = int(rng.integers(len(pool)))
     t = _get(rng, pool, ti, size, cfg)[0]
@@ -415,7 +495,7 @@ def _authentic(rng, pool, size, cfg, meta):
 
 
 _KIND_FUNCS = {"splice": _splice, "copymove": _copymove, "poisson": _poisson, "removal": _removal,
-               "enhance": _enhance, "sbi": _sbi, "authentic": _authentic}
+               "enhance": _enhance, "sbi": _sbi, "composite": _composite_kind, "authentic": _authentic}
 
 
 def make_sample(kind: str, seed: int, pool: ImagePool, size: int = 256,

@@ -28,7 +28,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..io import IMAGE_SUFFIXES, load_image
+from ..io import IMAGE_SUFFIXES, ImageLoadError, load_image
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ class ImagePool:
                 self.ids.append(f"{root.name}/{p.relative_to(root).as_posix()}")
         self._cache: OrderedDict = OrderedDict()
         self._coco: dict[Path, dict | None] = {}
+        #: index -> why, for photos that failed to decode (skipped from then on)
+        self.unreadable: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -150,7 +152,24 @@ class ImagePool:
 
     def get(self, index: int, size: int | None = None, view: View | None = None) -> tuple[np.ndarray, ObjectSet]:
         """Image ``index`` and its regions at ``size`` x ``size``: fitted and centre-cropped (cached), or the
-        window ``view`` describes (only the decoded photo is cached then)."""
+        window ``view`` describes (only the decoded photo is cached then).
+
+        A photo that cannot be decoded is reported once (a warning naming the file and why) and skipped
+        from then on: the next readable photo of the pool takes its place, so a folder with some broken
+        files still yields every sample asked for. :class:`SourceError` when no photo is readable."""
+        index = int(index)
+        for _ in range(len(self.paths)):
+            if index not in self.unreadable:
+                try:
+                    return self._get(index, size, view)
+                except ImageLoadError as exc:
+                    self.unreadable[index] = str(exc)
+                    log.warning("skipping unreadable source photo (reported once): %s", exc)
+            index = (index + 1) % len(self.paths)
+        raise SourceError(f"none of the {len(self.paths)} source photos can be read (first: "
+                          f"{next(iter(self.unreadable.values()), '?')})")
+
+    def _get(self, index: int, size: int | None, view: View | None) -> tuple[np.ndarray, ObjectSet]:
         size = int(size or self.size)
         key = (int(index), size) if view is None else (int(index), "raw")
         hit = self._cache.get(key)

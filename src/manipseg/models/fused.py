@@ -68,6 +68,13 @@ class FusedDetector(Detector):
     #: the artifact detector used when none is given
     default_artifact = "noi"
 
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        from ..registry import get_class
+
+        ok, why = get_class(cls.default_artifact).availability()
+        return ok, (f"its artifact detector {cls.default_artifact!r} is unavailable: {why}" if not ok else "")
+
     def __init__(self, device: str = "cpu", artifact: str | Path | Detector | None = None,
                  similarity: str | Path | Detector = "copymove", mode: str = "max",
                  similarity_weight: float = 1.0, parallel_pixels: float = 4e6) -> None:

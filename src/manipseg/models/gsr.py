@@ -151,6 +151,25 @@ class GSRDetector(Detector):
                     "(or GSRDetector.from_weights(PATH)).")
         return cls.from_weights(path, device=device)
 
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        path = WEIGHTS_DIR / f"{cls.name}.safetensors"
+        if cls.name and path.is_file():
+            return True, ""
+        return False, f"no trained weights are bundled for {cls.name!r}; train them and pass the file as a model path"
+
+    @classmethod
+    def default_threshold(cls) -> float:
+        path = WEIGHTS_DIR / f"{cls.name}.safetensors"
+        if path.is_file():
+            from .weights import WeightsError, read_info
+
+            try:
+                return float(read_info(path).get("threshold", cls.threshold))
+            except WeightsError:
+                return float(cls.threshold)
+        return float(cls.threshold)
+
     # -- prediction ---------------------------------------------------------------------------------------
     def _predict(self, image: np.ndarray) -> Prediction:
         t0 = time.perf_counter()

@@ -95,9 +95,10 @@ class ModelInfo(BaseModel):
     name: str
     summary: str
     default: bool
-    available: bool = Field(description="false when the detector's code or trained weights are missing "
-                                        "(weights are found missing on first use)")
-    threshold: float | None = Field(description="default mask threshold")
+    available: bool = Field(description="false when the detector's code or trained weights are missing")
+    reason: str | None = Field(None, description="why the detector is unavailable")
+    threshold: float | None = Field(description="the mask threshold the detector uses by default (from its weights "
+                                                "when they store one)")
 
 
 class ModelsResponse(BaseModel):

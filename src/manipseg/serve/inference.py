@@ -144,7 +144,12 @@ class DetectorPool:
                                     "default": entry.name == self.default_name}
             try:
                 cls = entry.load()
-                item.update(available=entry.name not in self._failed, threshold=float(cls.threshold))
+                ok, why = cls.availability()
+                loaded = self._loaded.get(entry.name)
+                item.update(available=ok and entry.name not in self._failed,
+                            threshold=float(loaded.threshold) if loaded is not None else cls.default_threshold())
+                if not item["available"]:
+                    item["reason"] = why or "it failed to load on this server"
             except (ImportError, AttributeError) as exc:
                 log.debug("detector %s not importable: %s", entry.name, exc)
                 item.update(available=False, threshold=None)
@@ -161,7 +166,6 @@ class DetectorPool:
 _IMAGE_ERRORS = [  # (substring of ImageLoadError.problem, code) -- kept in step with manipseg.io
     ("file is empty", "empty_file"),
     ("not a recognised image format", "not_an_image"),
-    ("too large to open safely", "too_many_pixels"),
     ("exceeds the cap", "too_many_pixels"),
     ("too small", "image_too_small"),
     ("unsupported pixel mode", "unsupported_mode"),
@@ -209,10 +213,8 @@ def decode_upload(data: bytes, filename: str, max_pixels: int) -> np.ndarray:
             raise ApiError(code, f"{filename}: not an image this server can read (the content is not JPEG, PNG, "
                                  "TIFF, BMP, GIF or WebP, whatever its name says)") from None
         if code == "too_many_pixels":
-            declared = re.search(r"(\d+x\d+ = [\d,]+ pixels)|\((\d+) pixels\)", exc.problem)
-            size = ""
-            if declared:
-                size = f" declares {declared.group(1) or f'{int(declared.group(2)):,} pixels'}"
+            declared = re.search(r"\d+x\d+ = [\d,]+ pixels", exc.problem)
+            size = f" declares {declared.group(0)}" if declared else ""
             raise ApiError(code, f"{filename}: the image{size}; this server accepts at most {max_pixels:,} "
                                  "pixels (a possible decompression bomb); send a smaller image") from None
         hint = f" ({exc.hint})" if exc.hint else ""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 #: the generation kinds the synthetic engine knows (``splice`` is the paper's copy-paste CP).
-GENERATED_KINDS = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "authentic")
+GENERATED_KINDS = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "composite", "authentic")
 
 #: every accepted key with its default value; ``None`` means "not set".
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -29,6 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "guided_residual": False,     # AdapGRnet guided-residual stream beside RGB
         "dropout": 0.5,
         "options": {},                # further architecture options (e.g. width for "compact")
+        "init": None,                 # a weights .safetensors to start from (tensors of matching name and shape)
     },
     "data": {
         "root": None,                 # base of relative paths; default $MANIPSEG_DATA or ../shared/data

@@ -51,6 +51,36 @@ class TrainingError(RuntimeError):
     """A run that cannot start or continue (bad data, mismatched resume...)."""
 
 
+class TrainingInterrupted(Exception):
+    """Ctrl-C / SIGTERM during training; a checkpoint of the last completed step was written."""
+
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+#: sections and keys a resumed run may change (everything else must match the checkpoint's settings)
+RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.num_workers", "log.", "checkpoint.", "validation.")
+
+
+def settings_differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs (nested sections compared key by key)."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        dotted = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict) and dotted.count(".") < 1:
+            out += settings_differences(a, b, dotted + ".")
+        elif a != b:
+            out.append(dotted)
+    return out
+
+
+def run_dir_in_use(run_dir: Path) -> bool:
+    """A run folder that already holds a training run (checkpoints or exported weights)."""
+    return (run_dir / "model.safetensors").is_file() or bool(ckpt.list_checkpoints(run_dir))
+
+
 # -- distributed ---------------------------------------------------------------------------------------------
 @dataclass
 class Dist:
@@ -90,6 +120,30 @@ def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
     m = cfg["model"]
     return build_network(m["arch"], boundary_branch=m["boundary_branch"], guided_residual=m["guided_residual"],
                          dropout=float(m["dropout"]), **(m.get("options") or {}))
+
+
+def init_from_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, list[str]]:
+    """Copy the tensors of a weights file into ``model`` where name and shape match (``model.init``).
+
+    Returns ``{"loaded": [...], "new": [...], "skipped": [...]}``: ``new`` are the model's tensors the file
+    lacks or has in another shape (they keep their fresh initialisation), ``skipped`` the file's tensors the
+    model has no place for. Raises :class:`TrainingError` when nothing matches (wrong file)."""
+    from ..models.weights import WeightsError, load_weights
+
+    try:
+        tensors, _ = load_weights(path)
+    except WeightsError as exc:
+        raise TrainingError(f"model.init: {exc}") from None
+    own = model.state_dict()
+    loaded = [k for k, v in tensors.items() if k in own and own[k].shape == v.shape]
+    if not loaded:
+        raise TrainingError(f"model.init: {path} has no tensor that fits this architecture")
+    with torch.no_grad():
+        for k in loaded:
+            own[k].copy_(tensors[k])
+    new = sorted(k for k in own if k not in set(loaded))
+    skipped = sorted(k for k in tensors if k not in own or own[k].shape != tensors[k].shape)
+    return {"loaded": sorted(loaded), "new": new, "skipped": skipped}
 
 
 def _lr_lambda(schedule: str, warmup: int, steps: int) -> Callable[[int], float]:
@@ -217,6 +271,12 @@ class Trainer:
         t, d = self.cfg["train"], self.cfg["data"]
         self._seed(int(t["seed"]))
         model = self._model_override if self._model_override is not None else build_model(self.cfg)
+        if self.cfg["model"].get("init") and not resume:
+            # a weights file, not data: a relative path is relative to the working folder
+            init_path = Path(os.path.expanduser(os.path.expandvars(str(self.cfg["model"]["init"]))))
+            init = init_from_weights(model, init_path)
+            log.info("model.init: %d tensors loaded, %d new, %d skipped", len(init["loaded"]), len(init["new"]),
+                     len(init["skipped"]))
         model = model.to(self.device)
         if t["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
@@ -253,10 +313,12 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any], path: Path) -> int:
         saved = state.get("config", {})
-        for section in ("model", "data", "loss", "refine", "gan"):
-            if saved.get(section) != self.cfg[section]:
-                raise TrainingError(f"{path}: the checkpoint was trained with a different {section!r} section; "
-                                    f"resume with the same config (only train.steps and logging may change)")
+        changed = [k for k in settings_differences(saved, self.cfg)
+                   if not any(k == c or (c.endswith(".") and k.startswith(c)) for c in RESUMABLE_CHANGES)]
+        if changed:
+            raise TrainingError(f"{path}: the checkpoint was trained with other settings for {', '.join(changed)}; "
+                                "resume with the run's own settings (its config.yaml); only train.steps, logging, "
+                                "checkpoint and validation settings may change")
         if state.get("world") != self.dist.world:
             raise TrainingError(f"{path}: saved by {state.get('world')} process(es), resuming with {self.dist.world}: "
                                 "the data shards would differ")
@@ -387,12 +449,25 @@ class Trainer:
         return save_weights(self.run_dir / "model.safetensors", self.model, arch, kwargs, meta)
 
     # -- the run -------------------------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> Result:
+    def run(self, resume: bool = False, force: bool = False) -> Result:
+        """Train (or continue with ``resume``). A folder that already holds a run is refused unless
+        ``resume`` continues it or ``force`` starts over (its checkpoints and weights are removed first).
+        Ctrl-C / SIGTERM writes a checkpoint of the last completed step and raises
+        :class:`TrainingInterrupted`."""
+        import shutil
+
         import yaml
 
-        t, v, c = self.cfg["train"], self.cfg["validation"], self.cfg["checkpoint"]
+        t = self.cfg["train"]
         steps = int(t["steps"])
         main = self.dist.main
+        if not resume and run_dir_in_use(self.run_dir):
+            if not force:
+                raise TrainingError(f"{self.run_dir} already holds a training run; continue it with --resume, or "
+                                    "start it over with --force (its checkpoints and weights are deleted)")
+            if main:
+                shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+                (self.run_dir / "model.safetensors").unlink(missing_ok=True)
         # held-out sets first: whatever randomness they use must not shift the training RNG streams
         self._val_generated = _collate_val_generated(self.cfg) if main else []
         self._val_folder = _collate_val_folder(self.cfg) if main else []
@@ -411,8 +486,38 @@ class Trainer:
         bar = tqdm(total=steps, initial=start, disable=not (main and self.cfg["log"]["progress"]),
                    unit="step", dynamic_ncols=True)
         result = Result(step=start)
+        progress = _Progress(start, steps, int(t["batch_size"]) * self.dist.world, quiet=bool(self.cfg["log"]["progress"]))
+        try:
+            step = self._loop(loader, sampler, start, steps, bar, csvlog, writer, result, progress)
+        except KeyboardInterrupt:
+            bar.close()
+            path = None
+            if self._steps_done > start:
+                self._checkpoint(self._steps_done)
+                path = ckpt.latest_checkpoint(self.run_dir)
+            raise TrainingInterrupted(self._steps_done, path) from None
+        bar.close()
+        if step != steps:
+            raise TrainingError(f"the data loader stopped at step {step} before train.steps={steps}")
+        result.step = step
+        val = self._validate_all()
+        result.validation = val
+        if main:
+            if val:
+                csvlog.write({"step": step, **val})
+                log.info("validation at step %d: %s", step, ", ".join(f"{k}={x:.4f}" for k, x in val.items()))
+            if self.export:
+                result.model_path = self._export(val, step)
+            if writer is not None:
+                writer.close()
+        return result
+
+    def _loop(self, loader, sampler, start: int, steps: int, bar, csvlog, writer, result: Result,
+              progress: "_Progress") -> int:
+        t, v, c = self.cfg["train"], self.cfg["validation"], self.cfg["checkpoint"]
+        main = self.dist.main
         tick, done_since = time.perf_counter(), 0
-        step = start
+        step = self._steps_done = start
         for step_index, batch in zip(range(start, steps), loader):
             stats = self._step(batch, sampler.indices(step_index))
             step = step_index + 1
@@ -441,21 +546,10 @@ class Trainer:
                 paused = time.perf_counter()
                 self._checkpoint(step)
                 tick += time.perf_counter() - paused
-        bar.close()
-        if step != steps:
-            raise TrainingError(f"the data loader stopped at step {step} before train.steps={steps}")
-        result.step = step
-        val = self._validate_all()
-        result.validation = val
-        if main:
-            if val:
-                csvlog.write({"step": step, **val})
-                log.info("validation at step %d: %s", step, ", ".join(f"{k}={x:.4f}" for k, x in val.items()))
-            if self.export:
-                result.model_path = self._export(val, step)
-            if writer is not None:
-                writer.close()
-        return result
+            self._steps_done = step
+            if main:
+                progress.update(step, stats["loss"])
+        return step
 
     def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
         """Losses averaged over the DDP ranks (for the log); unchanged in a single process."""
@@ -476,6 +570,35 @@ class Trainer:
         if self.dist.enabled:
             dist.barrier()
         return val
+
+
+class _Progress:
+    """A log line with step, loss, speed and ETA: every ``every`` seconds (60) when no progress bar is shown
+    (``log.progress: false``, the usual case in a log file), else only the first one (the bar shows the rest)."""
+
+    def __init__(self, start: int, steps: int, images_per_step: int, quiet: bool, every: float = 60.0) -> None:
+        self.start, self.steps, self.per_step = start, steps, images_per_step
+        self.quiet, self.every = quiet, every
+        self.t0 = self.last = time.perf_counter()
+        self.first = True
+
+    def update(self, step: int, loss: float) -> None:
+        now = time.perf_counter()
+        if not (self.first and step - self.start >= 2) and (self.quiet or now - self.last < self.every):
+            return
+        self.first = False
+        self.last = now
+        rate = (step - self.start) / max(now - self.t0, 1e-9)  # steps per second since this call started
+        eta = (self.steps - step) / max(rate, 1e-12)
+        log.info("step %d/%d  loss %.4f  %.1f img/s  ETA %s", step, self.steps, loss, rate * self.per_step,
+                 _duration(eta))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
 
 
 def _tensorboard(run_dir: Path):
