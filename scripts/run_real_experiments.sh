@@ -19,11 +19,13 @@ for name in "${names[@]}"; do
   fi
   # training minutes from the log's throughput (steps x batch / images per second), not wall time
   minutes=$(python -c "
-import csv; rows=[r for r in csv.DictReader(open('$out/train.csv')) if r['imgs_per_s']]
-prev=0; t=0.0
+import csv, yaml
+batch = yaml.safe_load(open('$out/config.yaml'))['train']['batch_size']
+rows = [r for r in csv.DictReader(open('$out/train.csv')) if r['imgs_per_s']]
+prev, t = 0, 0.0
 for r in rows:
-    s=int(r['step']); t+=(s-prev)*8/float(r['imgs_per_s']); prev=s
-print(round(t/60))")
+    s = int(r['step']); t += (s - prev) * batch / float(r['imgs_per_s']); prev = s
+print(round(t / 60))")
   steps=$(python -c "import yaml,sys; c=yaml.safe_load(open('$out/config.yaml')); print(c['train']['steps'], 'x', c['train']['batch_size'])")
   python benchmarks/bench_real.py --model "$out/model.safetensors" --row "$name" \
       --config "configs/real/$name.yaml" --budget "$steps, ${minutes} min on 2 cores" --json "$out/scores.json"

@@ -41,12 +41,13 @@ def draw_history(rng: np.random.Generator, cfg: HistoryConfig) -> dict[str, Any]
 
 def jpeg_on_grid(rgb: np.ndarray, quality: int, dx: int, dy: int) -> np.ndarray:
     """JPEG round trip whose 8x8 block grid starts at pixel ``(dx, dy)`` (0-7) instead of ``(0, 0)``:
-    the image is padded by ``(dx, dy)`` on the top-left, compressed, decoded and cropped back."""
-    dx, dy = int(dx) % 8, int(dy) % 8
-    if dx == 0 and dy == 0:
+    the image is padded by ``(8 - dx) % 8`` columns and ``(8 - dy) % 8`` rows on the top-left, compressed,
+    decoded and cropped back (as if it had been cut from a larger JPEG at that offset)."""
+    px, py = (8 - int(dx) % 8) % 8, (8 - int(dy) % 8) % 8
+    if px == 0 and py == 0:
         return jpeg_roundtrip(rgb, quality)
-    padded = cv2.copyMakeBorder(rgb, dy, 0, dx, 0, cv2.BORDER_REFLECT_101)
-    return np.ascontiguousarray(jpeg_roundtrip(padded, quality)[dy:, dx:])
+    padded = cv2.copyMakeBorder(rgb, py, 0, px, 0, cv2.BORDER_REFLECT_101)
+    return np.ascontiguousarray(jpeg_roundtrip(padded, quality)[py:, px:])
 
 
 def apply_history(rgb: np.ndarray, history: dict[str, Any]) -> np.ndarray:

@@ -185,8 +185,13 @@ class GSRDetector(Detector):
         h, w = image.shape[:2]
         # Normalise with whole-image statistics so tiles see exactly what the untiled network would.
         x = normalise_image(image)  # float32, channels_last view of an HWC copy
+        history = None
+        if getattr(self.model, "dct_stream", False):
+            from .dct import jpeg_history
+
+            history = jpeg_history(image)  # tiles are measured against the whole image's JPEG history
         if h * w <= self.max_pixels:
-            seg, bnd = self._run(x)
+            seg, bnd = self._run(x, self._dct(image, 0, 0, history))
             return seg, bnd, 1
         ys, th = tile_layout(h, self.tile, self.overlap)
         xs, tw = tile_layout(w, self.tile, self.overlap)
@@ -200,7 +205,7 @@ class GSRDetector(Detector):
                 x1 = min(x0 + tw, w)
                 wx = _ramp(x1 - x0, self.overlap, x0 > 0, x1 < w)
                 weight = wy[:, None] * wx[None, :]
-                seg, bnd = self._run(x[..., y0:y1, x0:x1])
+                seg, bnd = self._run(x[..., y0:y1, x0:x1], self._dct(image[y0:y1, x0:x1], x0, y0, history))
                 acc[y0:y1, x0:x1] += seg * weight
                 wsum[y0:y1, x0:x1] += weight
                 if bnd is not None:
@@ -212,13 +217,26 @@ class GSRDetector(Detector):
             bacc /= wsum
         return np.clip(acc, 0, 1), (np.clip(bacc, 0, 1) if bacc is not None else None), len(ys) * len(xs)
 
-    def _run(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    @staticmethod
+    def _dct(tile: np.ndarray, x0: int, y0: int, history) -> torch.Tensor | None:
+        """The DCT-stream input of a tile at (x0, y0) of the image whose JPEG history is ``history``."""
+        if history is None:
+            return None
+        from .dct import dct_features
+
+        (dx, dy), steps = history
+        feats = dct_features(np.ascontiguousarray(tile), grid=((dx - x0) % 8, (dy - y0) % 8), steps=steps)
+        return torch.from_numpy(feats)[None]
+
+    def _run(self, x: torch.Tensor, dct: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         x = x.to(self.torch_device)
         if self.torch_device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         size = tuple(x.shape[-2:])
+        if dct is not None:
+            dct = dct.to(self.torch_device)
         with autocast(self.torch_device, self.use_bf16):
-            seg, bnd, padded = self.model.head_logits(x)
+            seg, bnd, padded = self.model.head_logits(x, dct) if dct is not None else self.model.head_logits(x)
         seg = self._class1(seg, padded, size)
         if bnd is not None and self.boundary:
             return seg, self._class1(bnd, padded, size)

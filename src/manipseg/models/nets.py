@@ -175,32 +175,48 @@ class SegNet(nn.Module):
 
     heads: TwoHeads
 
-    def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    #: the network takes the JPEG-trace maps of :mod:`manipseg.models.dct` as a second input
+    dct_stream: bool = False
+
+    def features(self, x: torch.Tensor, dct: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Side features for the boundary branch (finest first) and the stride-8 context features."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, dct: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
         h, w = x.shape[-2:]
-        seg, boundary, padded = self.head_logits(x)
+        seg, boundary, padded = self.head_logits(x, dct)
         out = {"seg": self.to_input(seg, padded, (h, w)), "boundary": None}
         if boundary is not None:
             out["boundary"] = self.to_input(boundary, padded, (h, w))
         return out
 
-    def head_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
+    def head_logits(self, x: torch.Tensor, dct: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
         """Segmentation and boundary logits at the heads' resolution, and the padded input size.
 
-        ``forward`` up-samples them with :meth:`to_input`; inference may up-sample less (one channel, see
-        ``GSRDetector``)."""
+        ``dct``: the ``[B, CHANNELS, ceil(H/8), ceil(W/8)]`` JPEG-trace maps of the *unnormalised* images
+        (:func:`manipseg.models.dct.dct_batch`), required by networks built with ``dct_stream`` and ignored
+        by the others. ``forward`` up-samples the logits with :meth:`to_input`; inference may up-sample less
+        (one channel, see ``GSRDetector``)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a [B, 3, H, W] tensor, got shape {tuple(x.shape)}")
+        if self.dct_stream:
+            from .dct import CHANNELS
+
+            want = (x.shape[0], CHANNELS, -(-x.shape[-2] // 8), -(-x.shape[-1] // 8))
+            if dct is None or tuple(dct.shape) != want:
+                raise ValueError(f"this network has a DCT stream: pass dct= of shape {want} "
+                                 f"(manipseg.models.dct.dct_batch of the uint8 images), got "
+                                 f"{None if dct is None else tuple(dct.shape)}")
+        else:
+            dct = None
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride
         if ph or pw:
             mode = "reflect" if (ph < h and pw < w) else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         hp, wp = x.shape[-2:]
-        sides, context = self.features(x)
+        sides, context = self.features(x, dct) if dct is not None else self.features(x)
         seg, boundary = self.heads(sides, context, (hp // self.head_stride, wp // self.head_stride))
         return seg, boundary, (hp, wp)
 
@@ -415,12 +431,14 @@ class CompactNet(SegNet):
 
     def __init__(self, boundary_branch: bool = True, guided_residual: bool = False, dropout: float = 0.5,
                  width: int = 16, full_res_layers: int = 1, aspp_rates: tuple[int, ...] = (2, 4, 8),
-                 head_channels: int = 32, boundary_channels: int = 32, gr_radius: int = 2, gr_eps: float = 0.1) -> None:
-        super().__init__("compact", dict(boundary_branch=boundary_branch, guided_residual=guided_residual,
-                                         dropout=dropout, width=width, full_res_layers=full_res_layers,
-                                         aspp_rates=tuple(aspp_rates),
-                                         head_channels=head_channels, boundary_channels=boundary_channels,
-                                         gr_radius=gr_radius, gr_eps=gr_eps))
+                 head_channels: int = 32, boundary_channels: int = 32, gr_radius: int = 2, gr_eps: float = 0.1,
+                 dct_stream: bool = False, dct_channels: int = 32) -> None:
+        kwargs = dict(boundary_branch=boundary_branch, guided_residual=guided_residual,
+                      dropout=dropout, width=width, full_res_layers=full_res_layers, aspp_rates=tuple(aspp_rates),
+                      head_channels=head_channels, boundary_channels=boundary_channels, gr_radius=gr_radius, gr_eps=gr_eps)
+        if dct_stream:  # recorded only when on, so weights files of networks without it are unchanged
+            kwargs.update(dct_stream=True, dct_channels=dct_channels)
+        super().__init__("compact", kwargs)
         w = width
         self.use_gr = guided_residual
         self.gr_radius, self.gr_eps = gr_radius, gr_eps
@@ -435,9 +453,24 @@ class CompactNet(SegNet):
                                     ConvBlock(8 * w, 8 * w, dilation=4))                                  # /8
         self.context = ASPPLite(8 * w, 4 * w, tuple(aspp_rates), dropout)
         self.heads = TwoHeads([2 * w, 4 * w, 8 * w], 4 * w, head_channels, boundary_channels, boundary_branch)
-        _init_weights(self)
+        self.dct_stream = bool(dct_stream)
+        if dct_stream:
+            from .dct import CHANNELS
 
-    def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+            # the JPEG-trace maps (stride 8) -> features, concatenated with stage 4 and projected back to its
+            # width; the projection starts as [identity | 0], so a network initialised from weights without the
+            # stream computes exactly what it did until the stream has learned something
+            self.dct_stem = nn.Sequential(conv_bn_relu(CHANNELS, dct_channels, k=1), conv_bn_relu(dct_channels, dct_channels))
+            self.dct_fuse = nn.Sequential(nn.Conv2d(8 * w + dct_channels, 8 * w, 1), nn.ReLU(inplace=True))
+        _init_weights(self)
+        if dct_stream:
+            with torch.no_grad():
+                fuse = self.dct_fuse[0]
+                fuse.weight.zero_()
+                fuse.weight[:, :8 * w, 0, 0] = torch.eye(8 * w)
+                fuse.bias.zero_()
+
+    def features(self, x: torch.Tensor, dct: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         f = self.stem(x)
         if self.use_gr:
             gr = self.gr_stem(guided_residual(x, self.gr_radius, self.gr_eps).to(x.dtype))
@@ -445,6 +478,9 @@ class CompactNet(SegNet):
         s2 = self.stage2(self.full(f))
         s3 = self.stage3(s2)
         s4 = self.stage4(s3)
+        if self.dct_stream:
+            d = self.dct_stem(dct.to(s4.dtype))
+            s4 = self.dct_fuse(torch.cat([s4, d], dim=1))
         return [s2, s3, s4], self.context(s4)
 
 

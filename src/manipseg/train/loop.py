@@ -37,7 +37,7 @@ from .config import resolve_path
 from .data import StepSampler, TrainingSet, apply_generator, generated_selection, load_generator
 from .losses import gsr_loss
 from .refine import refine
-from .validate import predict_probs, score
+from .validate import dct_input, predict_probs, score
 
 log = logging.getLogger("manipseg.train")
 
@@ -379,8 +379,9 @@ class Trainer:
                 x = normalise(image.float())
                 if t["channels_last"]:
                     x = x.contiguous(memory_format=torch.channels_last)
+                dct = dct_input(self.net, image.cpu().numpy(), dev)  # of this pass's (refined) images
                 with autocast(dev, enabled=bool(t["bf16"])):
-                    out = self.net(x)
+                    out = self.net(x, dct) if dct is not None else self.net(x)
                 losses = gsr_loss(out, mask, boundary, sample_weight=sample_weight, **loss_kw)
                 weight = 1.0 if p == 0 else float(r["weight"])
                 (weight * losses["total"]).backward()

@@ -39,6 +39,17 @@ def score(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str,
     }
 
 
+def dct_input(model: torch.nn.Module, images: np.ndarray, device: torch.device) -> torch.Tensor | None:
+    """The DCT-stream input of a uint8 batch (``[B, H, W, 3]`` or ``[B, 3, H, W]``) for networks that take
+    one (``dct_stream``), else None."""
+    net = getattr(model, "module", model)  # DistributedDataParallel wraps the network
+    if not getattr(net, "dct_stream", False):
+        return None
+    from ..models.dct import dct_batch
+
+    return torch.from_numpy(dct_batch(images)).to(device)
+
+
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, images: Iterable[np.ndarray], device: torch.device,
                   bf16: bool = True, channels_last: bool = True) -> list[np.ndarray]:
@@ -55,8 +66,9 @@ def predict_probs(model: torch.nn.Module, images: Iterable[np.ndarray], device: 
             x = normalise(x)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            dct = dct_input(model, np.asarray(image)[None], device)
             with autocast(device, enabled=bf16):
-                logits = model(x)["seg"]
+                logits = model(x, dct)["seg"] if dct is not None else model(x)["seg"]
             out.append(torch.softmax(logits.float(), dim=1)[0, 1].cpu().numpy().astype(np.float32))
     finally:
         model.train(was_training)
