@@ -104,6 +104,13 @@ def test_healthz_info_and_models(api):
     assert set(by_name) == set(registry.names())
     assert by_name["test-square"]["default"] and not by_name["noi"]["default"]
     assert by_name["noi"]["available"] and by_name["noi"]["threshold"] == pytest.approx(0.5)
+    # what is listed is what analyze does: no bundled weights -> unavailable, with the reason; the threshold
+    # of a network is the one its weights store (the one the detector uses), not the class default
+    assert not by_name["gsr-vgg16"]["available"] and "no trained weights" in by_name["gsr-vgg16"]["reason"]
+    assert post(api, sup.encode(small_photo()), model="gsr-vgg16").status_code == 503
+    used = registry.load_detector("gsr-compact").threshold
+    assert by_name["gsr-compact"]["available"] and by_name["gsr-compact"]["threshold"] == pytest.approx(used)
+    assert used != pytest.approx(0.5)
 
 
 def test_registry_default_model_is_the_server_default():
@@ -134,7 +141,9 @@ def test_analyze_known_answer(api):
     assert r["flagged_fraction"] == pytest.approx(grown.astype(bool).mean())
     overlay = decode_data_url(r["overlay_png"])
     assert overlay.shape == (120, 160, 3)
-    np.testing.assert_array_equal(overlay[5, 5, ::-1], image[5, 5])  # untouched where prob = 0
+    # untouched where prob = 0 (outside the caption band at the top and the colour bar at the bottom right)
+    np.testing.assert_array_equal(overlay[60, 5, ::-1], image[60, 5])
+    assert r["verdict"] == "uncalibrated" and r["false_alarm_rate"] is None and r["score_threshold"] == 0.5
     assert "heatmap_png" not in r  # on request only
     heat = decode_data_url(post(api, jpeg, images="heatmap").json()["heatmap_png"])
     assert heat.shape == (120, 160, 4) and heat[60, 80, 3] == 255 and heat[5, 5, 3] == 0

@@ -24,6 +24,7 @@ def optional_commands() -> dict[str, str]:
     """Commands whose modules exist in this install (those needing only the core are in ``COMMANDS``)."""
     extra = {
         "evaluate": "manipseg.commands.evaluate",
+        "calibrate": "manipseg.commands.calibrate",
         "generate": "manipseg.commands.generate",
         "train": "manipseg.commands.train",
         "faces": "manipseg.commands.faces",

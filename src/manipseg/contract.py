@@ -75,12 +75,16 @@ class Detector(ABC):
       summary:     one line shown by ``manipseg models``.
       threshold:   default decision threshold on ``prob`` used by ``manipseg predict``.
       min_region:  connected components smaller than this fraction of the image are dropped from masks.
+      calibration: a :class:`manipseg.calibration.Calibration` (image-level verdict thresholds) or None.
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     threshold: float = 0.5
     min_region: float = 0.001
+    #: image-level decision thresholds set on authentic photos (manipseg.calibration), attached by
+    #: ``registry.load_detector`` when one ships with the detector; None = uncalibrated
+    calibration: Any = None
 
     def __init__(self, device: str = "cpu", **config: Any) -> None:
         self.device = str(device)

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .calibration import verdict_of
 from .contract import ContractError, Detector
 from .io import DEFAULT_MAX_PIXELS, ImageLoadError, atomic_write, is_output_file, load_image, save_jpeg, save_png
 from .postprocess import prob_to_mask
@@ -93,23 +94,43 @@ def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, thresh
     t0 = time.perf_counter()
     image = load_image(path, max_pixels=max_pixels)
     pred = detector.predict(image)
+    verdict = verdict_of(detector, float(pred.score))
     mask = prob_to_mask(pred.prob, threshold=threshold, dilate=dilate, min_region=detector.min_region)
+    note = None
+    if verdict["verdict"] == "no clear sign" and mask.any():
+        # the image-level decision says authentic: no regions are marked (the map is still written)
+        mask = np.zeros_like(mask)
+        note = "below the decision threshold: no mask"
     prob16 = np.clip(np.rint(pred.prob.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
     save_png(out_dir / f"{stem}.prob.png", prob16)
     save_png(out_dir / f"{stem}.mask.png", mask.astype(np.uint8) * 255)
-    save_jpeg(out_dir / f"{stem}.overlay.jpg", overlay(image, pred.prob, mask, legend=True), quality=90)
+    save_jpeg(out_dir / f"{stem}.overlay.jpg",
+              overlay(image, pred.prob, mask, legend=True, caption=caption(verdict, float(pred.score), detector.name)),
+              quality=90)
     h, w = image.shape[:2]
-    return {
+    record = {
         "input": str(path),
         "stem": stem,
         "model": detector.name,
         "score": round(float(pred.score), 6),
+        **verdict,
         "threshold": float(threshold),
         "width": int(w),
         "height": int(h),
         "tampered_fraction": round(float(mask.mean()), 6),
         "seconds": round(time.perf_counter() - t0, 4),
     }
+    if note:
+        record["mask_note"] = note
+    return record
+
+
+def caption(verdict: dict[str, Any], score: float, model: str) -> str:
+    """One line for people: the verdict, the score against its threshold, the false-alarm rate, the model."""
+    if verdict.get("false_alarm_rate") is None:
+        return f"score {score:.2f} (uncalibrated; mask at the pixel threshold) - {model}"
+    return (f"{verdict['verdict']} - score {score:.2f} (flagged from {verdict['score_threshold']:.2f}, "
+            f"{100 * verdict['false_alarm_rate']:.0f}% false alarms on authentic photos) - {model}")
 
 
 def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshold: float | None = None,

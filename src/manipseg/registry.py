@@ -87,10 +87,19 @@ def create(name: str, device: str = "cpu", **config: Any) -> Detector:
 
 def load_detector(name_or_path: str | None = None, device: str = "cpu") -> Detector:
     """A registered name, or a path to trained weights (``.safetensors``) or a config (``.yaml``/``.json``);
-    without a name, the default detector (:func:`default_model`)."""
+    without a name, the default detector (:func:`default_model`). The detector's image-level calibration
+    (:mod:`manipseg.calibration`), when one ships with it, is attached as ``detector.calibration``."""
+    from .calibration import attach
+
     if name_or_path is None:
         name_or_path = default_model()
     name_or_path = str(name_or_path)
+    det = _load_detector(name_or_path, device)
+    attach(det, name_or_path)
+    return det
+
+
+def _load_detector(name_or_path: str, device: str) -> Detector:
     if name_or_path in _ENTRIES:
         return create(name_or_path, device=device)
     path = Path(name_or_path)

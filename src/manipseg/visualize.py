@@ -47,10 +47,30 @@ def draw_legend(img: np.ndarray, label: str = "P(manipulated)") -> np.ndarray:
     return img
 
 
+def draw_caption(img: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` on a dark band across the top of ``img``, in place (skipped on tiny images)."""
+    h, w = img.shape[:2]
+    if w < 96 or h < 64:
+        return img
+    scale = max(0.35, min(1.0, w / 1400))
+    thick = 1 if scale < 0.7 else 2
+    while scale > 0.3:
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        if tw <= w - 8:
+            break
+        scale *= 0.9
+    pad = max(3, th // 2)
+    band = th + base + 2 * pad
+    img[:band] = (img[:band].astype(np.float32) * 0.35).astype(np.uint8)
+    cv2.putText(img, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return img
+
+
 def overlay(image: np.ndarray, prob: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.5,
-            legend: bool = False) -> np.ndarray:
+            legend: bool = False, caption: str | None = None) -> np.ndarray:
     """Blend the heatmap over the photo where ``prob`` is high (weight alpha * prob) and outline ``mask``;
-    with ``legend``, a colour bar with its 0-1 scale in the bottom-right corner (same size as ``image``)."""
+    with ``legend``, a colour bar with its 0-1 scale in the bottom-right corner; ``caption`` (the verdict,
+    score and model) on a band across the top. Same size as ``image``."""
     img = image.astype(np.float32)
     heat = heatmap(prob).astype(np.float32)
     w = (alpha * np.clip(prob, 0.0, 1.0))[:, :, None].astype(np.float32)
@@ -63,6 +83,8 @@ def overlay(image: np.ndarray, prob: np.ndarray, mask: np.ndarray | None = None,
         cv2.drawContours(out, contours, -1, (0, 255, 255), thickness)
     if legend:
         out = draw_legend(np.ascontiguousarray(out))
+    if caption:
+        out = draw_caption(np.ascontiguousarray(out), caption)
     return out
 
 

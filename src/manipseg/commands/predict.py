@@ -13,6 +13,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None,
                    help="detector name (see `manipseg models`) or a .safetensors/.yaml file; default: the best bundled")
     p.add_argument("--threshold", type=float, default=None, help="mask threshold (default: the detector's own)")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="verdict thresholds from manipseg calibrate (default: the one shipped with the model, if any)")
     p.add_argument("--device", default="cpu", help="torch device for learned detectors (default: cpu)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse images with more pixels than this (decompression-bomb guard; default 100 MP)")
@@ -63,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
     except (registry.UnknownDetectorError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.calibration:
+        from ..calibration import Calibration, CalibrationError
+
+        try:
+            detector.calibration = Calibration.load(args.calibration)
+        except CalibrationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     stale = stale_outputs(out)
     if stale and args.overwrite:
         for f in stale:
@@ -88,8 +98,11 @@ def run(args: argparse.Namespace) -> int:
         if "error" in r:
             print(f"  FAILED {r['error']}")
         else:
-            print(f"  {r['input']}: score {r['score']:.3f}, {100 * r['tampered_fraction']:.1f}% of pixels flagged"
-                  + (f" (outputs {r['stem']}.*)" if r["stem"] != _stem(r["input"]) else ""))
+            verdict = "" if r.get("verdict", "uncalibrated") == "uncalibrated" else f"{r['verdict']}, "
+            rate = (f" (flagged from {r['score_threshold']:.3f} = {100 * r['false_alarm_rate']:.0f}% false alarms)"
+                    if r.get("false_alarm_rate") is not None else "")
+            print(f"  {r['input']}: {verdict}score {r['score']:.3f}{rate}, {100 * r['tampered_fraction']:.1f}% of "
+                  "pixels marked" + (f" (outputs {r['stem']}.*)" if r["stem"] != _stem(r["input"]) else ""))
     return 0 if result.ok else 1
 
 

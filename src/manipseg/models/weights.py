@@ -111,9 +111,9 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, info
 
 
-def read_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``manipseg`` description of a weights file from its header alone (no tensors read, no checksum
-    check): for listings such as ``manipseg models``. Raises :class:`WeightsError` if unreadable."""
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``__metadata__`` of a weights file (``manipseg`` description as JSON text, ``sha256``) from its
+    header alone. Raises :class:`WeightsError` if unreadable."""
     p = Path(path)
     try:
         with open(p, "rb") as fh:
@@ -121,9 +121,18 @@ def read_info(path: str | os.PathLike) -> dict[str, Any]:
             if not 0 < header_len < 100_000_000:
                 raise ValueError(f"implausible header length {header_len}")
             header = json.loads(fh.read(header_len))
-        return json.loads(header["__metadata__"]["manipseg"])
+        return dict(header["__metadata__"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{p}: cannot read the weights description ({exc})") from None
+        raise WeightsError(f"{p}: cannot read the weights header ({exc})") from None
+
+
+def read_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``manipseg`` description of a weights file from its header alone (no tensors read, no checksum
+    check): for listings such as ``manipseg models``. Raises :class:`WeightsError` if unreadable."""
+    try:
+        return json.loads(read_header(path)["manipseg"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WeightsError(f"{path}: cannot read the weights description ({exc})") from None
 
 
 def ship(run_weights: str | os.PathLike, dest: str | os.PathLike, card: str) -> Path:

@@ -76,6 +76,11 @@ class Timings(BaseModel):
 class AnalyzeResult(BaseModel):
     model: str = Field(description="detector that produced the result")
     score: float = Field(ge=0, le=1, description="image-level score in [0, 1]; evidence, not proof")
+    verdict: str = Field(description="'likely manipulated', 'inconclusive' or 'no clear sign' (calibrated on "
+                                     "authentic photos), or 'uncalibrated'")
+    score_threshold: float = Field(description="score from which the image is judged 'likely manipulated'")
+    false_alarm_rate: float | None = Field(description="share of authentic photos that reach score_threshold "
+                                                       "(the calibration's rate); null when uncalibrated")
     level: str = Field(description="low, medium or high")
     reading: str = Field(description="plain-words reading of the score")
     threshold: float = Field(description="threshold applied to the probability map to draw the mask")

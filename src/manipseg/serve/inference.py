@@ -239,8 +239,24 @@ def png_data_url(array: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
 
 
-def reading(score: float) -> tuple[str, str]:
-    """A level and a plain-words reading of an image-level score. A score is evidence, never proof."""
+_VERDICT_LEVEL = {"likely manipulated": "high", "inconclusive": "medium", "no clear sign": "low"}
+
+
+def reading(score: float, verdict: dict[str, Any] | None = None) -> tuple[str, str]:
+    """A level and a plain-words reading of an image-level score. A score is evidence, never proof.
+    With a calibrated ``verdict`` (:func:`manipseg.calibration.verdict_of`) the level follows it and the
+    reading states the false-alarm rate; uncalibrated detectors get fixed cut-offs."""
+    if verdict is not None and verdict.get("false_alarm_rate") is not None:
+        v, rate = verdict["verdict"], 100 * verdict["false_alarm_rate"]
+        if v == "likely manipulated":
+            return "high", (f"Likely manipulated: the score reaches the level that only {rate:.0f} % of authentic "
+                            "photos reach. This is not proof: check the marked regions and where the photo came from.")
+        if v == "inconclusive":
+            return "medium", ("Inconclusive: higher than most authentic photos score, but below the decision "
+                              f"level ({rate:.0f} % false alarms). Worth a closer look; compression, resizing or "
+                              "noise can cause this too.")
+        return "low", ("No clear sign of editing: the score is in the range of most authentic photos, so no "
+                       "region is marked. This does not prove the photo is authentic.")
     if score >= 0.6:
         return "high", ("Strong signs that some regions differ from the rest of the photo, as editing often "
                         "leaves. This is not proof: check the marked regions and where the photo came from.")
@@ -259,7 +275,9 @@ def analyze(data: bytes, filename: str, spec: str, threshold: float | None, sett
             pool: DetectorPool, images: tuple[str, ...] = DEFAULT_IMAGES) -> dict[str, Any]:
     """Decode, predict, post-process and encode one upload (``images``: which PNGs to return).
     Runs on a worker thread."""
+    from ..calibration import verdict_of
     from ..postprocess import prob_to_mask
+    from ..predict import caption
     from ..visualize import heatmap, overlay
 
     t0 = time.perf_counter()
@@ -270,19 +288,26 @@ def analyze(data: bytes, filename: str, spec: str, threshold: float | None, sett
     t2 = time.perf_counter()
     thr = float(det.threshold) if threshold is None else threshold
     mask = prob_to_mask(pred.prob, thr, min_region=det.min_region)
+    verdict = verdict_of(det, float(pred.score))
+    if verdict["verdict"] == "no clear sign":
+        mask = np.zeros_like(mask)  # judged authentic: no regions are marked (the map is still returned)
     prob = pred.prob
     render = {
         "prob": lambda: np.clip(np.rint(prob * 65535.0), 0, 65535).astype(np.uint16),
         "mask": lambda: mask.astype(np.uint8) * 255,
-        "overlay": lambda: overlay(image, prob, mask),
+        "overlay": lambda: overlay(image, prob, mask, legend=True,
+                                   caption=caption(verdict, float(pred.score), det.name)),
         "heatmap": lambda: np.dstack([heatmap(prob), np.clip(np.rint(prob * 255.0), 0, 255).astype(np.uint8)]),
     }
     result = {f"{kind}_png": png_data_url(render[kind]()) for kind in images}
     t3 = time.perf_counter()
-    level, text = reading(pred.score)
+    level, text = reading(pred.score, verdict)
     return {
         "model": pool.default_name if spec == pool.default_spec else spec,
         "score": float(pred.score),
+        "verdict": verdict["verdict"],
+        "score_threshold": verdict["score_threshold"],
+        "false_alarm_rate": verdict["false_alarm_rate"],
         "level": level,
         "reading": text,
         "threshold": thr,

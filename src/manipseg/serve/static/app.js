@@ -122,7 +122,7 @@ function showResult(file, r) {
 
   $("score").textContent = r.score.toFixed(2);
   const level = $("level");
-  level.textContent = r.level;
+  level.textContent = r.verdict && r.verdict !== "uncalibrated" ? r.verdict : r.level;
   level.className = "level " + r.level;
   $("reading").textContent = r.reading;
   $("used-model").textContent = r.model;

@@ -1,0 +1,185 @@
+"""Image-level decisions calibrated on authentic photos: a verdict a user can trust.
+
+A detector's image score (``Prediction.score``) is a statistic, not a probability. To turn it into a
+decision, :func:`calibrate` scores authentic photos never used in training and sets the decision threshold
+at a stated false-alarm rate (default 5 %): at most that share of authentic photos reach it. A second,
+lower threshold (default: 25 % false alarms) separates "no clear sign" from "inconclusive":
+
+- score >= ``threshold``           -> "likely manipulated"  (at most ``false_alarm_rate`` of authentic photos)
+- ``low_threshold`` <= score < ...  -> "inconclusive"
+- score < ``low_threshold``         -> "no clear sign"
+
+The calibration is stored as JSON beside the weights (``<weights stem>.calibration.json``, or
+``weights/<detector name>.calibration.json`` for the bundled detectors) with the photos it came from and the
+false-alarm rates measured on *other* authentic photos (never the calibration images themselves).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+VERDICTS = ("likely manipulated", "inconclusive", "no clear sign")
+#: used when a detector has no calibration: its pixel threshold decides, and the verdict says so
+UNCALIBRATED = "uncalibrated"
+
+
+class CalibrationError(ValueError):
+    """A calibration file or request that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class Calibration:
+    detector: str
+    threshold: float                  # score >= threshold: "likely manipulated"
+    low_threshold: float              # score < low_threshold: "no clear sign"; between: "inconclusive"
+    false_alarm_rate: float           # target share of authentic photos at or above ``threshold``
+    inconclusive_rate: float          # target share of authentic photos at or above ``low_threshold``
+    n_images: int                     # authentic photos the thresholds were set on
+    sources: list[str] = field(default_factory=list)
+    weights_sha256: str | None = None
+    #: false-alarm rates measured on other authentic sets: {name: {"n": N, "flagged": rate, "inconclusive": rate}}
+    measured: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def verdict(self, score: float) -> str:
+        if score >= self.threshold:
+            return VERDICTS[0]
+        if score >= self.low_threshold:
+            return VERDICTS[1]
+        return VERDICTS[2]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from .io import atomic_write
+
+        text = json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+        return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Calibration":
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CalibrationError(f"calibration file not found: {p}") from None
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CalibrationError(f"{p}: not a readable calibration file ({exc})") from None
+        if not isinstance(data, dict):
+            raise CalibrationError(f"{p}: expected a JSON object")
+        known = set(cls.__dataclass_fields__)
+        missing = {"detector", "threshold", "low_threshold", "false_alarm_rate", "inconclusive_rate", "n_images"} - set(data)
+        if missing:
+            raise CalibrationError(f"{p}: missing {', '.join(sorted(missing))}")
+        unknown = set(data) - known
+        if unknown:
+            raise CalibrationError(f"{p}: unknown keys {', '.join(sorted(unknown))}")
+        cal = cls(**data)
+        if not (0.0 <= cal.low_threshold <= cal.threshold <= 1.0):
+            raise CalibrationError(f"{p}: thresholds must satisfy 0 <= low_threshold <= threshold <= 1, got "
+                                   f"{cal.low_threshold} and {cal.threshold}")
+        return cal
+
+
+def threshold_at_rate(scores: Sequence[float], rate: float) -> float:
+    """The lowest threshold ``t`` such that at most ``rate`` of ``scores`` are ``>= t`` (a decision
+    "positive when score >= t"). With ``n`` scores, ``floor(rate * n)`` of them may reach it."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    if s.size == 0:
+        raise CalibrationError("no scores to calibrate on")
+    if not 0.0 <= rate < 1.0:
+        raise CalibrationError(f"a false-alarm rate must be in [0, 1), got {rate}")
+    k = int(math.floor(rate * s.size + 1e-9))  # scores allowed at or above the threshold
+    if k >= s.size:
+        return 0.0
+    return float(min(1.0, np.nextafter(s[k], np.inf)))  # just above the (k+1)-th highest score
+
+
+def calibrate_scores(detector: str, scores: Sequence[float], rate: float = 0.05, inconclusive_rate: float = 0.25,
+                     sources: Iterable[str] = (), weights_sha256: str | None = None) -> Calibration:
+    if not rate <= inconclusive_rate:
+        raise CalibrationError(f"the inconclusive rate ({inconclusive_rate}) must be at least the false-alarm rate ({rate})")
+    hi = threshold_at_rate(scores, rate)
+    lo = min(hi, threshold_at_rate(scores, inconclusive_rate))
+    return Calibration(detector=detector, threshold=hi, low_threshold=lo, false_alarm_rate=float(rate),
+                       inconclusive_rate=float(inconclusive_rate), n_images=len(scores), sources=list(sources),
+                       weights_sha256=weights_sha256)
+
+
+def measure(cal: Calibration, scores: Sequence[float]) -> dict[str, float]:
+    """The shares of ``scores`` (authentic photos) judged "likely manipulated" and at least "inconclusive"."""
+    s = np.asarray(scores, dtype=np.float64)
+    return {"n": int(s.size), "flagged": float(np.mean(s >= cal.threshold)) if s.size else float("nan"),
+            "inconclusive_or_flagged": float(np.mean(s >= cal.low_threshold)) if s.size else float("nan")}
+
+
+def sidecar_path(weights: str | os.PathLike) -> Path:
+    """Where the calibration of a weights file lives: ``<stem>.calibration.json`` beside it."""
+    p = Path(weights)
+    return p.with_name(p.stem + ".calibration.json")
+
+
+def bundled_path(name: str) -> Path:
+    """Where the calibration of a bundled detector lives (``weights/<name>.calibration.json``)."""
+    return Path(__file__).resolve().parent / "weights" / f"{name}.calibration.json"
+
+
+def find_calibration(name_or_path: str) -> Calibration | None:
+    """The calibration that goes with a detector name or a weights file, if one exists."""
+    p = Path(name_or_path)
+    candidate = sidecar_path(p) if p.suffix.lower() == ".safetensors" else bundled_path(name_or_path)
+    return Calibration.load(candidate) if candidate.is_file() else None
+
+
+def weights_of(detector) -> str | None:
+    """The weights file a detector runs on (its own, or its artifact detector's), if any."""
+    for d in (detector, getattr(detector, "artifact", None)):
+        w = getattr(d, "config", {}).get("weights") if d is not None else None
+        if w:
+            return str(w)
+    return None
+
+
+def weights_checksum(detector) -> str | None:
+    """The recorded SHA-256 of the detector's weights (read from the file's header), if it has weights."""
+    w = weights_of(detector)
+    if w is None:
+        return None
+    from .models.weights import WeightsError, read_header
+
+    try:
+        return read_header(w).get("sha256")
+    except WeightsError:
+        return None
+
+
+def attach(detector, name_or_path: str) -> None:
+    """Give ``detector`` the calibration that goes with ``name_or_path`` (``detector.calibration``), unless it
+    was made for other weights (then none, with a warning: calibrate again)."""
+    import logging
+
+    cal = find_calibration(name_or_path)
+    if cal is not None and cal.weights_sha256 and cal.weights_sha256 != weights_checksum(detector):
+        logging.getLogger(__name__).warning(
+            "the calibration of %s was made for other weights (run manipseg calibrate again); verdicts are "
+            "uncalibrated", name_or_path)
+        cal = None
+    detector.calibration = cal
+
+
+def verdict_of(detector, score: float) -> dict[str, Any]:
+    """The verdict fields of one image for ``detector`` (its ``calibration`` attribute, if any)."""
+    cal: Calibration | None = getattr(detector, "calibration", None)
+    if cal is None:
+        flagged = score >= float(detector.threshold)
+        return {"verdict": UNCALIBRATED, "manipulated": bool(flagged), "score_threshold": float(detector.threshold),
+                "false_alarm_rate": None}
+    v = cal.verdict(score)
+    return {"verdict": v, "manipulated": v == VERDICTS[0], "score_threshold": cal.threshold,
+            "low_threshold": cal.low_threshold, "false_alarm_rate": cal.false_alarm_rate}

@@ -1,0 +1,99 @@
+"""``manipseg calibrate``: set a detector's image-level verdict thresholds on authentic photos."""
+from __future__ import annotations
+
+import argparse
+
+HELP = "set a detector's verdict thresholds at a stated false-alarm rate on authentic photos (calibration JSON)"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", default=None,
+                   help="detector name or .safetensors file (default: the best bundled)")
+    p.add_argument("--authentic", nargs="+", default=None, metavar="DIR",
+                   help="authentic photos never used in training, to set the thresholds on (default: "
+                        "natural/sun-hays and natural/imagenet-sample under the data root)")
+    p.add_argument("--report", nargs="*", default=None, metavar="DIR",
+                   help="other authentic photos to measure the false-alarm rate on (default: dev/misd/authentic "
+                        "under the data root, when present); never the calibration photos")
+    p.add_argument("--rate", type=float, default=0.05, help="false-alarm rate of 'likely manipulated' (default 0.05)")
+    p.add_argument("--inconclusive-rate", type=float, default=0.25,
+                   help="false-alarm rate below which scores are 'inconclusive' rather than 'no clear sign' (default 0.25)")
+    p.add_argument("--out", "-o", default=None,
+                   help="calibration file to write (default: beside a weights file, or ./<name>.calibration.json)")
+    p.add_argument("--data", default=None, help="data root (default: $MANIPSEG_DATA or ../shared/data)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _scores(detector, folders: list[str], progress: bool, log) -> tuple[list[float], list[str]]:
+    from tqdm import tqdm
+
+    from ..io import ImageLoadError, list_images, load_image
+
+    listing = list_images(folders, recursive=True)
+    for item, why in listing.problems:
+        log.error("%s: %s", item, why)
+    scores, failed = [], []
+    for path in tqdm(listing.files, unit="img", disable=not progress, desc=f"calibrate [{detector.name}]"):
+        try:
+            scores.append(float(detector.predict(load_image(path)).score))
+        except (ImageLoadError, ValueError, OSError) as exc:
+            failed.append(f"{path}: {exc}")
+            log.error("skipped %s: %s", path, exc)
+    return scores, failed
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import sys
+    from pathlib import Path
+
+    from .. import registry
+    from ..calibration import CalibrationError, calibrate_scores, measure, sidecar_path, weights_checksum
+    from ..paths import data_root
+
+    log = logging.getLogger("manipseg.calibrate")
+    root = data_root(args.data)
+    authentic = args.authentic or [str(root / "natural" / "sun-hays"), str(root / "natural" / "imagenet-sample")]
+    report = args.report if args.report is not None else (
+        [str(root / "dev" / "misd" / "authentic")] if (root / "dev" / "misd" / "authentic").is_dir() else [])
+    overlap = {Path(a).resolve() for a in authentic} & {Path(r).resolve() for r in report}
+    if overlap:
+        print(f"error: {', '.join(map(str, sorted(overlap)))} is both a calibration and a report set; report the "
+              "false-alarm rate on other photos", file=sys.stderr)
+        return 2
+    missing = [d for d in authentic + report if not Path(d).is_dir()]
+    if missing:
+        print(f"error: folder(s) not found: {', '.join(missing)} (give --authentic / --report, or --data)", file=sys.stderr)
+        return 2
+    if not (0 <= args.rate <= args.inconclusive_rate < 1):
+        print("error: need 0 <= --rate <= --inconclusive-rate < 1", file=sys.stderr)
+        return 2
+    name = args.model or registry.default_model()
+    try:
+        detector = registry.load_detector(name, device=args.device)
+    except (registry.UnknownDetectorError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else (sidecar_path(name) if name.endswith(".safetensors")
+                                           else Path(f"{Path(name).stem}.calibration.json"))
+    scores, failed = _scores(detector, authentic, not args.no_progress, log)
+    try:
+        cal = calibrate_scores(detector.name if not name.endswith(".safetensors") else name, scores, args.rate,
+                               args.inconclusive_rate, sources=[str(Path(a)) for a in authentic],
+                               weights_sha256=weights_checksum(detector))
+    except CalibrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cal.measured["calibration photos"] = measure(cal, scores)
+    for folder in report:
+        rs, rf = _scores(detector, [folder], not args.no_progress, log)
+        failed += rf
+        cal.measured[str(Path(folder))] = measure(cal, rs)
+    cal.save(out)
+    print(f"{name}: 'likely manipulated' at score >= {cal.threshold:.4f} ({100 * cal.false_alarm_rate:.0f} % of "
+          f"{cal.n_images} authentic photos), 'no clear sign' below {cal.low_threshold:.4f}; written to {out}")
+    for where, m in cal.measured.items():
+        print(f"  {where}: {m['n']} photos, {100 * m['flagged']:.1f} % flagged, "
+              f"{100 * m['inconclusive_or_flagged']:.1f} % inconclusive or flagged")
+    return 1 if failed else 0

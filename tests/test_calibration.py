@@ -1,0 +1,131 @@
+"""Image-level verdicts calibrated on authentic photos."""
+import json
+
+import numpy as np
+import pytest
+
+from manipseg import registry
+from manipseg.calibration import (Calibration, CalibrationError, calibrate_scores, measure, threshold_at_rate,
+                                  verdict_of)
+from manipseg.cli import main
+from manipseg.contract import Detector, Prediction
+from manipseg.io import save_png
+
+
+def test_threshold_at_rate_known_answers():
+    scores = np.arange(100) / 100.0  # 0.00 ... 0.99
+    t = threshold_at_rate(scores, 0.05)
+    assert np.mean(scores >= t) == pytest.approx(0.05)  # exactly 5 of 100 reach it
+    assert 0.94 < t <= 0.95 + 1e-9
+    assert np.mean(scores >= threshold_at_rate(scores, 0.0)) == 0.0
+    assert threshold_at_rate([0.3] * 10, 0.05) > 0.3  # ties: none of them may pass
+    with pytest.raises(CalibrationError):
+        threshold_at_rate([], 0.05)
+    with pytest.raises(CalibrationError):
+        threshold_at_rate([0.1], 1.0)
+
+
+def test_verdict_logic_and_round_trip(tmp_path):
+    cal = calibrate_scores("x", np.linspace(0, 0.8, 81), rate=0.05, inconclusive_rate=0.25, sources=["a"])
+    assert cal.low_threshold < cal.threshold
+    assert cal.verdict(0.95) == "likely manipulated"
+    assert cal.verdict((cal.low_threshold + cal.threshold) / 2) == "inconclusive"
+    assert cal.verdict(0.0) == "no clear sign"
+    m = measure(cal, np.linspace(0, 0.8, 81))
+    assert m["flagged"] <= 0.05 and m["inconclusive_or_flagged"] <= 0.25
+    path = cal.save(tmp_path / "c.json")
+    again = Calibration.load(path)
+    assert again == cal
+    bad = json.loads(path.read_text())
+    bad["low_threshold"] = 0.99
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(CalibrationError, match="low_threshold <= threshold"):
+        Calibration.load(tmp_path / "bad.json")
+    with pytest.raises(CalibrationError, match="not found"):
+        Calibration.load(tmp_path / "none.json")
+
+
+class MeanScore(Detector):
+    """Known answer: a hand-made map (a bright square) and the image's mean brightness as the score."""
+    name = "meanscore-test"
+    min_region = 0.0
+
+    def _predict(self, image):
+        h, w = image.shape[:2]
+        prob = np.zeros((h, w), np.float32)
+        prob[h // 4: h // 2, w // 4: w // 2] = 0.9
+        return Prediction(prob, float(image.mean() / 255.0))
+
+
+@pytest.fixture
+def meanscore():
+    registry.register("meanscore-test", "test detector")(MeanScore)
+    yield "meanscore-test"
+    registry._ENTRIES.pop("meanscore-test")
+
+
+def test_calibrate_cli_then_predict_gives_consistent_verdicts_and_masks(tmp_path, meanscore, capsys):
+    auth, other = tmp_path / "auth", tmp_path / "other"
+    auth.mkdir()
+    other.mkdir()
+    for i in range(40):  # authentic photos of brightness 10 ... 205: scores 0.04 ... 0.80
+        save_png(auth / f"a{i:02d}.png", np.full((32, 32, 3), 10 + 5 * i, np.uint8))
+    for i in range(10):
+        save_png(other / f"o{i}.png", np.full((32, 32, 3), 20 * i, np.uint8))
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--model", meanscore, "--authentic", str(auth), "--report", str(other),
+                 "--out", str(out), "--no-progress"]) == 0
+    cal = Calibration.load(out)
+    assert cal.n_images == 40 and cal.measured["calibration photos"]["flagged"] <= 0.05
+    assert str(other) in cal.measured and cal.measured[str(other)]["n"] == 10
+    assert "written to" in capsys.readouterr().out
+    # the same folder for calibrating and reporting is refused
+    assert main(["calibrate", "--model", meanscore, "--authentic", str(auth), "--report", str(auth),
+                 "--out", str(tmp_path / "x.json")]) == 2
+    bright, dark = tmp_path / "bright.png", tmp_path / "dark.png"
+    save_png(bright, np.full((64, 64, 3), 250, np.uint8))
+    save_png(dark, np.full((64, 64, 3), 5, np.uint8))
+    res = tmp_path / "res"
+    assert main(["predict", str(bright), str(dark), "--model", meanscore, "--calibration", str(out), "--out",
+                 str(res), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "bright.png: likely manipulated" in text and "dark.png: no clear sign" in text
+    recs = {r["stem"]: r for r in map(json.loads, (res / "predictions.jsonl").read_text().splitlines())}
+    assert recs["bright"]["verdict"] == "likely manipulated" and recs["bright"]["false_alarm_rate"] == 0.05
+    assert recs["bright"]["tampered_fraction"] > 0
+    # judged authentic: no mask, and the record says why
+    assert recs["dark"]["verdict"] == "no clear sign" and recs["dark"]["tampered_fraction"] == 0
+    assert recs["dark"]["mask_note"].startswith("below the decision threshold")
+
+
+def test_uncalibrated_detectors_say_so():
+    class D(Detector):
+        name = "d"
+        threshold = 0.4
+
+        def _predict(self, image):
+            return Prediction(np.zeros(image.shape[:2], np.float32), 0.5)
+
+    v = verdict_of(D(), 0.5)
+    assert v == {"verdict": "uncalibrated", "manipulated": True, "score_threshold": 0.4, "false_alarm_rate": None}
+
+
+def test_a_calibration_for_other_weights_is_not_used(tmp_path, caplog):
+    import torch
+
+    from manipseg.models.nets import build_network
+    from manipseg.models.weights import save_weights
+    from manipseg.calibration import sidecar_path
+
+    torch.manual_seed(0)
+    net = build_network("compact", width=4, head_channels=4, boundary_channels=4)
+    w = save_weights(tmp_path / "n.safetensors", net, "compact", net.arch_kwargs, {"threshold": 0.5})
+    cal = calibrate_scores(str(w), [0.1, 0.2, 0.3], weights_sha256="0" * 64)
+    cal.save(sidecar_path(w))
+    assert registry.load_detector(str(w)).calibration is None
+    assert "made for other weights" in caplog.text
+    from manipseg.calibration import weights_checksum
+
+    cal.weights_sha256 = weights_checksum(registry.load_detector(str(w)))
+    cal.save(sidecar_path(w))
+    assert registry.load_detector(str(w)).calibration == cal
