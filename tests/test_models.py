@@ -8,7 +8,7 @@ from scipy.ndimage import uniform_filter
 
 from manipseg import registry
 from manipseg.contract import ContractError
-from manipseg.device import DeviceError, autocast, bf16_supported, resolve_device
+from manipseg.device import DeviceError, autocast, bf16_faster, bf16_supported, resolve_device
 from manipseg.models import gsr
 from manipseg.models.gsr import GSRCompactDetector, GSRDetector, GSRVGG16Detector, _ramp, image_score, tile_layout
 from manipseg.models.nets import (SRMStemConv, SegNet, _srm_kernels, build_network, fold_batchnorm, guided_residual,
@@ -165,8 +165,37 @@ def test_device_helpers():
     with autocast("cpu", enabled=False) as active:
         assert active is False and conv(x).dtype == torch.float32
     with autocast("cpu", enabled=True) as active:
-        assert active == bf16_supported("cpu")
+        assert active == (bf16_supported("cpu") and bf16_faster("cpu"))
         assert conv(x).dtype == (torch.bfloat16 if active else torch.float32)
+
+
+def test_bf16_is_chosen_by_measurement_and_cached(tmp_path, monkeypatch):
+    """Not by a CPU flag: a CPU whose bf16 is slower than fp32 runs fp32; the answer is cached per CPU."""
+    import json
+
+    from manipseg import device as dev
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU has no working bf16: nothing to choose")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("MANIPSEG_BF16", raising=False)
+    for speedup, expect in ((0.7, False), (3.0, True)):
+        dev.bf16_faster.cache_clear()
+        (tmp_path / "manipseg").mkdir(exist_ok=True)
+        (tmp_path / "manipseg" / "bf16.json").unlink(missing_ok=True)
+        calls = []
+        monkeypatch.setattr(dev, "measure_bf16_speedup", lambda: calls.append(1) or speedup)
+        assert dev.bf16_faster("cpu") is expect and calls == [1]
+        cached = json.loads((tmp_path / "manipseg" / "bf16.json").read_text())
+        assert [v["speedup"] for v in cached.values()] == [speedup]
+        dev.bf16_faster.cache_clear()
+        assert dev.bf16_faster("cpu") is expect and calls == [1]  # from the cache, not measured again
+        with autocast("cpu", enabled=True) as active:
+            assert active is expect
+    monkeypatch.setenv("MANIPSEG_BF16", "0")
+    dev.bf16_faster.cache_clear()
+    assert dev.bf16_faster("cpu") is False
+    dev.bf16_faster.cache_clear()
 
 
 # -- weights --------------------------------------------------------------------------------------------

@@ -1,14 +1,20 @@
 """Device selection and mixed precision.
 
-On CPUs with AMX or AVX512-BF16, bfloat16 autocast (with channels_last tensors) makes convolutions several
-times faster; elsewhere it is slow or unsupported, so :func:`bf16_supported` checks at run time and
-:func:`autocast` silently becomes a no-op when bf16 is not usable. No device name is hard-coded: callers
+On some CPUs bfloat16 autocast (with channels_last tensors) makes convolutions several times faster (AMX
+Xeons: 3-4x); on others that have the instructions it is *slower* than fp32 (a Xeon with AVX512-BF16 but
+no AMX, measured), and on most it is unsupported. So the choice is made by measurement, not by a CPU flag:
+:func:`bf16_supported` checks that bf16 works, :func:`bf16_faster` times a small convolution stack in both
+precisions the first time it is asked (about a second) and caches the answer per CPU model, torch version
+and thread count (``$XDG_CACHE_HOME/manipseg/bf16.json``; ``MANIPSEG_BF16=0`` or ``1`` overrides it), and
+:func:`autocast` is active only when both hold. No device name is hard-coded: callers
 pass one (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) and :func:`resolve_device` checks it exists.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -93,14 +99,92 @@ def bf16_supported(device: str = "cpu") -> bool:
     return bool(torch.allclose(out.float(), ref, rtol=0.05, atol=0.1 * float(ref.abs().max())))
 
 
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "manipseg" / "bf16.json"
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def measure_bf16_speedup(repeats: int = 5) -> float:
+    """fp32 time / bf16 time of a small stack of 3x3 convolutions (the compact network's kind of layer,
+    channels_last, forward only) on this CPU with the current thread count: > 1 means bf16 is faster."""
+    import time
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 32, 192, 192, generator=gen).contiguous(memory_format=torch.channels_last)
+    convs = [torch.nn.Conv2d(32, 32, 3, padding=1).to(memory_format=torch.channels_last) for _ in range(3)]
+
+    def run(bf16: bool) -> float:
+        best = float("inf")
+        with torch.inference_mode():
+            for i in range(repeats + 1):
+                t0 = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    y = x
+                    for conv in convs:
+                        y = torch.relu(conv(y))
+                if i:  # the first run selects kernels
+                    best = min(best, time.perf_counter() - t0)
+        return best
+
+    fp32, bf16 = run(False), run(True)
+    return fp32 / max(bf16, 1e-9)
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_faster(device: str = "cpu") -> bool:
+    """Whether bf16 autocast is faster than fp32 on ``device``: CUDA when supported; on the CPU measured
+    once (:func:`measure_bf16_speedup`, at least 10 % faster) and cached; ``MANIPSEG_BF16`` overrides."""
+    forced = os.environ.get("MANIPSEG_BF16")
+    if forced is not None and forced.strip() in ("0", "1"):
+        return forced.strip() == "1"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return bf16_supported("cuda")
+    if dev.type != "cpu" or not bf16_supported("cpu"):
+        return False
+    key = f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    path = _cache_file()
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache and isinstance(cache[key], dict) and "speedup" in cache[key]:
+        return float(cache[key]["speedup"]) >= 1.1
+    speedup = measure_bf16_speedup()
+    cache[key] = {"speedup": round(speedup, 3), "bf16": speedup >= 1.1}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only home: the decision is still made, just not remembered
+        import logging
+
+        logging.getLogger(__name__).debug("cannot cache the bf16 measurement in %s: %s", path, exc)
+    return speedup >= 1.1
+
+
 @contextlib.contextmanager
 def autocast(device: str | torch.device = "cpu", enabled: bool = True) -> Iterator[bool]:
-    """bf16 autocast on ``device`` when ``enabled`` and supported, otherwise a no-op.
+    """bf16 autocast on ``device`` when ``enabled``, supported and measured faster than fp32
+    (:func:`bf16_faster`), otherwise a no-op.
 
     Yields whether autocast is actually active (useful for logging).
     """
     dev = torch.device(device)
-    active = bool(enabled) and dev.type in ("cpu", "cuda") and bf16_supported(str(dev.type))
+    active = (bool(enabled) and dev.type in ("cpu", "cuda") and bf16_supported(str(dev.type))
+              and bf16_faster(str(dev.type)))
     if not active:
         yield False
         return

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..contract import ContractError, Detector, Prediction
-from ..device import autocast, bf16_supported, resolve_device
+from ..device import autocast, bf16_faster, bf16_supported, resolve_device
 from .nets import SegNet, fold_batchnorm, normalise_image
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -119,7 +119,7 @@ class GSRDetector(Detector):
         self.threshold = float(threshold if threshold is not None else info.get("threshold", self.threshold))
         self.tile, self.overlap = int(tile), int(overlap)
         self.max_pixels = int(max_pixels) if max_pixels is not None else self.tile * self.tile
-        self.use_bf16 = bool(bf16) and bf16_supported(self.torch_device.type)
+        self.use_bf16 = bool(bf16) and bf16_supported(self.torch_device.type) and bf16_faster(self.torch_device.type)
         self.boundary = bool(boundary)  # also return the boundary head's map (extras["boundary"])
         self.model = fold_batchnorm(model).to(self.torch_device)
         if self.torch_device.type == "cpu":
