@@ -206,3 +206,32 @@ def test_rng_state_roundtrip():
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     ckpt.set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_snapshots_and_model_init(tmp_path):
+    """checkpoint.export_every writes weights-only snapshots; model.init starts a run from a weights file
+    (tensors of matching name and shape, the rest freshly initialised)."""
+    from manipseg.models.weights import load_weights
+    from manipseg.train.loop import init_from_weights
+
+    res = _trainer(_cfg(checkpoint={"every": 3, "keep": 5, "export_every": 2}), tmp_path / "a").run()
+    snaps = sorted(p.name for p in (tmp_path / "a" / "snapshots").glob("model_*.safetensors"))
+    assert snaps == ["model_00000002.safetensors", "model_00000004.safetensors"]
+    final, _ = load_weights(res.model_path)
+    b = _cfg(model={"init": str(res.model_path)}, train={"steps": 1})
+    tr = _trainer(b, tmp_path / "b")
+    tr._setup(resume=False)
+    state = tr.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in final.items())
+    from manipseg.models.nets import build_network
+
+    wider = build_network("compact", **{**TINY, "dct_stream": True})
+    report = init_from_weights(wider, res.model_path)
+    assert report["new"] and all(k.startswith("dct_") for k in report["new"]) and not report["skipped"]
+    class Other(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 3)
+
+    with pytest.raises(TrainingError, match="no tensor that fits"):
+        init_from_weights(Other(), res.model_path)

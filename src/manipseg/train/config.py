@@ -98,6 +98,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "checkpoint": {
         "every": 500,                 # steps; the final step is always saved
         "keep": 3,                    # most recent checkpoints kept
+        "export_every": 0,            # also write snapshots/model_<step>.safetensors every N steps (0 = off)
     },
     "log": {
         "tensorboard": False,         # write TensorBoard events if the package is installed

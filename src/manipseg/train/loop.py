@@ -437,7 +437,7 @@ class Trainer:
                 self.gan.save(self.run_dir / "snapshots" / f"G_{step:08d}.safetensors", {"step": step})
             ckpt.save_checkpoint(self.run_dir, step, state, keep=int(self.cfg["checkpoint"]["keep"]))
 
-    def _export(self, val: dict[str, float], step: int) -> Path:
+    def _export(self, val: dict[str, float], step: int, path: Path | None = None) -> Path:
         from ..models.weights import save_weights
 
         meta: dict[str, Any] = {"step": step, "config": self.cfg, "validation": val}
@@ -445,9 +445,9 @@ class Trainer:
             meta["threshold"] = val["val_f1_dataset_threshold"]
         arch = getattr(self.model, "arch", self.cfg["model"]["arch"])
         kwargs = getattr(self.model, "arch_kwargs", {})
-        if self.gan is not None:
+        if self.gan is not None and path is None:
             self.gan.save(self.run_dir / "generator.safetensors", {"step": step, "config": self.cfg})
-        return save_weights(self.run_dir / "model.safetensors", self.model, arch, kwargs, meta)
+        return save_weights(path or self.run_dir / "model.safetensors", self.model, arch, kwargs, meta)
 
     # -- the run -------------------------------------------------------------------------------------------
     def run(self, resume: bool = False, force: bool = False) -> Result:
@@ -547,6 +547,9 @@ class Trainer:
                 paused = time.perf_counter()
                 self._checkpoint(step)
                 tick += time.perf_counter() - paused
+            if main and c.get("export_every") and step % int(c["export_every"]) == 0 and step < steps:
+                # weights-only snapshots, to choose the step on real data afterwards (benchmarks/bench_real.py)
+                self._export({}, step, self.run_dir / "snapshots" / f"model_{step:08d}.safetensors")
             self._steps_done = step
             if main:
                 progress.update(step, stats["loss"])
