@@ -5,6 +5,15 @@
 Copies ``RUN/model.safetensors`` to ``src/manipseg/weights/<name>.safetensors`` (checksum verified, the card
 line added to its metadata; ``manipseg models`` prints it) and the run's ``train.csv`` and ``config.yaml`` to
 ``docs/<name>-train-log.csv`` / ``docs/<name>-config.yaml`` so the training that produced it stays on record.
+
+``--threshold-set DIR`` sets the network's pixel threshold to the best-dataset F1 threshold on a *generated*
+validation set (``manipseg generate`` output; never a real benchmark that is reported), for runs trained
+without in-run validation:
+
+    manipseg generate --sources $D/natural/sun-hays $D/natural/imagenet-sample --n 200 --size 256 --seed 1000003 \
+        --kinds splice,copymove,poisson,removal,sbi,enhance,composite --config configs/generate_heldout.yaml --out runs/val256
+    python scripts/ship_model.py runs/real/long --weights snapshots/model_00030000.safetensors --name gsr-compact \
+        --threshold-set runs/val256 --card "..."
 """
 from __future__ import annotations
 
@@ -24,8 +33,22 @@ def main() -> None:
     ap.add_argument("--name", required=True, help="registered detector name, e.g. gsr-compact")
     ap.add_argument("--card", required=True, help="one line: data, steps, headline figures")
     ap.add_argument("--weights", default="model.safetensors", help="weights file inside the run folder")
+    ap.add_argument("--threshold-set", type=Path, default=None,
+                    help="generated validation set whose best-dataset F1 threshold becomes the pixel threshold")
     args = ap.parse_args()
-    dest = ship(args.run / args.weights, ROOT / "src" / "manipseg" / "weights" / f"{args.name}.safetensors", args.card)
+    threshold = note = None
+    if args.threshold_set is not None:
+        from manipseg.eval.datasets import open_dataset
+        from manipseg.eval.evaluate import evaluate
+        from manipseg.registry import load_detector
+
+        report = evaluate(open_dataset(args.threshold_set), load_detector(str(args.run / args.weights)), progress=False)
+        best = report["runs"]["clean"]["detector"]["protocols"]["best_dataset"]
+        threshold, note = best["f1_threshold"], (f"best-dataset F1 threshold ({best['f1']:.3f}) on the generated "
+                                                 f"validation set {args.threshold_set.name}")
+        print(f"threshold {threshold:.2f}: {note}")
+    dest = ship(args.run / args.weights, ROOT / "src" / "manipseg" / "weights" / f"{args.name}.safetensors", args.card,
+                threshold=threshold, threshold_note=note)
     print(f"wrote {dest.relative_to(ROOT)} ({dest.stat().st_size / 1e6:.1f} MB)")
     for src, suffix in (("train.csv", "train-log.csv"), ("config.yaml", "config.yaml")):
         out = ROOT / "docs" / f"{args.name}-{suffix}"

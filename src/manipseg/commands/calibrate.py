@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import registry
     from ..calibration import CalibrationError, calibrate_scores, measure, sidecar_path, weights_checksum
     from ..paths import data_root
+    from .common import detector_or_none
 
     log = logging.getLogger("manipseg.calibrate")
     root = data_root(args.data)
@@ -70,10 +71,8 @@ def run(args: argparse.Namespace) -> int:
         print("error: need 0 <= --rate <= --inconclusive-rate < 1", file=sys.stderr)
         return 2
     name = args.model or registry.default_model()
-    try:
-        detector = registry.load_detector(name, device=args.device)
-    except (registry.UnknownDetectorError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    detector = detector_or_none(name, args.device)
+    if detector is None:
         return 2
     out = Path(args.out) if args.out else (sidecar_path(name) if name.endswith(".safetensors")
                                            else Path(f"{Path(name).stem}.calibration.json"))

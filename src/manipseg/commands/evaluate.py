@@ -50,12 +50,10 @@ def run(args: argparse.Namespace) -> int:
         dataset = open_dataset(args.dataset, args.fmt, args.mask_convention).subset(args.limit)
     except (AttackError, DatasetError) as exc:
         return fail(str(exc))
-    from ..io import OutputDirError, prepare_out_dir
+    from .common import out_dir_or_none
 
-    try:
-        prepare_out_dir(args.out)
-    except OutputDirError as exc:
-        return fail(str(exc))
+    if out_dir_or_none(args.out) is None:
+        return 2
     model = args.model or registry.default_model()
     try:
         detector = registry.load_detector(model, device=args.device)

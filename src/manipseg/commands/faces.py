@@ -38,15 +38,14 @@ def run(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0 < args.threshold < 1:
         print(f"error: --threshold must be between 0 and 1, got {args.threshold}", file=sys.stderr)
         return 2
-    from ..io import DEFAULT_MAX_PIXELS, OutputDirError, prepare_out_dir
+    from ..io import DEFAULT_MAX_PIXELS
+    from .common import out_dir_or_none
 
     if args.max_pixels is not None and args.max_pixels <= 0:
         print(f"error: --max-pixels must be a positive number of pixels, got {args.max_pixels}", file=sys.stderr)
         return 2
-    try:
-        out = prepare_out_dir(args.out)
-    except OutputDirError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    out = out_dir_or_none(args.out)
+    if out is None:
         return 2
     files, problems = expand_inputs(args.inputs)
     for problem in problems:

@@ -92,12 +92,9 @@ def run(args: argparse.Namespace) -> int:
     except (SourceError, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from ..io import OutputDirError, prepare_out_dir
+    from .common import out_dir_or_none
 
-    try:  # the last check before any work
-        prepare_out_dir(args.out)
-    except OutputDirError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    if out_dir_or_none(args.out) is None:  # the last check before any work
         return 2
     log.info("%d authentic images in %d folder(s)", len(pool), len(args.sources))
     spec = GenerateSpec(sources=[str(Path(s)) for s in args.sources], kinds=kinds, n=args.n, size=args.size,

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import registry
     from ..examples import example_paths
-    from ..io import DEFAULT_MAX_PIXELS, OutputDirError, list_images, prepare_out_dir
+    from ..io import DEFAULT_MAX_PIXELS, list_images
+    from .common import detector_or_none, out_dir_or_none
     from ..predict import BatchInterrupted, run_batch, stale_outputs
 
     log = logging.getLogger("manipseg.predict")
@@ -54,16 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if not listing.files:
         print("error: no input images found", file=sys.stderr)
         return 2
-    try:
-        out = prepare_out_dir(args.out)
-    except OutputDirError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    out = out_dir_or_none(args.out)
+    if out is None:
         return 2
-    name = args.model or registry.default_model()
-    try:
-        detector = registry.load_detector(name, device=args.device)
-    except (registry.UnknownDetectorError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    detector = detector_or_none(args.model or registry.default_model(), args.device)
+    if detector is None:
         return 2
     if args.calibration:
         from ..calibration import Calibration, CalibrationError

@@ -115,24 +115,27 @@ class GenConfig:
             raise ValueError(f"unknown generator config keys: {sorted(unknown)}; known: {sorted(known)}")
         post = data.pop("post", None)
         history = data.pop("history", None)
-        cfg = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
-        if isinstance(history, HistoryConfig):
-            cfg.history = history
-        elif history is not None:
-            hknown = {f.name for f in fields(HistoryConfig)}
-            bad = set(history) - hknown
-            if bad:
-                raise ValueError(f"unknown history keys: {sorted(bad)}; known: {sorted(hknown)}")
-            cfg.history = HistoryConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in history.items()})
-        if isinstance(post, PostConfig):
-            cfg.post = post
-        elif post is not None:
-            pknown = {f.name for f in fields(PostConfig)}
-            bad = set(post) - pknown
-            if bad:
-                raise ValueError(f"unknown post-processing keys: {sorted(bad)}; known: {sorted(pknown)}")
-            cfg.post = PostConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in post.items()})
+        cfg = cls(**_tuples(data))
+        if post is not None:
+            cfg.post = _section(PostConfig, post, "post-processing")
+        if history is not None:
+            cfg.history = _section(HistoryConfig, history, "history")
         return cfg
+
+
+def _tuples(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+
+
+def _section(cls, value, label: str):
+    """A nested settings dataclass from an instance or a (partial) dict; unknown keys are an error."""
+    if isinstance(value, cls):
+        return value
+    known = {f.name for f in fields(cls)}
+    bad = set(value) - known
+    if bad:
+        raise ValueError(f"unknown {label} keys: {sorted(bad)}; known: {sorted(known)}")
+    return cls(**_tuples(value))
 
 
 def as_config(config: "GenConfig | dict | None") -> GenConfig:

@@ -135,9 +135,11 @@ def read_info(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path}: cannot read the weights description ({exc})") from None
 
 
-def ship(run_weights: str | os.PathLike, dest: str | os.PathLike, card: str) -> Path:
+def ship(run_weights: str | os.PathLike, dest: str | os.PathLike, card: str, threshold: float | None = None,
+         threshold_note: str | None = None) -> Path:
     """Copy a training run's weights to ``dest`` (e.g. the package's ``weights/`` folder), checksum verified,
-    with ``card`` (a one-line model card: data, steps, headline figures) added to the training metadata."""
+    with ``card`` (a one-line model card: data, steps, headline figures) added to the training metadata, and
+    optionally a new decision ``threshold`` (with a note saying where it came from)."""
     from safetensors.torch import save
 
     from ..io import atomic_write
@@ -145,6 +147,9 @@ def ship(run_weights: str | os.PathLike, dest: str | os.PathLike, card: str) -> 
     tensors, info = load_weights(run_weights)
     info.pop("path", None)
     info.setdefault("training", {})["card"] = str(card)
+    if threshold is not None:
+        info["threshold"] = float(threshold)
+        info["training"]["threshold_note"] = threshold_note or ""
     header = {"manipseg": json.dumps(info, sort_keys=True), "sha256": tensors_sha256(tensors)}
     data = save(tensors, metadata=header)
     return atomic_write(dest, lambda tmp: tmp.write_bytes(data))
