@@ -80,6 +80,7 @@ class Transform:
     target_points: np.ndarray  # (n, 2) inlier target positions
     strength: float = 0.0
     area: float = 0.0  # fraction of the image marked (source + target)
+    agreement: float = 0.0  # residual agreement of target and source (see CopyMoveDetector.residual_agreement)
 
 
 def rootsift(descriptors: np.ndarray) -> np.ndarray:
@@ -355,6 +356,26 @@ class CopyMoveDetector(Detector):
                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
         return target, source
 
+    def residual_agreement(self, gray: np.ndarray, t: Transform, target: np.ndarray, sigma: float = 1.0) -> float:
+        """Correlation of the fine residuals (``gray`` minus its Gaussian blur of ``sigma``) of the target
+        region and of its source brought onto it by the transform. A copy repeats the very pixels — its
+        sensor noise and finest texture — up to resampling and compression (high agreement); two different
+        objects that look alike share only their shapes and coarse texture (low agreement)."""
+        h, w = gray.shape
+        x, y, bw, bh = cv2.boundingRect(target.astype(np.uint8))
+        pad = int(4 * sigma) + 2
+        x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad)
+        shifted = t.matrix.copy()
+        shifted[:, 2] -= (x0, y0)
+        warped = cv2.warpAffine(gray, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        own = gray[y0:y1, x0:x1]
+        r1 = own - cv2.GaussianBlur(own, (0, 0), sigma)
+        r2 = warped - cv2.GaussianBlur(warped, (0, 0), sigma)
+        m = target[y0:y1, x0:x1]
+        a, b = r1[m].astype(np.float64), r2[m].astype(np.float64)
+        den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        return float((a * b).sum() / den) if den > 0 else 0.0
+
     def strength(self, inliers: int) -> float:
         return 0.5 + 0.5 * (1.0 - float(np.exp(-(inliers - self.min_inliers) / self.min_inliers)))
 
@@ -403,6 +424,7 @@ class CopyMoveDetector(Detector):
             if t.area < self.min_area or not target.any():
                 continue
             t.strength = self.strength(t.inliers)
+            t.agreement = self.residual_agreement(grayf, t, target)
             prob[both] = np.maximum(prob[both], t.strength)
             verified.append(t)
         if (wh, ww) != (h, w):
@@ -410,7 +432,8 @@ class CopyMoveDetector(Detector):
         score = max((t.strength for t in verified), default=0.0)
         extras = {"keypoints": int(len(points)), "matches": int(n_matches), "work_scale": factor,
                   "transforms": [{"matrix": (t.matrix / [[1, 1, factor], [1, 1, factor]]).tolist(),
-                                  "inliers": t.inliers, "strength": t.strength, "area": t.area}
+                                  "inliers": t.inliers, "strength": t.strength, "area": t.area,
+                                  "agreement": t.agreement}
                                  for t in verified],
                   "seconds": time.perf_counter() - t0}
         return Prediction(prob=np.clip(prob, 0.0, 1.0), score=float(score), extras=extras)
