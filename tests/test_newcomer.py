@@ -193,7 +193,7 @@ def test_subfolders_are_mentioned_or_searched_and_own_outputs_skipped(tmp_path, 
     assert (tmp_path / "top.prob.png").is_file()
     again = list_images([str(tmp_path)])
     assert [p.name for p in again.files] == ["top.png"]
-    assert any("3 manipseg output file(s)" in n for n in again.notes)
+    assert any("4 manipseg output file(s)" in n for n in again.notes)
 
 
 def test_stale_outputs_are_reported_or_removed_with_overwrite(tmp_path, coffee, flat_model, caplog):
@@ -206,10 +206,11 @@ def test_stale_outputs_are_reported_or_removed_with_overwrite(tmp_path, coffee, 
                  "--no-progress"]) == 0
     caplog.clear()
     assert main(["predict", str(tmp_path / "a.png"), "--model", flat_model, "--out", str(out), "--no-progress"]) == 0
-    assert "3 output file(s) of an earlier run are still in" in caplog.text
+    assert "4 output file(s) of an earlier run are still in" in caplog.text
     assert main(["predict", str(tmp_path / "a.png"), "--model", flat_model, "--out", str(out), "--no-progress",
                  "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.mask.png", "a.overlay.jpg", "a.prob.png", "predictions.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.mask.png", "a.overlay.jpg", "a.prob.png", "a.thumb.jpg",
+                                                     "index.sqlite", "predictions.jsonl", "report.html"]
 
 
 def test_small_ones(tmp_path, capsys):

@@ -27,7 +27,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 #: cap could be raised above it.
 Image.MAX_IMAGE_PIXELS = None
 #: suffixes of the files ``manipseg predict`` writes (never taken as inputs when a folder is listed)
-OUTPUT_SUFFIXES = (".prob.png", ".mask.png", ".overlay.jpg")
+OUTPUT_SUFFIXES = (".prob.png", ".mask.png", ".overlay.jpg", ".thumb.jpg")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jfif", ".jpe", ".gif", ".ppm", ".pgm"}
 
 
@@ -206,7 +206,7 @@ def list_images(inputs: list[str], recursive: bool = False) -> Listing:
             found = [q for q in images if not is_output_file(q)]
             if len(found) < len(images):
                 notes.append(f"{item}: {len(images) - len(found)} manipseg output file(s) (*.prob.png, *.mask.png, "
-                             "*.overlay.jpg) not taken as inputs")
+                             "*.overlay.jpg, *.thumb.jpg) not taken as inputs")
             subdirs = [q for q in entries if q.is_dir()] if not recursive else []
             if subdirs:
                 notes.append(f"{item}: {len(subdirs)} sub-folder(s) not searched (add --recursive to include them)")

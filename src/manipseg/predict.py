@@ -3,9 +3,13 @@
 - ``<stem>.prob.png``    16-bit grayscale probability map (value = P(tampered) x 65535),
 - ``<stem>.mask.png``    0/255 mask after post-processing (threshold, dilate, drop small components),
 - ``<stem>.overlay.jpg`` heatmap over the photo with the mask outlined, for people,
-- one JSON line per input in ``predictions.jsonl`` (the result, or the error).
+- ``<stem>.thumb.jpg``   the overlay at most 320 pixels wide, for the report,
+- one JSON line per input in ``predictions.jsonl`` (the result, or the error),
+- ``index.sqlite`` and ``report.html`` over all of them (:mod:`manipseg.report`).
 
-A failed image is reported and skipped; every output is written atomically.
+A failed image is reported and skipped; every output is written atomically. A result is identified by the
+input's path and content hash, the detector, its weights' checksum and the thresholds, so ``resume`` keeps
+exactly the results that a new run would reproduce.
 """
 from __future__ import annotations
 
@@ -57,8 +61,22 @@ def stale_outputs(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.iterdir() if p.is_file() and is_output_file(p))
 
 
-def _earlier_results(jsonl: Path, model: str, threshold: float, out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Successful records of an earlier run for this model and threshold whose three outputs exist."""
+OUTPUTS = (".prob.png", ".mask.png", ".overlay.jpg", ".thumb.jpg")
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _earlier_results(jsonl: Path, model: str, threshold: float, out_dir: Path,
+                     weights: str | None = None) -> dict[str, dict[str, Any]]:
+    """Successful records of an earlier run for this model, weights and threshold whose outputs all exist."""
     if not jsonl.is_file():
         return {}
     kept: dict[str, dict[str, Any]] = {}
@@ -68,9 +86,9 @@ def _earlier_results(jsonl: Path, model: str, threshold: float, out_dir: Path) -
         except json.JSONDecodeError:
             continue  # a line cut by a crash of an old version: that image is simply analysed again
         if ("error" in r or r.get("model") != model or r.get("threshold") != float(threshold)
-                or "stem" not in r or "input" not in r):
+                or r.get("weights_sha256") != weights or "stem" not in r or "input" not in r):
             continue
-        if all((out_dir / f"{r['stem']}{suffix}").is_file() for suffix in (".prob.png", ".mask.png", ".overlay.jpg")):
+        if all((out_dir / f"{r['stem']}{suffix}").is_file() for suffix in OUTPUTS):
             kept[r["input"]] = r
     return kept
 
@@ -90,7 +108,8 @@ def output_stems(files: list[Path]) -> dict[Path, str]:
 
 
 def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, threshold: float,
-                max_pixels: int | None = DEFAULT_MAX_PIXELS, dilate: int = 5) -> dict[str, Any]:
+                max_pixels: int | None = DEFAULT_MAX_PIXELS, dilate: int = 5,
+                weights: str | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     image = load_image(path, max_pixels=max_pixels)
     pred = detector.predict(image)
@@ -104,14 +123,16 @@ def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, thresh
     prob16 = np.clip(np.rint(pred.prob.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
     save_png(out_dir / f"{stem}.prob.png", prob16)
     save_png(out_dir / f"{stem}.mask.png", mask.astype(np.uint8) * 255)
-    save_jpeg(out_dir / f"{stem}.overlay.jpg",
-              overlay(image, pred.prob, mask, legend=True, caption=caption(verdict, float(pred.score), detector.name)),
-              quality=90)
+    over = overlay(image, pred.prob, mask, legend=True, caption=caption(verdict, float(pred.score), detector.name))
+    save_jpeg(out_dir / f"{stem}.overlay.jpg", over, quality=90)
+    save_jpeg(out_dir / f"{stem}.thumb.jpg", thumbnail(over), quality=85)
     h, w = image.shape[:2]
     record = {
         "input": str(path),
+        "sha256": file_sha256(path),
         "stem": stem,
         "model": detector.name,
+        "weights_sha256": weights,
         "score": round(float(pred.score), 6),
         **verdict,
         "threshold": float(threshold),
@@ -123,6 +144,16 @@ def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, thresh
     if note:
         record["mask_note"] = note
     return record
+
+
+def thumbnail(rgb: np.ndarray, width: int = 320) -> np.ndarray:
+    """``rgb`` shrunk (area averaging) to at most ``width`` pixels wide."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if w <= width:
+        return rgb
+    return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 
 def caption(verdict: dict[str, Any], score: float, model: str) -> str:
@@ -153,13 +184,17 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
     stems = output_stems(files)
     result = BatchResult()
     jsonl = out_dir / "predictions.jsonl"
-    earlier = _earlier_results(jsonl, detector.name, thr, out_dir) if resume else {}
+    from .calibration import weights_checksum
+    from .report import write_index, write_report
+
+    weights = weights_checksum(detector)
+    earlier = _earlier_results(jsonl, detector.name, thr, out_dir, weights) if resume else {}
     for item, why in missing:
         result.records.append({"input": str(item), "model": detector.name, "error": f"{item}: {why}"})
     todo = []
     for path in files:
         r = earlier.get(str(path))
-        if r is not None and r["stem"] == stems[path]:
+        if r is not None and r["stem"] == stems[path] and r.get("sha256") == file_sha256(path):
             result.records.append(r)
             result.reused += 1
         else:
@@ -169,31 +204,40 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
         lines = "".join(json.dumps(r) + "\n" for r in result.records)
         atomic_write(jsonl, lambda tmp, text=lines: tmp.write_text(text, encoding="utf-8"))
 
+    def save_summaries() -> None:
+        write_index(out_dir, result.records)
+        write_report(out_dir, result.records)
+
     if not todo:
         save_jsonl()
+        save_summaries()
         return result
     bar = tqdm(todo, unit="img", disable=not progress or len(todo) < 2, desc=f"predict [{detector.name}]")
     done = 0
     try:
         for path in bar:
-            record = _predict_recorded(detector, path, out_dir, stems[path], thr, max_pixels)
+            record = _predict_recorded(detector, path, out_dir, stems[path], thr, max_pixels, weights)
             result.records.append(record)
             if "error" not in record:
-                result.written.update(f"{record['stem']}{s}" for s in (".prob.png", ".mask.png", ".overlay.jpg"))
+                result.written.update(f"{record['stem']}{s}" for s in OUTPUTS)
             save_jsonl()
             done += 1
+            if done % 25 == 0:  # the index and report follow the batch without rewriting them per image
+                save_summaries()
     except KeyboardInterrupt:
         bar.close()
         save_jsonl()
+        save_summaries()
         raise BatchInterrupted(result.reused + done, len(files)) from None
+    save_summaries()
     return result
 
 
 def _predict_recorded(detector: Detector, path: Path, out_dir: Path, stem: str, thr: float,
-                      max_pixels: int | None) -> dict[str, Any]:
+                      max_pixels: int | None, weights: str | None = None) -> dict[str, Any]:
     """:func:`predict_one`, with a failure turned into an error record (the batch goes on)."""
     try:
-        return predict_one(detector, path, out_dir, stem, thr, max_pixels=max_pixels)
+        return predict_one(detector, path, out_dir, stem, thr, max_pixels=max_pixels, weights=weights)
     except ImageLoadError as exc:
         log.error("skipped %s", exc)
         return {"input": str(path), "model": detector.name, "error": str(exc)}
