@@ -44,3 +44,16 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder of four public-domain photos shipped in scikit-image (PNG), for tiny training runs."""
+    from skimage import data
+
+    from manipseg.io import save_png
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        save_png(folder / f"{name}.png", getattr(data, name)())
+    return folder

@@ -262,16 +262,6 @@ def test_overlay_legend_and_perceptual_colours(coffee):
 
 
 # -- training ------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from skimage import data
-
-    folder = tmp_path_factory.mktemp("photos")
-    for name in ("astronaut", "coffee", "chelsea", "rocket"):
-        save_png(folder / f"{name}.png", getattr(data, name)())
-    return folder
-
-
 def _tiny(tmp_path, photos, steps):
     path = tmp_path / "tiny.yaml"
     path.write_text(f"""

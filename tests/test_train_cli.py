@@ -1,22 +1,7 @@
 """``manipseg train`` end to end on generated data: config errors, a 2-step run, resume, and predict."""
 import csv
 
-import numpy as np
-import pytest
-
 from manipseg.cli import main
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from skimage import data
-
-    from manipseg.io import save_png
-
-    folder = tmp_path_factory.mktemp("photos")
-    for name in ("astronaut", "coffee", "chelsea", "rocket"):
-        save_png(folder / f"{name}.png", getattr(data, name)())
-    return folder
 
 
 def _config(tmp_path, photos, extra=""):

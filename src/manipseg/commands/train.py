@@ -26,13 +26,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     import sys
     from pathlib import Path
 
     from ..train.config import ConfigError, load_config
 
-    log = logging.getLogger("manipseg.train")
     if args.resume and args.force:
         print("error: --resume continues the run and --force starts it over: choose one", file=sys.stderr)
         return 2
