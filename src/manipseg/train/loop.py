@@ -487,7 +487,7 @@ class Trainer:
         bar = tqdm(total=steps, initial=start, disable=not (main and self.cfg["log"]["progress"]),
                    unit="step", dynamic_ncols=True)
         result = Result(step=start)
-        progress = _Progress(start, steps, int(t["batch_size"]) * self.dist.world, quiet=bool(self.cfg["log"]["progress"]))
+        progress = _Progress(start, steps, int(t["batch_size"]) * self.dist.world, bar_shown=bool(self.cfg["log"]["progress"]))
         try:
             step = self._loop(loader, sampler, start, steps, bar, csvlog, writer, result, progress)
         except KeyboardInterrupt:
@@ -580,15 +580,15 @@ class _Progress:
     """A log line with step, loss, speed and ETA: every ``every`` seconds (60) when no progress bar is shown
     (``log.progress: false``, the usual case in a log file), else only the first one (the bar shows the rest)."""
 
-    def __init__(self, start: int, steps: int, images_per_step: int, quiet: bool, every: float = 60.0) -> None:
+    def __init__(self, start: int, steps: int, images_per_step: int, bar_shown: bool, every: float = 60.0) -> None:
         self.start, self.steps, self.per_step = start, steps, images_per_step
-        self.quiet, self.every = quiet, every
+        self.bar_shown, self.every = bar_shown, every
         self.t0 = self.last = time.perf_counter()
         self.first = True
 
     def update(self, step: int, loss: float) -> None:
         now = time.perf_counter()
-        if not (self.first and step - self.start >= 2) and (self.quiet or now - self.last < self.every):
+        if not (self.first and step - self.start >= 2) and (self.bar_shown or now - self.last < self.every):
             return
         self.first = False
         self.last = now
