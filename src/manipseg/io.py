@@ -136,16 +136,20 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     Raises :class:`ImageLoadError` (a ``ValueError``) naming the file and the problem for missing,
     empty, non-image, truncated, corrupt or over-sized files.
     """
+    return decode_image(read_image_bytes(path), str(path), max_pixels=max_pixels)
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, with :class:`ImageLoadError` for a missing path, a folder or a read error."""
     p = Path(path)
     if not p.exists():
         raise ImageLoadError(p, "file not found", "check the path")
     if p.is_dir():
         raise ImageLoadError(p, "is a directory, not an image file")
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except OSError as exc:
         raise ImageLoadError(p, f"cannot read file: {exc.strerror or exc}") from exc
-    return decode_image(data, str(p), max_pixels=max_pixels)
 
 
 def load_mask(path: str | os.PathLike, threshold: int = 128) -> np.ndarray:
@@ -284,33 +288,42 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Pat
     return target
 
 
-def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Atomically save a uint8/uint16 gray or uint8 RGB array as PNG (16-bit kept as 16-bit)."""
+def encode_png(array: np.ndarray) -> bytes:
+    """A uint8/uint16 gray or uint8 RGB array encoded as PNG bytes (16-bit kept as 16-bit)."""
     import cv2
 
     arr = np.ascontiguousarray(array)
     if arr.ndim == 3:
-        arr = arr[:, :, ::-1]
+        arr = np.ascontiguousarray(arr[:, :, ::-1])
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise OSError(f"PNG encoding failed for a {arr.dtype} array of shape {arr.shape}")
+    return buf.tobytes()
 
-    def write(tmp: Path) -> None:
-        ok, buf = cv2.imencode(".png", arr)
-        if not ok:
-            raise OSError(f"PNG encoding failed for {path}")
-        tmp.write_bytes(buf.tobytes())
 
-    return atomic_write(path, write)
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """An RGB uint8 array encoded as JPEG bytes at ``quality``."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise OSError(f"JPEG encoding failed for an array of shape {rgb.shape}")
+    return buf.tobytes()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Atomically save a uint8/uint16 gray or uint8 RGB array as PNG (16-bit kept as 16-bit)."""
+    return write_bytes_atomic(path, encode_png(array))
 
 
 def save_jpeg(path: str | os.PathLike, rgb: np.ndarray, quality: int = 90) -> Path:
-    import cv2
-
-    def write(tmp: Path) -> None:
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-        if not ok:
-            raise OSError(f"JPEG encoding failed for {path}")
-        tmp.write_bytes(buf.tobytes())
-
-    return atomic_write(path, write)
+    """Atomically save an RGB uint8 array as JPEG."""
+    return write_bytes_atomic(path, encode_jpeg(rgb, quality))
 
 
 def read_prob_png(path: str | os.PathLike) -> np.ndarray:

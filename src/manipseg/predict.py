@@ -18,13 +18,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from .calibration import verdict_of
 from .contract import ContractError, Detector
-from .io import DEFAULT_MAX_PIXELS, ImageLoadError, atomic_write, is_output_file, load_image, save_jpeg, save_png
+from .io import (DEFAULT_MAX_PIXELS, ImageLoadError, atomic_write, decode_image, encode_jpeg, encode_png,
+                 is_output_file, read_image_bytes, write_bytes_atomic)
+from .parallel import PoolSpec, WorkerPool
 from .postprocess import prob_to_mask
 from .visualize import overlay
 
@@ -107,11 +109,17 @@ def output_stems(files: list[Path]) -> dict[Path, str]:
     return stems
 
 
-def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, threshold: float,
-                max_pixels: int | None = DEFAULT_MAX_PIXELS, dilate: int = 5,
-                weights: str | None = None) -> dict[str, Any]:
+def analyse(detector: Detector, data: bytes, name: str, stem: str, threshold: float,
+            max_pixels: int | None = DEFAULT_MAX_PIXELS, dilate: int = 5,
+            weights: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """One image's record and its encoded output files (suffix -> bytes), from the file's bytes.
+
+    Nothing is written here: the caller (this process, or the driver of a worker pool) writes the files
+    atomically, so a worker on another machine needs neither the input's path nor the output folder."""
+    import hashlib
+
     t0 = time.perf_counter()
-    image = load_image(path, max_pixels=max_pixels)
+    image = decode_image(data, name, max_pixels=max_pixels)
     pred = detector.predict(image)
     verdict = verdict_of(detector, float(pred.score))
     mask = prob_to_mask(pred.prob, threshold=threshold, dilate=dilate, min_region=detector.min_region)
@@ -120,16 +128,17 @@ def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, thresh
         # the image-level decision says authentic: no regions are marked (the map is still written)
         mask = np.zeros_like(mask)
         note = "below the decision threshold: no mask"
-    prob16 = np.clip(np.rint(pred.prob.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
-    save_png(out_dir / f"{stem}.prob.png", prob16)
-    save_png(out_dir / f"{stem}.mask.png", mask.astype(np.uint8) * 255)
     over = overlay(image, pred.prob, mask, legend=True, caption=caption(verdict, float(pred.score), detector.name))
-    save_jpeg(out_dir / f"{stem}.overlay.jpg", over, quality=90)
-    save_jpeg(out_dir / f"{stem}.thumb.jpg", thumbnail(over), quality=85)
+    files = {
+        ".prob.png": encode_png(prob_to_u16(pred.prob)),
+        ".mask.png": encode_png(mask.astype(np.uint8) * 255),
+        ".overlay.jpg": encode_jpeg(over, quality=90),
+        ".thumb.jpg": encode_jpeg(thumbnail(over), quality=85),
+    }
     h, w = image.shape[:2]
     record = {
-        "input": str(path),
-        "sha256": file_sha256(path),
+        "input": name,
+        "sha256": hashlib.sha256(data).hexdigest(),
         "stem": stem,
         "model": detector.name,
         "weights_sha256": weights,
@@ -143,6 +152,27 @@ def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, thresh
     }
     if note:
         record["mask_note"] = note
+    return record, files
+
+
+def prob_to_u16(prob: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] as the 16-bit values of a ``.prob.png`` (value = P x 65535, rounded)."""
+    return np.clip(np.rint(prob.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
+
+
+def write_outputs(out_dir: Path, stem: str, files: dict[str, bytes]) -> None:
+    """Each encoded output written atomically as ``out_dir/<stem><suffix>``."""
+    for suffix, data in files.items():
+        write_bytes_atomic(out_dir / f"{stem}{suffix}", data)
+
+
+def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, threshold: float,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS, dilate: int = 5,
+                weights: str | None = None) -> dict[str, Any]:
+    """Analyse one image file and write its outputs into ``out_dir``; returns its record."""
+    record, files = analyse(detector, read_image_bytes(path), str(path), stem, threshold, max_pixels=max_pixels,
+                            dilate=dilate, weights=weights)
+    write_outputs(out_dir, stem, files)
     return record
 
 
@@ -166,27 +196,36 @@ def caption(verdict: dict[str, Any], score: float, model: str) -> str:
 
 def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshold: float | None = None,
               max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = True,
-              missing: Iterable[tuple[str, str]] = (), resume: bool = False) -> BatchResult:
+              missing: Iterable[tuple[str, str]] = (), resume: bool = False,
+              pool: PoolSpec | None = None, model: str | None = None, calibration: str | None = None) -> BatchResult:
     """Predict every file; failures are recorded (``error`` key) and the batch goes on.
 
     ``missing`` are inputs that matched no file (``(input, reason)``, from :func:`manipseg.io.list_images`):
     they are recorded as errors too, so ``predictions.jsonl`` accounts for every input. With ``resume``,
     images whose results for this detector and threshold are already complete in ``out_dir`` are kept, not
-    analysed again. ``predictions.jsonl`` is rewritten atomically after every image, so an interrupted
-    batch leaves a valid file describing the images done so far; Ctrl-C (or SIGTERM turned into
-    ``KeyboardInterrupt``) raises :class:`BatchInterrupted` after that file is written.
+    analysed again. ``predictions.jsonl`` gets one line per image as it completes (in input order), so an
+    interrupted batch leaves a valid file describing the images done so far; Ctrl-C (or SIGTERM turned into
+    ``KeyboardInterrupt``) raises :class:`BatchInterrupted` after the images in flight are finished.
+
+    ``pool`` runs the analysis in worker processes or on Ray (:mod:`manipseg.parallel`); each worker loads
+    its own detector from ``model`` (the name or file ``detector`` was loaded from, plus ``calibration`` if
+    one was given) and uses this process's bf16 decision, so every backend writes the same bytes. Inputs
+    are read here and sent to the workers; outputs come back encoded and are written here, atomically.
     """
     from tqdm import tqdm
 
+    from .calibration import weights_checksum
+    from .report import write_index, write_report
+
+    pool = pool or PoolSpec()
+    if pool.parallel and not model:
+        raise ValueError("a parallel run needs the model's name or file (model=...) to load it in every worker")
     files = list(files)
     out_dir.mkdir(parents=True, exist_ok=True)
     thr = detector.threshold if threshold is None else float(threshold)
     stems = output_stems(files)
     result = BatchResult()
     jsonl = out_dir / "predictions.jsonl"
-    from .calibration import weights_checksum
-    from .report import write_index, write_report
-
     weights = weights_checksum(detector)
     earlier = _earlier_results(jsonl, detector.name, thr, out_dir, weights) if resume else {}
     for item, why in missing:
@@ -194,54 +233,102 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
     todo = []
     for path in files:
         r = earlier.get(str(path))
-        if r is not None and r["stem"] == stems[path] and r.get("sha256") == file_sha256(path):
+        if r is not None and r["stem"] == stems[path] and r.get("sha256") == _sha256_or_none(path):
             result.records.append(r)
             result.reused += 1
         else:
             todo.append(path)
-
-    def save_jsonl() -> None:
-        lines = "".join(json.dumps(r) + "\n" for r in result.records)
-        atomic_write(jsonl, lambda tmp, text=lines: tmp.write_text(text, encoding="utf-8"))
+    # the records kept so far, then one appended line per image as it completes
+    lines = "".join(json.dumps(r) + "\n" for r in result.records)
+    atomic_write(jsonl, lambda tmp, text=lines: tmp.write_text(text, encoding="utf-8"))
 
     def save_summaries() -> None:
         write_index(out_dir, result.records)
         write_report(out_dir, result.records)
 
     if not todo:
-        save_jsonl()
         save_summaries()
         return result
-    bar = tqdm(todo, unit="img", disable=not progress or len(todo) < 2, desc=f"predict [{detector.name}]")
+    state = (thr, max_pixels, weights)
+    if pool.parallel:
+        from .device import bf16_faster
+
+        factory, args = _worker_state, (model, str(detector.device), calibration, bf16_faster("cpu"), state)
+    else:
+        factory, args = (lambda: (detector, *state)), ()
+    bar = tqdm(total=len(todo), unit="img", disable=not progress or len(todo) < 2, desc=f"predict [{detector.name}]")
     done = 0
     try:
-        for path in bar:
-            record = _predict_recorded(detector, path, out_dir, stems[path], thr, max_pixels, weights)
-            result.records.append(record)
-            if "error" not in record:
-                result.written.update(f"{record['stem']}{s}" for s in OUTPUTS)
-            save_jsonl()
-            done += 1
-            if done % 25 == 0:  # the index and report follow the batch without rewriting them per image
-                save_summaries()
+        with WorkerPool(factory, args, pool) as workers, open(jsonl, "a", encoding="utf-8") as out_lines:
+            for record, outputs in workers.imap(_predict_task, _items(todo, stems)):
+                if outputs:
+                    try:
+                        write_outputs(out_dir, record["stem"], outputs)
+                    except OSError as exc:  # disk full, permissions: this image fails, the batch goes on
+                        record = {"input": record["input"], "model": detector.name,
+                                  "error": f"{record['input']}: cannot write its outputs: {exc}"}
+                if "error" in record:
+                    log.error("skipped %s", record["error"])
+                else:
+                    result.written.update(f"{record['stem']}{s}" for s in OUTPUTS)
+                result.records.append(record)
+                out_lines.write(json.dumps(record) + "\n")
+                out_lines.flush()
+                done += 1
+                bar.update(1)
+                if done % 25 == 0:  # the index and report follow the batch without rewriting them per image
+                    save_summaries()
     except KeyboardInterrupt:
         bar.close()
-        save_jsonl()
         save_summaries()
         raise BatchInterrupted(result.reused + done, len(files)) from None
+    bar.close()
     save_summaries()
     return result
 
 
-def _predict_recorded(detector: Detector, path: Path, out_dir: Path, stem: str, thr: float,
-                      max_pixels: int | None, weights: str | None = None) -> dict[str, Any]:
-    """:func:`predict_one`, with a failure turned into an error record (the batch goes on)."""
+def _sha256_or_none(path: Path) -> str | None:
     try:
-        return predict_one(detector, path, out_dir, stem, thr, max_pixels=max_pixels, weights=weights)
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
+def _items(todo: list[Path], stems: dict[Path, str]) -> Iterator[tuple[str, str, bytes | str]]:
+    """(name, stem, the file's bytes or why they could not be read), read one at a time as workers need them."""
+    for path in todo:
+        try:
+            data: bytes | str = read_image_bytes(path)
+        except ImageLoadError as exc:
+            data = str(exc)
+        yield str(path), stems[path], data
+
+
+def _worker_state(model: str, device: str, calibration: str | None, bf16: bool, state: tuple) -> tuple:
+    """A worker's detector (loaded from ``model``, with the driver's bf16 decision) and the batch settings."""
+    import os
+
+    os.environ["MANIPSEG_BF16"] = "1" if bf16 else "0"
+    from . import registry
+
+    detector = registry.load_detector(model, device=device)
+    if calibration:
+        from .calibration import Calibration
+
+        detector.calibration = Calibration.load(calibration)
+    return (detector, *state)
+
+
+def _predict_task(state: tuple, item: tuple[str, str, bytes | str]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """:func:`analyse` of one item, with a failure turned into an error record (the batch goes on)."""
+    detector, thr, max_pixels, weights = state
+    name, stem, data = item
+    if isinstance(data, str):  # the driver could not read the file
+        return {"input": name, "model": detector.name, "error": data}, {}
+    try:
+        return analyse(detector, data, name, stem, thr, max_pixels=max_pixels, weights=weights)
     except ImageLoadError as exc:
-        log.error("skipped %s", exc)
-        return {"input": str(path), "model": detector.name, "error": str(exc)}
+        return {"input": name, "model": detector.name, "error": str(exc)}, {}
     except (ContractError, ValueError, OSError, RuntimeError, MemoryError) as exc:
-        # a detector or writer failure on one image must not lose the rest of the batch
-        log.error("skipped %s: %s: %s", path, type(exc).__name__, exc)
-        return {"input": str(path), "model": detector.name, "error": f"{path}: {type(exc).__name__}: {exc}"}
+        # a detector failure on one image must not lose the rest of the batch
+        return {"input": name, "model": detector.name, "error": f"{name}: {type(exc).__name__}: {exc}"}, {}

@@ -26,6 +26,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--thresholds", type=int, default=101, help="odd number of thresholds in [0, 1] (default 101)")
     p.add_argument("--grid", type=int, default=6, help="rows of the qualitative grid (default 6)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse images larger than this (default 100 MP)")
+    from .common import add_pool_arguments
+
+    add_pool_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -50,9 +53,12 @@ def run(args: argparse.Namespace) -> int:
         dataset = open_dataset(args.dataset, args.fmt, args.mask_convention).subset(args.limit)
     except (AttackError, DatasetError) as exc:
         return fail(str(exc))
-    from .common import out_dir_or_none
+    from .common import out_dir_or_none, pool_or_none
 
     if out_dir_or_none(args.out) is None:
+        return 2
+    pool = pool_or_none(args)
+    if pool is None:
         return 2
     model = args.model or registry.default_model()
     try:
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
           f"{dataset.n_authentic} authentic); runs: clean{''.join(', ' + a.name for a in attacks)}")
     report = evaluate(dataset, detector, attacks, out_dir=args.out, save_probs=args.save_probs,
                       n_thresholds=args.thresholds, grid_rows=args.grid, progress=not args.no_progress,
-                      max_pixels=args.max_pixels, model_label=model)
+                      max_pixels=args.max_pixels, model_label=model, pool=pool)
     print(summary_table(report))
     quirks = report["dataset"]["quirks"]
     if quirks:

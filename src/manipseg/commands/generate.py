@@ -17,9 +17,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=256, help="side of the square samples in pixels (default 256)")
     p.add_argument("--out", required=True, help="output folder (created; existing files with the same names are replaced)")
     p.add_argument("--seed", type=int, default=0, help="run seed: the same seed and sources give the same bytes")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local", help="where to run (ray needs manipseg[ray])")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+    from .common import add_pool_arguments
+
+    add_pool_arguments(p)
     p.add_argument("--config", default=None, help="YAML/JSON file of generator settings (see manipseg.generate.GenConfig)")
     p.add_argument("--no-post", action="store_true", help="switch the post-processing chain (JPEG, resize, blur, noise) off")
     p.add_argument("--save-sources", action="store_true", help="also write the aligned source images S (sources/)")
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..generate.config import GenConfig
     from ..generate.pool import ImagePool, SourceError
-    from ..generate.runner import GenerateSpec, iter_local, iter_ray, write_dataset, write_preview
+    from ..generate.runner import GenerateSpec, iter_pool, write_dataset, write_preview
+    from .common import pool_or_none
 
     log = logging.getLogger("manipseg.generate")
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -50,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if bad or not kinds:
         print(f"error: unknown kind(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(KIND_NAMES)}", file=sys.stderr)
         return 2
-    if args.n <= 0 or args.size < 32 or args.workers < 1 or args.seed < 0:
-        print("error: --n must be positive, --size at least 32, --workers at least 1, --seed non-negative", file=sys.stderr)
+    if args.n <= 0 or args.size < 32 or args.seed < 0:
+        print("error: --n must be positive, --size at least 32, --seed non-negative", file=sys.stderr)
         return 2
     config: dict = {}
     if args.config:
@@ -100,15 +101,10 @@ def run(args: argparse.Namespace) -> int:
     spec = GenerateSpec(sources=[str(Path(s)) for s in args.sources], kinds=kinds, n=args.n, size=args.size,
                         seed=args.seed, config=config, save_sources=args.save_sources,
                         generator=args.generator, inpainter=args.inpainter)
-    if args.backend == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            print("error: --backend ray needs Ray: pip install 'manipseg[ray]'", file=sys.stderr)
-            return 2
-        results = iter_ray(spec, address=args.ray_address)
-    else:
-        results = iter_local(spec, workers=args.workers)
+    pool_spec = pool_or_none(args)
+    if pool_spec is None:
+        return 2
+    results = iter_pool(spec, pool_spec)
     with tqdm(total=args.n, unit="sample", desc="generate") as bar:
         records, failures = write_dataset(spec, args.out, results, progress=bar.update)
     out = Path(args.out)

@@ -7,6 +7,8 @@ HELP = "find manipulated regions in images (writes prob map, mask, overlay and p
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    from .common import add_pool_arguments
+
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="image files, directories or glob patterns (default: the bundled examples)")
     p.add_argument("--out", "-o", default="manipseg-out", help="output directory (default: %(default)s)")
@@ -23,6 +25,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="keep the results already in --out for this model and threshold and analyse only the rest")
     p.add_argument("--overwrite", action="store_true",
                    help="remove the outputs of an earlier run in --out (its *.prob.png, *.mask.png, *.overlay.jpg) first")
+    add_pool_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -33,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import registry
     from ..examples import example_paths
     from ..io import DEFAULT_MAX_PIXELS, list_images
-    from .common import detector_or_none, out_dir_or_none
+    from .common import detector_or_none, out_dir_or_none, pool_or_none
+    from ..parallel import PoolError
     from ..predict import BatchInterrupted, run_batch, stale_outputs
 
     log = logging.getLogger("manipseg.predict")
@@ -45,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.resume and args.overwrite:
         print("error: --resume keeps earlier results and --overwrite removes them: choose one", file=sys.stderr)
+        return 2
+    pool = pool_or_none(args)
+    if pool is None:
         return 2
     inputs = args.inputs or [str(p) for p in example_paths()]
     listing = list_images(inputs, recursive=args.recursive)
@@ -77,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_batch(detector, listing.files, out, threshold=args.threshold,
                            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, progress=not args.no_progress,
-                           missing=listing.problems, resume=args.resume)
+                           missing=listing.problems, resume=args.resume, pool=pool,
+                           model=args.model or registry.default_model(), calibration=args.calibration)
+    except PoolError as exc:
+        print(f"error: {exc}; the outputs written so far are kept in {out}/ (run again with --resume)",
+              file=sys.stderr)
+        return 1
     except BatchInterrupted as stop:
         print(f"interrupted after {stop.done}/{stop.total} images; outputs kept in {out}/; "
               f"run the same command with --resume to continue", file=sys.stderr)

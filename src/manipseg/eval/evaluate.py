@@ -27,6 +27,7 @@ import numpy as np
 
 from ..contract import Detector
 from ..io import ImageLoadError, atomic_write, save_png
+from ..parallel import PoolSpec, WorkerPool
 from . import plots
 from .attacks import Attack
 from .datasets import Dataset
@@ -101,11 +102,18 @@ def _clean_json(obj):
 def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None = None,
              out_dir: str | Path | None = None, save_probs: bool = False, n_thresholds: int = 101,
              grid_rows: int = 6, progress: bool = True, max_pixels: int | None = None,
-             model_label: str | None = None) -> dict:
+             model_label: str | None = None, pool: PoolSpec | None = None) -> dict:
     """Evaluate ``detector`` on ``dataset`` (clean + each attack). Returns the report dict; when
-    ``out_dir`` is given, also writes the report files and plots there."""
+    ``out_dir`` is given, also writes the report files and plots there.
+
+    ``pool`` spreads the images over worker processes or Ray (:mod:`manipseg.parallel`); every worker loads
+    its own detector from ``model_label`` (the name or file ``detector`` came from) with this process's bf16
+    decision, and results are gathered in dataset order, so the report is the same as in one process."""
     from tqdm import tqdm
 
+    pool = pool or PoolSpec()
+    if pool.parallel and not model_label:
+        raise ValueError("a parallel evaluation needs the model's name or file (model_label=...) for the workers")
     own = float(getattr(detector, "threshold", 0.5))
     runs = [Run("clean", None, Accumulator(n_thresholds, own), Accumulator(n_thresholds))]
     runs += [Run(a.name, a, Accumulator(n_thresholds, own), Accumulator(n_thresholds)) for a in attacks or []]
@@ -115,41 +123,43 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
     timing = Timing()
     thumbs = Thumbs(limit=grid_rows)
     failures: list[dict] = []
-    bar = tqdm(range(len(dataset)), desc=f"evaluate {detector.name}", unit="img", disable=not progress)
-    for i in bar:
-        sample = dataset[i]
-        try:
-            image, mask = dataset.load(i, max_pixels=max_pixels)
-        except (ImageLoadError, OSError, ValueError) as exc:
-            failures.append({"name": sample.name, "run": "all", "error": str(exc)})
-            log.error("skipped %s: %s", sample.name, exc)
-            for run in runs:
-                run.failed += 1
-            continue
-        for run in runs:
-            bar.set_postfix_str(f"{sample.name} {run.name}", refresh=False)
-            try:
-                attacked = run.attack.apply(image, sample.name) if run.attack else image
-                start = time.perf_counter()
-                pred = detector.predict(attacked)
-                seconds = time.perf_counter() - start
-                prob = run.attack.restore(pred.prob, image.shape[:2]) if run.attack else pred.prob
-            except Exception as exc:  # noqa: BLE001 - any detector failure is reported and the image skipped
-                failures.append({"name": sample.name, "run": run.name, "error": f"{type(exc).__name__}: {exc}"})
-                log.error("skipped %s (%s): %s: %s", sample.name, run.name, type(exc).__name__, exc)
-                run.failed += 1
+    if pool.parallel:
+        from ..device import bf16_faster
+
+        factory, args = _eval_state, (model_label, str(detector.device), bf16_faster("cpu"), dataset, attacks or [],
+                                      max_pixels, thumbs.height)
+    else:
+        factory, args = (lambda: (detector, dataset, attacks or [], max_pixels, thumbs.height)), ()
+    bar = tqdm(total=len(dataset), desc=f"evaluate {detector.name}", unit="img", disable=not progress)
+    with WorkerPool(factory, args, pool) as workers:
+        for item in workers.imap(_evaluate_item, range(len(dataset))):
+            bar.update(1)
+            sample = dataset[item["index"]]
+            if item["error"] is not None:
+                failures.append({"name": sample.name, "run": "all", "error": item["error"]})
+                log.error("skipped %s: %s", sample.name, item["error"])
+                for run in runs:
+                    run.failed += 1
                 continue
-            run.detector.add(sample.name, prob, mask, pred.score, sample.authentic)
-            run.baseline.add_constant(sample.name, 1.0, mask, sample.authentic)
-            if run.attack is None:
-                timing.images += 1
-                timing.megapixels += image.shape[0] * image.shape[1] / 1e6
-                timing.seconds += seconds
-                if save_probs:
-                    u16 = np.clip(np.rint(prob.astype(np.float64) * 65535), 0, 65535).astype(np.uint16)
-                    save_png(out / "probs" / f"{sample.name}.prob.png", u16)
-                if mask is not None and mask.any():
-                    thumbs.add(image, prob, mask)
+            mask = item["mask"]
+            for run, res in zip(runs, item["runs"]):
+                if "error" in res:
+                    failures.append({"name": sample.name, "run": run.name, "error": res["error"]})
+                    log.error("skipped %s (%s): %s", sample.name, run.name, res["error"])
+                    run.failed += 1
+                    continue
+                prob = res["prob"]
+                run.detector.add(sample.name, prob, mask, res["score"], sample.authentic)
+                run.baseline.add_constant(sample.name, 1.0, mask, sample.authentic)
+                if run.attack is None:
+                    timing.images += 1
+                    timing.megapixels += item["megapixels"]
+                    timing.seconds += res["seconds"]
+                    if save_probs:
+                        u16 = np.clip(np.rint(prob.astype(np.float64) * 65535), 0, 65535).astype(np.uint16)
+                        save_png(out / "probs" / f"{sample.name}.prob.png", u16)
+                    if mask is not None and mask.any():
+                        thumbs.add(item["thumb"], prob, mask)
     bar.close()
 
     report = {
@@ -171,6 +181,45 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
     if out is not None:
         report["files"] = write_outputs(out, report, runs, thumbs)
     return report
+
+
+def _eval_state(model: str, device: str, bf16: bool, dataset: Dataset, attacks: list[Attack],
+                max_pixels: int | None, thumb_height: int) -> tuple:
+    """A worker's detector (loaded from ``model`` with the driver's bf16 decision) and the evaluation's inputs."""
+    import os
+
+    os.environ["MANIPSEG_BF16"] = "1" if bf16 else "0"
+    from .. import registry
+
+    return registry.load_detector(model, device=device), dataset, attacks, max_pixels, thumb_height
+
+
+def _evaluate_item(state: tuple, index: int) -> dict:
+    """Load sample ``index`` and run the detector on it clean and under each attack (failures reported, not
+    raised, so the evaluation goes on)."""
+    detector, dataset, attacks, max_pixels, thumb_height = state
+    sample = dataset[index]
+    try:
+        image, mask = dataset.load(index, max_pixels=max_pixels)
+    except (ImageLoadError, OSError, ValueError) as exc:
+        return {"index": index, "error": str(exc)}
+    results = []
+    for attack in [None, *attacks]:
+        try:
+            attacked = attack.apply(image, sample.name) if attack else image
+            start = time.perf_counter()
+            pred = detector.predict(attacked)
+            seconds = time.perf_counter() - start
+            prob = attack.restore(pred.prob, image.shape[:2]) if attack else pred.prob
+        except Exception as exc:  # noqa: BLE001 - any detector failure is reported and the image skipped
+            results.append({"error": f"{type(exc).__name__}: {exc}"})
+            continue
+        results.append({"prob": prob, "score": pred.score, "seconds": seconds})
+    h, w = image.shape[:2]
+    thumb = None
+    if mask is not None and mask.any():  # the image at the qualitative grid's height (Thumbs.add)
+        thumb = cv2.resize(image, (max(1, round(w * thumb_height / h)), thumb_height), interpolation=cv2.INTER_AREA)
+    return {"index": index, "error": None, "mask": mask, "runs": results, "megapixels": h * w / 1e6, "thumb": thumb}
 
 
 # -- outputs ------------------------------------------------------------------------------------

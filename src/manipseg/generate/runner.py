@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from ..io import atomic_write
+from ..parallel import PoolSpec, WorkerPool
 from .config import GenConfig
 
 log = logging.getLogger(__name__)
@@ -107,80 +108,42 @@ def render_one(ds, index: int, save_sources: bool) -> Rendered:
     return Rendered(index, rec, files)
 
 
-# ----- local backend -------------------------------------------------------------------------------
-_WORKER: dict = {}
+# ----- backends (manipseg.parallel: in this process, worker processes, or Ray) -------------------------
+def _dataset_state(spec: GenerateSpec) -> tuple:
+    """A worker's state: the dataset built once, so its decoded-image cache stays warm."""
+    return spec.dataset(), spec.save_sources
 
 
-def _init_worker(spec: GenerateSpec) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
-    _WORKER["ds"] = spec.dataset()
-    _WORKER["save_sources"] = spec.save_sources
-
-
-def _render_chunk(indices: list[int]) -> list[Rendered]:
-    return [render_one(_WORKER["ds"], i, _WORKER["save_sources"]) for i in indices]
+def _render_chunk(state: tuple, indices: list[int]) -> list[Rendered]:
+    ds, save_sources = state
+    return [render_one(ds, i, save_sources) for i in indices]
 
 
 def _chunks(n: int, size: int) -> list[list[int]]:
     return [list(range(i, min(n, i + size))) for i in range(0, n, size)]
 
 
-def iter_local(spec: GenerateSpec, workers: int = 1, chunk: int = 8) -> Iterator[Rendered]:
-    """Rendered samples, in index order; ``workers`` > 1 uses a spawn-based process pool."""
-    if workers <= 1:
-        ds = spec.dataset()
-        for i in range(spec.n):
-            yield render_one(ds, i, spec.save_sources)
-        return
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
-        for results in pool.imap(_render_chunk, _chunks(spec.n, chunk)):
+def iter_pool(spec: GenerateSpec, pool: PoolSpec | None = None, chunk: int = 8) -> Iterator[Rendered]:
+    """Rendered samples, in index order, rendered where ``pool`` says (one thread per worker: generation is
+    spread over processes, not threads)."""
+    pool = pool or PoolSpec()
+    if pool.parallel and pool.threads is None:
+        pool = replace(pool, threads=1)
+    with WorkerPool(_dataset_state, (spec,), pool) as workers:
+        for results in workers.imap(_render_chunk, _chunks(spec.n, chunk)):
             yield from results
 
 
-# ----- Ray backend ---------------------------------------------------------------------------------
-class _RayRenderer:
-    """One per Ray worker CPU: builds the dataset once, so its decoded-image cache stays warm."""
-
-    def __init__(self, spec: GenerateSpec) -> None:
-        import cv2
-
-        cv2.setNumThreads(1)
-        self.ds = spec.dataset()
-        self.save_sources = spec.save_sources
-
-    def render(self, indices: list[int]) -> list[Rendered]:
-        return [render_one(self.ds, i, self.save_sources) for i in indices]
+def iter_local(spec: GenerateSpec, workers: int = 1, chunk: int = 8) -> Iterator[Rendered]:
+    """Rendered samples, in index order; ``workers`` > 1 uses spawned worker processes."""
+    yield from iter_pool(spec, PoolSpec(workers=workers), chunk)
 
 
 def iter_ray(spec: GenerateSpec, address: str | None = None, chunk: int = 16,
-             num_cpus: int | None = None, actors: int | None = None) -> Iterator[Rendered]:
-    """Rendered samples from a pool of Ray actors (as chunks finish). Uses a running Ray if initialised,
-    else ``ray.init(address)`` (``None`` starts a local instance). ``actors`` defaults to the cluster's
-    CPU count. Source folders must be readable at the same paths on every Ray node."""
-    try:
-        import ray
-        from ray.util import ActorPool
-    except ImportError as exc:
-        raise RuntimeError("the Ray backend needs ray: pip install 'manipseg[ray]'") from exc
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-        started = True
-    try:
-        chunks = _chunks(spec.n, chunk)
-        count = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        remote_cls = ray.remote(num_cpus=1)(_RayRenderer)
-        workers = [remote_cls.remote(spec) for _ in range(min(count, len(chunks)))]
-        for results in ActorPool(workers).map_unordered(lambda a, idx: a.render.remote(idx), chunks):
-            yield from results
-    finally:
-        if started:
-            ray.shutdown()
+             actors: int | None = None) -> Iterator[Rendered]:
+    """Rendered samples from Ray actors (``address`` None starts a local instance; ``actors`` defaults to one
+    per CPU of the cluster). Source folders must be readable at the same paths on every Ray node."""
+    yield from iter_pool(spec, PoolSpec(workers=actors or 1, ray=True, ray_address=address), chunk)
 
 
 # ----- driver --------------------------------------------------------------------------------------
