@@ -4,7 +4,9 @@
 
 Copies ``RUN/model.safetensors`` to ``src/manipseg/weights/<name>.safetensors`` (checksum verified, the card
 line added to its metadata; ``manipseg models`` prints it) and the run's ``train.csv`` and ``config.yaml`` to
-``docs/<name>-train-log.csv`` / ``docs/<name>-config.yaml`` so the training that produced it stays on record.
+``docs/<name>-train-log.csv`` / ``docs/<name>-config.yaml`` so the training that produced it stays on record,
+and exports the network to ``<name>.onnx`` beside the weights (the ONNX Runtime graph, same numbers; the
+detector checks that its recorded checksum is that of the weights).
 
 ``--threshold-set DIR`` sets the network's pixel threshold to the best-dataset F1 threshold on a *generated*
 validation set (``manipseg generate`` output; never a real benchmark that is reported), for runs trained
@@ -22,6 +24,8 @@ import shutil
 from pathlib import Path
 
 from manipseg.io import atomic_write
+from manipseg.models.runtime import export_beside
+from manipseg.models.weights import read_info as load_network_info
 from manipseg.models.weights import ship
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +54,9 @@ def main() -> None:
     dest = ship(args.run / args.weights, ROOT / "src" / "manipseg" / "weights" / f"{args.name}.safetensors", args.card,
                 threshold=threshold, threshold_note=note)
     print(f"wrote {dest.relative_to(ROOT)} ({dest.stat().st_size / 1e6:.1f} MB)")
+    if not load_network_info(dest).get("arch_kwargs", {}).get("dct_stream"):
+        graph = export_beside(dest)  # the ONNX Runtime graph of the same weights (manipseg.models.runtime)
+        print(f"wrote {graph.relative_to(ROOT)} ({graph.stat().st_size / 1e6:.1f} MB)")
     for src, suffix in (("train.csv", "train-log.csv"), ("config.yaml", "config.yaml")):
         out = ROOT / "docs" / f"{args.name}-{suffix}"
         atomic_write(out, lambda tmp, s=args.run / src: shutil.copyfile(s, tmp))

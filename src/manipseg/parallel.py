@@ -76,6 +76,20 @@ def set_threads(threads: int) -> None:
     cv2.setNumThreads(threads)
 
 
+def pinned_environment(detector: Any) -> dict[str, str]:
+    """Environment variables that make a worker's copy of ``detector`` compute exactly what it computes here:
+    this process's bf16 decision and network runtime (both measured per thread count, and a worker has
+    fewer threads), so 1 worker, N workers and Ray write the same bytes."""
+    from .device import bf16_faster
+
+    env = {"MANIPSEG_BF16": "1" if bf16_faster("cpu") else "0"}
+    for d in (detector, getattr(detector, "artifact", None), getattr(detector, "similarity", None)):
+        if d is not None and isinstance(getattr(d, "runtime", None), str):
+            env["MANIPSEG_RUNTIME"] = d.runtime
+            break
+    return env
+
+
 # ----- local worker processes ------------------------------------------------------------------------
 _STATE: dict[str, Any] = {}
 

@@ -26,7 +26,7 @@ from .calibration import verdict_of
 from .contract import ContractError, Detector
 from .io import (DEFAULT_MAX_PIXELS, ImageLoadError, atomic_write, decode_image, encode_jpeg, encode_png,
                  is_output_file, read_image_bytes, write_bytes_atomic)
-from .parallel import PoolSpec, WorkerPool
+from .parallel import PoolSpec, WorkerPool, pinned_environment
 from .postprocess import prob_to_mask
 from .visualize import overlay
 
@@ -209,7 +209,7 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
 
     ``pool`` runs the analysis in worker processes or on Ray (:mod:`manipseg.parallel`); each worker loads
     its own detector from ``model`` (the name or file ``detector`` was loaded from, plus ``calibration`` if
-    one was given) and uses this process's bf16 decision, so every backend writes the same bytes. Inputs
+    one was given) and uses this process's bf16 and runtime decisions, so every backend writes the same bytes. Inputs
     are read here and sent to the workers; outputs come back encoded and are written here, atomically.
     """
     from tqdm import tqdm
@@ -251,9 +251,7 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
         return result
     state = (thr, max_pixels, weights)
     if pool.parallel:
-        from .device import bf16_faster
-
-        factory, args = _worker_state, (model, str(detector.device), calibration, bf16_faster("cpu"), state)
+        factory, args = _worker_state, (model, str(detector.device), calibration, pinned_environment(detector), state)
     else:
         factory, args = (lambda: (detector, *state)), ()
     bar = tqdm(total=len(todo), unit="img", disable=not progress or len(todo) < 2, desc=f"predict [{detector.name}]")
@@ -304,11 +302,12 @@ def _items(todo: list[Path], stems: dict[Path, str]) -> Iterator[tuple[str, str,
         yield str(path), stems[path], data
 
 
-def _worker_state(model: str, device: str, calibration: str | None, bf16: bool, state: tuple) -> tuple:
-    """A worker's detector (loaded from ``model``, with the driver's bf16 decision) and the batch settings."""
+def _worker_state(model: str, device: str, calibration: str | None, env: dict[str, str], state: tuple) -> tuple:
+    """A worker's detector (loaded from ``model`` with the driver's bf16 / runtime choices, ``env``) and the
+    batch settings."""
     import os
 
-    os.environ["MANIPSEG_BF16"] = "1" if bf16 else "0"
+    os.environ.update(env)
     from . import registry
 
     detector = registry.load_detector(model, device=device)

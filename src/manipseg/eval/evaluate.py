@@ -27,7 +27,7 @@ import numpy as np
 
 from ..contract import Detector
 from ..io import ImageLoadError, atomic_write, save_png
-from ..parallel import PoolSpec, WorkerPool
+from ..parallel import PoolSpec, WorkerPool, pinned_environment
 from . import plots
 from .attacks import Attack
 from .datasets import Dataset
@@ -108,7 +108,7 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
 
     ``pool`` spreads the images over worker processes or Ray (:mod:`manipseg.parallel`); every worker loads
     its own detector from ``model_label`` (the name or file ``detector`` came from) with this process's bf16
-    decision, and results are gathered in dataset order, so the report is the same as in one process."""
+    and runtime decisions, and results are gathered in dataset order, so the report is the same as in one process."""
     from tqdm import tqdm
 
     pool = pool or PoolSpec()
@@ -124,10 +124,8 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
     thumbs = Thumbs(limit=grid_rows)
     failures: list[dict] = []
     if pool.parallel:
-        from ..device import bf16_faster
-
-        factory, args = _eval_state, (model_label, str(detector.device), bf16_faster("cpu"), dataset, attacks or [],
-                                      max_pixels, thumbs.height)
+        factory, args = _eval_state, (model_label, str(detector.device), pinned_environment(detector), dataset,
+                                      attacks or [], max_pixels, thumbs.height)
     else:
         factory, args = (lambda: (detector, dataset, attacks or [], max_pixels, thumbs.height)), ()
     bar = tqdm(total=len(dataset), desc=f"evaluate {detector.name}", unit="img", disable=not progress)
@@ -183,12 +181,13 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
     return report
 
 
-def _eval_state(model: str, device: str, bf16: bool, dataset: Dataset, attacks: list[Attack],
+def _eval_state(model: str, device: str, env: dict[str, str], dataset: Dataset, attacks: list[Attack],
                 max_pixels: int | None, thumb_height: int) -> tuple:
-    """A worker's detector (loaded from ``model`` with the driver's bf16 decision) and the evaluation's inputs."""
+    """A worker's detector (loaded from ``model`` with the driver's bf16 / runtime choices, ``env``) and the
+    evaluation's inputs."""
     import os
 
-    os.environ["MANIPSEG_BF16"] = "1" if bf16 else "0"
+    os.environ.update(env)
     from .. import registry
 
     return registry.load_detector(model, device=device), dataset, attacks, max_pixels, thumb_height

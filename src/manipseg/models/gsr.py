@@ -90,14 +90,15 @@ class GSRDetector(Detector):
 
     def __init__(self, device: str = "cpu", weights: str | os.PathLike | None = None, model: SegNet | None = None,
                  threshold: float | None = None, tile: int | None = None, overlap: int | None = None, max_pixels: int | None = None,
-                 bf16: bool = True, boundary: bool = True, **config: Any) -> None:
+                 bf16: bool = True, boundary: bool = True, runtime: str = "auto", **config: Any) -> None:
         tile = int(tile) if tile is not None else self.default_tile
         overlap = int(overlap) if overlap is not None else self.default_overlap
         super().__init__(device=device, weights=str(weights) if weights is not None else None, tile=tile,
-                         overlap=overlap, max_pixels=max_pixels, bf16=bf16, boundary=boundary, **config)
+                         overlap=overlap, max_pixels=max_pixels, bf16=bf16, boundary=boundary, runtime=runtime,
+                         **config)
         if config:
             raise ContractError(f"unknown option(s) for detector {self.name!r}: {', '.join(sorted(config))}; "
-                                "known: weights, threshold, tile, overlap, max_pixels, bf16, boundary")
+                                "known: weights, threshold, tile, overlap, max_pixels, bf16, boundary, runtime")
         self.torch_device = resolve_device(device)
         info: dict[str, Any] = {}
         if model is None:
@@ -124,6 +125,22 @@ class GSRDetector(Detector):
         self.model = fold_batchnorm(model).to(self.torch_device)
         if self.torch_device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
+        from .runtime import RuntimeChoiceError, choose
+
+        sha = None
+        if weights is not None:
+            from .weights import WeightsError, read_header
+
+            try:
+                sha = read_header(weights).get("sha256")
+            except WeightsError:
+                sha = None
+        try:
+            self.runtime, self._onnx = choose(runtime, self.model, self.torch_device, weights, sha, self.use_bf16)
+        except RuntimeChoiceError as exc:
+            raise ContractError(str(exc)) from exc
+        if self.runtime == "onnx":
+            self.use_bf16 = False  # ONNX Runtime runs the network in fp32
 
     # -- constructors -------------------------------------------------------------------------------------
     @classmethod
@@ -174,7 +191,8 @@ class GSRDetector(Detector):
     def _predict(self, image: np.ndarray) -> Prediction:
         t0 = time.perf_counter()
         seg, boundary, n_tiles = self.predict_maps(image)
-        extras: dict[str, Any] = {"tiles": n_tiles, "bf16": self.use_bf16, "seconds": time.perf_counter() - t0}
+        extras: dict[str, Any] = {"tiles": n_tiles, "bf16": self.use_bf16, "runtime": self.runtime,
+                                  "seconds": time.perf_counter() - t0}
         if boundary is not None:
             extras["boundary"] = boundary
         return Prediction(prob=seg, score=image_score(seg), extras=extras)
@@ -230,13 +248,18 @@ class GSRDetector(Detector):
 
     def _run(self, x: torch.Tensor, dct: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         x = x.to(self.torch_device)
-        if self.torch_device.type == "cpu":
+        if self.torch_device.type == "cpu" and self._onnx is None:
             x = x.contiguous(memory_format=torch.channels_last)
         size = tuple(x.shape[-2:])
         if dct is not None:
             dct = dct.to(self.torch_device)
-        with autocast(self.torch_device, self.use_bf16):
-            seg, bnd, padded = self.model.head_logits(x, dct) if dct is not None else self.model.head_logits(x)
+        if self._onnx is not None:
+            xp = self.model.pad_to_stride(x)
+            padded = tuple(xp.shape[-2:])
+            seg, bnd = self._onnx.run(xp)
+        else:
+            with autocast(self.torch_device, self.use_bf16):
+                seg, bnd, padded = self.model.head_logits(x, dct) if dct is not None else self.model.head_logits(x)
         seg = self._class1(seg, padded, size)
         if bnd is not None and self.boundary:
             return seg, self._class1(bnd, padded, size)

@@ -190,6 +190,16 @@ class SegNet(nn.Module):
             out["boundary"] = self.to_input(boundary, padded, (h, w))
         return out
 
+    def pad_to_stride(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` padded at the bottom and right to multiples of the stride (reflected; replicated when the
+        input is too small to reflect)."""
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        if ph or pw:
+            mode = "reflect" if (ph < h and pw < w) else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        return x
+
     def head_logits(self, x: torch.Tensor, dct: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
         """Segmentation and boundary logits at the heads' resolution, and the padded input size.
@@ -210,11 +220,7 @@ class SegNet(nn.Module):
                                  f"{None if dct is None else tuple(dct.shape)}")
         else:
             dct = None
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % self.stride, (-w) % self.stride
-        if ph or pw:
-            mode = "reflect" if (ph < h and pw < w) else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        x = self.pad_to_stride(x)
         hp, wp = x.shape[-2:]
         sides, context = self.features(x, dct) if dct is not None else self.features(x)
         seg, boundary = self.heads(sides, context, (hp // self.head_stride, wp // self.head_stride))

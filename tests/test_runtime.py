@@ -1,0 +1,112 @@
+"""The network runtime (manipseg.models.runtime): ONNX Runtime computes what torch computes, the shipped graph
+belongs to the shipped weights, the choice is measured and cached, and impossible requests say why."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from manipseg.contract import ContractError  # noqa: E402
+from manipseg.models import runtime  # noqa: E402
+from manipseg.models.gsr import GSRDetector  # noqa: E402
+from manipseg.models.nets import build_network  # noqa: E402
+from manipseg.models.weights import read_header, save_weights  # noqa: E402
+from manipseg.registry import bundled_weights  # noqa: E402
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("MANIPSEG_RUNTIME", raising=False)
+    runtime._cached_choice.cache_clear()
+    yield tmp_path / "cache" / "manipseg"
+    runtime._cached_choice.cache_clear()
+
+
+@pytest.fixture
+def weights(tmp_path):
+    """The shipped network's weights, alone in a folder (no graph beside them)."""
+    import shutil
+
+    return Path(shutil.copyfile(bundled_weights("gsr-compact"), tmp_path / "w.safetensors"))
+
+
+def test_onnx_runtime_computes_what_torch_computes(weights, cache, astronaut):
+    img = astronaut[:203, :317]  # not a multiple of the stride: padding and crop
+    torch_det = GSRDetector.from_weights(weights, bf16=False, runtime="torch")
+    onnx_det = GSRDetector.from_weights(weights, bf16=False, runtime="onnx")
+    assert torch_det.runtime == "torch" and onnx_det.runtime == "onnx"
+    a, b = torch_det.predict(img), onnx_det.predict(img)
+    assert b.extras["runtime"] == "onnx" and a.extras["runtime"] == "torch"
+    assert a.prob.std() > 0.01  # not a flat map
+    np.testing.assert_allclose(b.prob, a.prob, atol=2e-4)
+    np.testing.assert_allclose(b.extras["boundary"], a.extras["boundary"], atol=2e-4)
+    # tiled, too (each tile's shape is new to the graph: dynamic height and width)
+    tiled_t = GSRDetector.from_weights(weights, bf16=False, runtime="torch", tile=128, overlap=32).predict(img)
+    tiled_o = GSRDetector.from_weights(weights, bf16=False, runtime="onnx", tile=128, overlap=32).predict(img)
+    assert tiled_o.extras["tiles"] > 1
+    np.testing.assert_allclose(tiled_o.prob, tiled_t.prob, atol=2e-4)
+    # the graph was exported once into the cache, named by the weights' checksum
+    sha = read_header(weights)["sha256"]
+    assert (cache / "onnx" / f"{sha}.onnx").is_file()
+    assert runtime.graph_sha256(cache / "onnx" / f"{sha}.onnx") == sha
+
+
+def test_shipped_graph_belongs_to_the_shipped_weights():
+    w = bundled_weights("gsr-compact")
+    graph = w.with_suffix(".onnx")
+    assert graph.is_file(), "scripts/ship_model.py writes the ONNX graph beside the weights"
+    assert runtime.graph_sha256(graph) == read_header(w)["sha256"]
+
+
+def test_a_stale_graph_beside_the_weights_is_not_used(weights, cache, tmp_path):
+    other = build_network("compact", width=8, head_channels=8, boundary_channels=8).eval()
+    runtime.export_onnx(other, weights.with_suffix(".onnx"), "0" * 64)  # another network's graph
+    det = GSRDetector.from_weights(weights, bf16=False, runtime="onnx")
+    assert det._onnx.path != weights.with_suffix(".onnx")  # re-exported into the cache instead
+    assert det._onnx.weights_sha256 == read_header(weights)["sha256"]
+
+
+def test_auto_measures_once_and_caches_the_choice(weights, cache, monkeypatch):
+    calls = []
+
+    def fake_measure(net, onnx_net, bf16, **kw):
+        calls.append(bf16)
+        return {"torch": 2.0, "onnx": 1.0}
+
+    monkeypatch.setattr(runtime, "measure", fake_measure)
+    assert GSRDetector.from_weights(weights, bf16=False).runtime == "onnx"
+    assert GSRDetector.from_weights(weights, bf16=False).runtime == "onnx"
+    assert len(calls) == 1  # the second detector read the cached choice
+    saved = json.loads((cache / "runtime.json").read_text())
+    assert [v["runtime"] for v in saved.values()] == ["onnx"]
+    monkeypatch.setenv("MANIPSEG_RUNTIME", "torch")
+    assert GSRDetector.from_weights(weights, bf16=False).runtime == "torch"
+
+
+def test_real_measurement_returns_both_timings(weights):
+    from manipseg.models.nets import fold_batchnorm
+    from manipseg.models.weights import network_from_weights
+
+    net = fold_batchnorm(network_from_weights(weights)[0]).eval()
+    graph = runtime.export_onnx(net, weights.with_suffix(".onnx"), read_header(weights)["sha256"])
+    times = runtime.measure(net, runtime.OnnxNetwork(graph), bf16=False, side=64, repeats=1)
+    assert set(times) == {"torch", "onnx"} and all(t > 0 for t in times.values())
+
+
+def test_impossible_requests_say_why(weights, cache, tmp_path):
+    with pytest.raises(ContractError, match="unknown runtime 'tensorrt'; choose one of auto, torch, onnx"):
+        GSRDetector.from_weights(weights, runtime="tensorrt")
+    net = build_network("compact", width=8, head_channels=8, boundary_channels=8, dct_stream=True).eval()
+    dct = save_weights(tmp_path / "dct.safetensors", net, net.arch, net.arch_kwargs)
+    with pytest.raises(ContractError, match="runtime 'onnx' cannot be used: no ONNX graph"):
+        GSRDetector.from_weights(dct, runtime="onnx")
+    assert GSRDetector.from_weights(dct).runtime == "torch"  # auto falls back
+    # a network given without weights (no checksum to tie a graph to) runs in torch
+    assert GSRDetector(model=build_network("compact", width=8, head_channels=8, boundary_channels=8)).runtime == "torch"
