@@ -25,7 +25,7 @@ import numpy as np
 from .calibration import verdict_of
 from .contract import ContractError, Detector
 from .io import (DEFAULT_MAX_PIXELS, ImageLoadError, atomic_write, decode_image, encode_jpeg, encode_png,
-                 is_output_file, read_image_bytes, write_bytes_atomic)
+                 is_output_file, prob_to_u16, read_image_bytes, write_bytes_atomic)
 from .parallel import PoolSpec, WorkerPool, pinned_environment
 from .postprocess import prob_to_mask
 from .visualize import overlay
@@ -153,11 +153,6 @@ def analyse(detector: Detector, data: bytes, name: str, stem: str, threshold: fl
     if note:
         record["mask_note"] = note
     return record, files
-
-
-def prob_to_u16(prob: np.ndarray) -> np.ndarray:
-    """Probabilities in [0, 1] as the 16-bit values of a ``.prob.png`` (value = P x 65535, rounded)."""
-    return np.clip(np.rint(prob.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
 
 
 def write_outputs(out_dir: Path, stem: str, files: dict[str, bytes]) -> None:

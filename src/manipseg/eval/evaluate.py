@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from ..contract import Detector
-from ..io import ImageLoadError, atomic_write, save_png
+from ..io import ImageLoadError, atomic_write, prob_to_u16, save_png
 from ..parallel import PoolSpec, WorkerPool, pinned_environment
 from . import plots
 from .attacks import Attack
@@ -154,8 +154,7 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
                     timing.megapixels += item["megapixels"]
                     timing.seconds += res["seconds"]
                     if save_probs:
-                        u16 = np.clip(np.rint(prob.astype(np.float64) * 65535), 0, 65535).astype(np.uint16)
-                        save_png(out / "probs" / f"{sample.name}.prob.png", u16)
+                        save_png(out / "probs" / f"{sample.name}.prob.png", prob_to_u16(prob))
                     if mask is not None and mask.any():
                         thumbs.add(item["thumb"], prob, mask)
     bar.close()

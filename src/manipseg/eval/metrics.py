@@ -164,7 +164,9 @@ def auc_from_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
 
 def quantise16(prob: np.ndarray) -> np.ndarray:
     """Probabilities as the integers 0..65535 stored in ``.prob.png`` files."""
-    return np.clip(np.rint(np.asarray(prob, dtype=np.float64) * Q16), 0, Q16).astype(np.int64)
+    from ..io import prob_to_u16
+
+    return prob_to_u16(prob).astype(np.int64)
 
 
 def _nanmean(values) -> float:

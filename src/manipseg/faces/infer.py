@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageLoadError, atomic_write, load_image, save_jpeg, save_png
+from ..io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageLoadError, atomic_write, load_image, prob_to_u16, save_jpeg, save_png
 from ..visualize import heatmap as colour_heatmap
 from .detect import Face, FaceDetector, box_iou, crop_face, crop_to_image, get_detector
 from .model import AdapGRNet, FaceNetConfig
@@ -129,7 +129,7 @@ def _save_face_outputs(out_dir: Path, stem: str, results: list[FaceResult]) -> l
         rec = r.record()
         crop_img = (r.crop.astype(np.float32) * 0.5 + colour_heatmap(r.heat).astype(np.float32) * 0.5).astype(np.uint8)
         save_jpeg(out_dir / f"{stem}.face{k}.jpg", np.concatenate([r.crop, crop_img], axis=1), quality=92)
-        save_png(out_dir / f"{stem}.face{k}.prob.png", np.rint(r.heat * 65535).astype(np.uint16))
+        save_png(out_dir / f"{stem}.face{k}.prob.png", prob_to_u16(r.heat))
         rec.update({"face": k, "crop": f"{stem}.face{k}.jpg", "heatmap": f"{stem}.face{k}.prob.png"})
         records.append(rec)
     return records

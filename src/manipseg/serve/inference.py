@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import registry
 from ..contract import Detector
-from ..io import ImageLoadError, decode_image
+from ..io import ImageLoadError, decode_image, prob_to_u16
 from .errors import ApiError
 
 log = logging.getLogger("manipseg.serve")
@@ -293,7 +293,7 @@ def analyze(data: bytes, filename: str, spec: str, threshold: float | None, sett
         mask = np.zeros_like(mask)  # judged authentic: no regions are marked (the map is still returned)
     prob = pred.prob
     render = {
-        "prob": lambda: np.clip(np.rint(prob * 65535.0), 0, 65535).astype(np.uint16),
+        "prob": lambda: prob_to_u16(prob),
         "mask": lambda: mask.astype(np.uint8) * 255,
         "overlay": lambda: overlay(image, prob, mask, legend=True,
                                    caption=caption(verdict, float(pred.score), det.name)),
