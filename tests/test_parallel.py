@@ -81,7 +81,11 @@ def _results(out):
     return records, probs, masks
 
 
-def test_predict_bit_identical_with_1_and_2_workers_and_ray(photo_dir, tmp_path):
+@pytest.mark.parametrize("network_runtime", ["auto", "onnx"])
+def test_predict_bit_identical_with_1_and_2_workers_and_ray(photo_dir, tmp_path, monkeypatch, network_runtime):
+    if network_runtime != "auto":
+        pytest.importorskip("onnxruntime")
+        monkeypatch.setenv("MANIPSEG_RUNTIME", network_runtime)
     runs = {"one": [], "two": ["--workers", "2"]}
     if __import__("importlib").util.find_spec("ray") is not None:
         runs["ray"] = ["--ray"]

@@ -24,9 +24,9 @@ from manipseg.registry import bundled_weights  # noqa: E402
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("MANIPSEG_RUNTIME", raising=False)
-    runtime._cached_choice.cache_clear()
+    runtime.cached_choice.cache_clear()
     yield tmp_path / "cache" / "manipseg"
-    runtime._cached_choice.cache_clear()
+    runtime.cached_choice.cache_clear()
 
 
 @pytest.fixture
@@ -71,6 +71,7 @@ def test_a_stale_graph_beside_the_weights_is_not_used(weights, cache, tmp_path):
     det = GSRDetector.from_weights(weights, bf16=False, runtime="onnx")
     assert det._onnx.path != weights.with_suffix(".onnx")  # re-exported into the cache instead
     assert det._onnx.weights_sha256 == read_header(weights)["sha256"]
+    assert runtime.existing_graph(weights, read_header(weights)["sha256"]) == det._onnx.path
 
 
 def test_auto_measures_once_and_caches_the_choice(weights, cache, monkeypatch):
@@ -110,3 +111,28 @@ def test_impossible_requests_say_why(weights, cache, tmp_path):
     assert GSRDetector.from_weights(dct).runtime == "torch"  # auto falls back
     # a network given without weights (no checksum to tie a graph to) runs in torch
     assert GSRDetector(model=build_network("compact", width=8, head_channels=8, boundary_channels=8)).runtime == "torch"
+
+
+def test_once_onnx_is_chosen_the_detector_is_built_without_torch(weights, cache, tmp_path):
+    """With the choice cached as ONNX Runtime, loading and running the detector never imports torch."""
+    import subprocess
+    import sys
+
+    # cache the graph (export) and a choice of ONNX Runtime for this machine
+    det = GSRDetector.from_weights(weights, runtime="onnx")
+    from manipseg.models.header import read_info
+
+    runtime._remember(runtime.speed_key(runtime.arch_of(read_info(weights)), True), {"torch": 2.0, "onnx": 1.0}, "onnx")
+    code = (
+        "import sys, numpy as np\n"
+        "from manipseg.models.gsr import GSRDetector\n"
+        f"det = GSRDetector.from_weights({str(weights)!r})\n"
+        "pred = det.predict(np.full((80, 96, 3), 120, np.uint8))\n"
+        "print(det.runtime, pred.extras['runtime'], 'torch' in sys.modules)\n"
+    )
+    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(cache.parent)}
+    env.pop("MANIPSEG_RUNTIME", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["onnx", "onnx", "False"]
+    assert det.runtime == "onnx"

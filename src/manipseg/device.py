@@ -105,14 +105,9 @@ def _cache_file() -> Path:
 
 
 def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    import platform
+    from .parallel import cpu_model
 
-    return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 def measure_bf16_speedup(repeats: int = 5) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -30,6 +31,18 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor name elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True)
@@ -67,22 +80,28 @@ class PoolSpec:
 
 def set_threads(threads: int) -> None:
     """Limit torch, OpenCV and the BLAS / OpenMP pools of this process to ``threads``."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    import cv2
-    import torch
+    import sys
 
-    torch.set_num_threads(threads)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)  # read by torch and ONNX Runtime sessions created from now on
+    import cv2
+
     cv2.setNumThreads(threads)
+    if "torch" in sys.modules:  # torch is imported only by detectors that run it
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def pinned_environment(detector: Any) -> dict[str, str]:
     """Environment variables that make a worker's copy of ``detector`` compute exactly what it computes here:
     this process's bf16 decision and network runtime (both measured per thread count, and a worker has
     fewer threads), so 1 worker, N workers and Ray write the same bytes."""
-    from .device import bf16_faster
+    import sys
 
-    env = {"MANIPSEG_BF16": "1" if bf16_faster("cpu") else "0"}
+    env = {}
+    if "torch" in sys.modules:  # a detector runs torch here: pin its bf16 decision
+        from .device import bf16_faster
+
+        env["MANIPSEG_BF16"] = "1" if bf16_faster("cpu") else "0"
     for d in (detector, getattr(detector, "artifact", None), getattr(detector, "similarity", None)):
         if d is not None and isinstance(getattr(d, "runtime", None), str):
             env["MANIPSEG_RUNTIME"] = d.runtime

@@ -109,9 +109,9 @@ def _load_detector(name_or_path: str, device: str) -> Detector:
         from .contract import load_config_file
 
         if path.suffix.lower() == ".safetensors":
-            from .models.weights import detector_from_weights
+            from .models.gsr import GSRDetector  # torch only when the network runs in torch
 
-            return detector_from_weights(path, device=device)
+            return GSRDetector.from_weights(path, device=device)
         config = load_config_file(path)
         name = config.get("name")
         if not name:

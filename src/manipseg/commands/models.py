@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import registry
 
-    from ..models.weights import read_info
+    from ..models.header import read_info
 
     default = registry.default_model()
     rows = []

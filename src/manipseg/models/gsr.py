@@ -18,62 +18,19 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from ..contract import ContractError, Detector, Prediction
-from ..device import autocast, bf16_faster, bf16_supported, resolve_device
-from .nets import SegNet, fold_batchnorm, normalise_image
+from .tiling import SCORE_TOP_FRACTION, _ramp, image_score, normalise_array, tile_layout, tiled_maps  # noqa: F401
+
+if TYPE_CHECKING:
+    import torch
+
+    from .nets import SegNet
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-SCORE_TOP_FRACTION = 0.01
-
-
-def image_score(prob: np.ndarray, top_fraction: float = SCORE_TOP_FRACTION) -> float:
-    """Mean of the highest ``top_fraction`` of the values of ``prob`` (at least one value)."""
-    flat = np.asarray(prob, dtype=np.float32).reshape(-1)
-    k = max(1, int(round(flat.size * top_fraction)))
-    return float(np.clip(np.partition(flat, flat.size - k)[flat.size - k:].mean(dtype=np.float64), 0.0, 1.0))
-
-
-def _ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
-    """1-D blending weights of a tile. At an end that borders another tile, the outer ``overlap/4`` pixels
-    (whose context was cut by the tile edge) get weight 0, the next ``overlap/2`` ramp linearly up to 1.
-    Two tiles sharing ``overlap`` pixels thus cross-fade with weights summing to 1, and every pixel keeps
-    a positive total weight (tiles from :func:`tile_layout` overlap by at least ``overlap``)."""
-    d = np.arange(length, dtype=np.float32)
-    w = np.ones(length, dtype=np.float32)
-    if overlap > 0:
-        def up(dist: np.ndarray) -> np.ndarray:
-            return np.clip((dist + 0.5 - overlap / 4) / (overlap / 2), 0.0, 1.0)
-
-        if ramp_start:
-            w = np.minimum(w, up(d))
-        if ramp_end:
-            w = np.minimum(w, up(length - 1 - d))
-    return w
-
-
-def tile_layout(size: int, tile: int, overlap: int, align: int = 8) -> tuple[list[int], int]:
-    """Tiles covering ``size`` pixels along one axis: ``(starts, length)``.
-
-    Uses the fewest tiles of at most ``tile`` pixels that share at least ``overlap`` pixels, then shrinks
-    them to split the axis evenly (less redundant work than fixed-size tiles). Starts are multiples of
-    ``align`` (the network stride) so every tile sees the same pixel grid as the whole image; the last
-    tile may end a few pixels past the border and is clipped.
-    """
-    if size <= tile:
-        return [0], size
-    n = -(-(size - overlap) // (tile - overlap))
-    while True:  # rounding to the alignment can cost a few pixels of overlap: then use one more tile
-        length = min(tile, -(-((size + (n - 1) * overlap) // n + align) // align) * align)
-        last = -(-(size - length) // align) * align
-        starts = sorted({int(round(i * last / (n - 1))) // align * align for i in range(n)})
-        if all(b - a <= length - overlap for a, b in zip(starts, starts[1:])):
-            return starts, length
-        n += 1
 
 
 class GSRDetector(Detector):
@@ -99,62 +56,87 @@ class GSRDetector(Detector):
         if config:
             raise ContractError(f"unknown option(s) for detector {self.name!r}: {', '.join(sorted(config))}; "
                                 "known: weights, threshold, tile, overlap, max_pixels, bf16, boundary, runtime")
-        self.torch_device = resolve_device(device)
-        info: dict[str, Any] = {}
-        if model is None:
-            if weights is None:
-                raise ContractError(f"detector {self.name!r} needs trained weights: pass weights=PATH.safetensors "
-                                    "(see `manipseg train --help`)")
-            from .weights import network_from_weights
-
-            model, info = network_from_weights(weights)
-        if self.arch is not None and model.arch != self.arch:
-            source = f"weights {weights}" if weights is not None else "the given model"
-            raise ContractError(f"{source} hold a {model.arch!r} network but detector {self.name!r} expects "
-                                f"{self.arch!r}; load the weights file by path (--model PATH) instead")
         if tile % 8 or tile < 64:
             raise ContractError(f"tile size must be a multiple of 8 and at least 64 pixels, got {tile}")
         if not 0 <= overlap < tile // 2:
             raise ContractError(f"overlap must be in [0, tile/2), got {overlap} for tile {tile}")
-        self.info = info
-        self.threshold = float(threshold if threshold is not None else info.get("threshold", self.threshold))
+        from .runtime import RuntimeChoiceError, without_torch
+
         self.tile, self.overlap = int(tile), int(overlap)
         self.max_pixels = int(max_pixels) if max_pixels is not None else self.tile * self.tile
-        self.use_bf16 = bool(bf16) and bf16_supported(self.torch_device.type) and bf16_faster(self.torch_device.type)
         self.boundary = bool(boundary)  # also return the boundary head's map (extras["boundary"])
+        self.model, self.torch_device, self._onnx, self.runtime, self.use_bf16 = None, None, None, "torch", False
+        if model is None and weights is None:
+            raise ContractError(f"detector {self.name!r} needs trained weights: pass weights=PATH.safetensors "
+                                "(see `manipseg train --help`)")
+        try:
+            fast = without_torch(runtime, weights, device, bool(bf16)) if model is None else None
+        except RuntimeChoiceError as exc:
+            raise ContractError(str(exc)) from exc
+        if fast is not None:  # ONNX Runtime already chosen on this machine: torch is not needed at all
+            from .header import read_info
+
+            info = {**read_info(weights), "path": str(weights)}
+            self._check_arch(info.get("arch"), weights)
+            self._onnx, self.runtime = fast, "onnx"
+        else:
+            info = self._build_torch(device, weights, model, bool(bf16), runtime)
+        self.info = info
+        self.threshold = float(threshold if threshold is not None else info.get("threshold", self.threshold))
+
+    def _check_arch(self, arch: str | None, weights) -> None:
+        if self.arch is not None and arch != self.arch:
+            source = f"weights {weights}" if weights is not None else "the given model"
+            raise ContractError(f"{source} hold a {arch!r} network but detector {self.name!r} expects "
+                                f"{self.arch!r}; load the weights file by path (--model PATH) instead")
+
+    def _build_torch(self, device: str, weights, model, bf16: bool, runtime: str) -> dict[str, Any]:
+        """The torch network (folded, channels_last on the CPU) and the runtime measured for it."""
+        import torch
+
+        from ..device import bf16_faster, bf16_supported, resolve_device
+        from .nets import fold_batchnorm
+        from .runtime import RuntimeChoiceError, choose
+
+        self.torch_device = resolve_device(device)
+        info: dict[str, Any] = {}
+        if model is None:
+            from .weights import network_from_weights
+
+            model, info = network_from_weights(weights)
+        self._check_arch(model.arch, weights)
+        self.use_bf16 = bf16 and bf16_supported(self.torch_device.type) and bf16_faster(self.torch_device.type)
         self.model = fold_batchnorm(model).to(self.torch_device)
         if self.torch_device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
-        from .runtime import RuntimeChoiceError, choose
-
         sha = None
         if weights is not None:
-            from .weights import WeightsError, read_header
+            from .header import WeightsError, read_header
 
             try:
                 sha = read_header(weights).get("sha256")
             except WeightsError:
                 sha = None
         try:
-            self.runtime, self._onnx = choose(runtime, self.model, self.torch_device, weights, sha, self.use_bf16)
+            self.runtime, self._onnx = choose(runtime, self.model, self.torch_device, weights, sha, bf16, self.use_bf16)
         except RuntimeChoiceError as exc:
             raise ContractError(str(exc)) from exc
         if self.runtime == "onnx":
             self.use_bf16 = False  # ONNX Runtime runs the network in fp32
+        return info
 
     # -- constructors -------------------------------------------------------------------------------------
     @classmethod
     def from_weights(cls, path: str | os.PathLike, device: str = "cpu", **config: Any) -> "GSRDetector":
         """The detector class matching the architecture stored in ``path``."""
-        from .weights import network_from_weights
+        from .header import WeightsError, read_info
 
-        model, info = network_from_weights(path)
-        target = _ARCH_CLASSES.get(model.arch, GSRDetector) if cls is GSRDetector else cls
-        det = target(device=device, model=model, weights=path, **config)
-        det.info = info
-        if "threshold" not in config:
-            det.threshold = float(info.get("threshold", det.threshold))
-        return det
+        try:
+            arch = read_info(path).get("arch")
+        except WeightsError:
+            arch = None  # loading the weights reports what is wrong with the file
+        target = _ARCH_CLASSES.get(arch, GSRDetector) if cls is GSRDetector else cls
+        return target(device=device, weights=path, **config)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> "GSRDetector":
@@ -179,7 +161,7 @@ class GSRDetector(Detector):
     def default_threshold(cls) -> float:
         path = WEIGHTS_DIR / f"{cls.name}.safetensors"
         if path.is_file():
-            from .weights import WeightsError, read_info
+            from .header import WeightsError, read_info
 
             try:
                 return float(read_info(path).get("threshold", cls.threshold))
@@ -197,77 +179,71 @@ class GSRDetector(Detector):
             extras["boundary"] = boundary
         return Prediction(prob=seg, score=image_score(seg), extras=extras)
 
-    @torch.inference_mode()
     def predict_maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Segmentation and boundary probability maps (float32 HxW) and the number of tiles used."""
-        h, w = image.shape[:2]
         # Normalise with whole-image statistics so tiles see exactly what the untiled network would.
-        x = normalise_image(image)  # float32, channels_last view of an HWC copy
+        x = normalise_array(image)  # float32 H x W x 3
+        if self._onnx is not None:
+            onnx = self._onnx
+
+            def run(tile: np.ndarray, x0: int, y0: int) -> tuple[np.ndarray, np.ndarray | None]:
+                seg, bnd = onnx.run(tile)
+                return seg, (bnd if self.boundary else None)
+
+            return tiled_maps(x, run, self.tile, self.overlap, self.max_pixels)
+        import torch
+
         history = None
         if getattr(self.model, "dct_stream", False):
             from .dct import jpeg_history
 
             history = jpeg_history(image)  # tiles are measured against the whole image's JPEG history
-        if h * w <= self.max_pixels:
-            seg, bnd = self._run(x, self._dct(image, 0, 0, history))
-            return seg, bnd, 1
-        ys, th = tile_layout(h, self.tile, self.overlap)
-        xs, tw = tile_layout(w, self.tile, self.overlap)
-        acc = np.zeros((h, w), dtype=np.float32)
-        wsum = np.zeros((h, w), dtype=np.float32)
-        bacc: np.ndarray | None = None
-        for y0 in ys:
-            y1 = min(y0 + th, h)
-            wy = _ramp(y1 - y0, self.overlap, y0 > 0, y1 < h)
-            for x0 in xs:
-                x1 = min(x0 + tw, w)
-                wx = _ramp(x1 - x0, self.overlap, x0 > 0, x1 < w)
-                weight = wy[:, None] * wx[None, :]
-                seg, bnd = self._run(x[..., y0:y1, x0:x1], self._dct(image[y0:y1, x0:x1], x0, y0, history))
-                acc[y0:y1, x0:x1] += seg * weight
-                wsum[y0:y1, x0:x1] += weight
-                if bnd is not None:
-                    if bacc is None:
-                        bacc = np.zeros((h, w), dtype=np.float32)
-                    bacc[y0:y1, x0:x1] += bnd * weight
-        acc /= wsum
-        if bacc is not None:
-            bacc /= wsum
-        return np.clip(acc, 0, 1), (np.clip(bacc, 0, 1) if bacc is not None else None), len(ys) * len(xs)
+
+        def run_torch(tile: np.ndarray, x0: int, y0: int) -> tuple[np.ndarray, np.ndarray | None]:
+            t = torch.from_numpy(tile).permute(2, 0, 1).unsqueeze(0)  # channels_last view of the HWC tile
+            h, w = tile.shape[:2]
+            dct = self._dct(image[y0:y0 + h, x0:x0 + w], x0, y0, history)
+            return self._run(t, dct)
+
+        with torch.inference_mode():
+            return tiled_maps(x, run_torch, self.tile, self.overlap, self.max_pixels)
 
     @staticmethod
-    def _dct(tile: np.ndarray, x0: int, y0: int, history) -> torch.Tensor | None:
+    def _dct(tile: np.ndarray, x0: int, y0: int, history) -> "torch.Tensor | None":
         """The DCT-stream input of a tile at (x0, y0) of the image whose JPEG history is ``history``."""
         if history is None:
             return None
+        import torch
+
         from .dct import dct_features
 
         (dx, dy), steps = history
         feats = dct_features(np.ascontiguousarray(tile), grid=((dx - x0) % 8, (dy - y0) % 8), steps=steps)
         return torch.from_numpy(feats)[None]
 
-    def _run(self, x: torch.Tensor, dct: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def _run(self, x: "torch.Tensor", dct: "torch.Tensor | None" = None) -> tuple[np.ndarray, np.ndarray | None]:
+        import torch
+
+        from ..device import autocast
+
         x = x.to(self.torch_device)
-        if self.torch_device.type == "cpu" and self._onnx is None:
+        if self.torch_device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         size = tuple(x.shape[-2:])
         if dct is not None:
             dct = dct.to(self.torch_device)
-        if self._onnx is not None:
-            xp = self.model.pad_to_stride(x)
-            padded = tuple(xp.shape[-2:])
-            seg, bnd = self._onnx.run(xp)
-        else:
-            with autocast(self.torch_device, self.use_bf16):
-                seg, bnd, padded = self.model.head_logits(x, dct) if dct is not None else self.model.head_logits(x)
+        with autocast(self.torch_device, self.use_bf16):
+            seg, bnd, padded = self.model.head_logits(x, dct) if dct is not None else self.model.head_logits(x)
         seg = self._class1(seg, padded, size)
         if bnd is not None and self.boundary:
             return seg, self._class1(bnd, padded, size)
         return seg, None
 
-    def _class1(self, logits: torch.Tensor, padded: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    def _class1(self, logits: "torch.Tensor", padded: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
         """Softmax probability of class 1 at input resolution. Up-sampling is linear, so up-sampling the
         logit difference (one channel) and taking its sigmoid equals the softmax of the up-sampled logits."""
+        import torch
+
         diff = (logits[:, 1:2].float() - logits[:, 0:1].float())
         return torch.sigmoid(self.model.to_input(diff, padded, size))[0, 0].cpu().numpy()
 

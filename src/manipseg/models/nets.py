@@ -57,14 +57,9 @@ def normalise_image(image: np.ndarray, eps: float = 1e-5) -> torch.Tensor:
     The same result as ``normalise(torch.from_numpy(image).permute(2, 0, 1)[None])`` (up to float rounding), in
     one pass over the pixels: the statistics come from OpenCV in double precision, then ``x * scale + offset``.
     """
-    if image.ndim != 3:
-        raise ValueError(f"normalise_image expects an H x W x C image, got shape {image.shape}")
-    mean, std = cv2.meanStdDev(np.ascontiguousarray(image))
-    scale = (1.0 / np.maximum(std.ravel(), eps)).astype(np.float32)
-    offset = (-mean.ravel() * scale).astype(np.float32)
-    out = np.multiply(image, scale, dtype=np.float32)
-    out += offset
-    return torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0)
+    from .tiling import normalise_array
+
+    return torch.from_numpy(normalise_array(image, eps)).permute(2, 0, 1).unsqueeze(0)
 
 
 def guided_residual(x: torch.Tensor, radius: int = 2, eps: float = 0.1) -> torch.Tensor:

@@ -2,20 +2,25 @@
 ONNX Runtime (fp32) — chosen by measurement, not by CPU flags.
 
 On CPUs without AMX, torch's fp32 convolutions with the compact network's few channels are 2-3x slower
-than ONNX Runtime's (measured on a 2-core AMD EPYC: 0.58 s vs 0.23 s for a 0.8-MP input); with AMX, torch
-bf16 is faster still. So at first use on a machine, :func:`choose` times both on the same input and keeps
-the faster (cached per CPU model, thread count, library versions and architecture in
-``~/.cache/manipseg/runtime.json``); ``MANIPSEG_RUNTIME=torch|onnx`` forces one.
+than ONNX Runtime's (measured on a 2-core AMD EPYC: 0.58 s vs 0.23 s for a 0.8-MP input); with fast bf16,
+torch can be faster. So the first time a network is loaded on a machine, :func:`choose` times both on the
+same input and keeps the faster, cached per CPU model, thread setting, library versions and architecture in
+``~/.cache/manipseg/runtime.json``; ``MANIPSEG_RUNTIME=torch|onnx`` forces one.
 
-The ONNX graph is the network without its input padding (the caller pads to the stride as torch does),
-with dynamic height and width, exported from the folded (batch norm merged) network. It ships beside the
-bundled weights (``<name>.onnx``, made by ``scripts/ship_model.py``); for other weights it is exported once
-into the cache (needs the ``onnx`` package) and identified by the weights' SHA-256, which the graph's
-metadata records, so a stale graph is never used for new weights.
+The ONNX graph is the network from its stride-padded, normalised input to the probabilities of both heads
+at the padded input's resolution (bilinear up-sampling and sigmoid of the logit difference included), with
+dynamic height and width, exported from the folded (batch norm merged) network. It ships beside the bundled
+weights (``<name>.onnx``, made by ``scripts/ship_model.py``); for other weights it is exported once into the
+cache (needs the ``onnx`` package), named by the weights' SHA-256, which the graph's metadata records, so a
+graph is never used with other weights. When the cached choice is ONNX Runtime, a detector is built from the
+graph alone: torch is not even imported, which saves a second of start-up per command.
+
+This module imports torch only inside the functions that export or measure.
 """
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import os
@@ -24,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx")
+#: what the graph computes; graphs of an older format are exported again
+GRAPH_FORMAT = "probabilities-2"
 
 
 class RuntimeChoiceError(ValueError):
@@ -37,45 +42,81 @@ class RuntimeChoiceError(ValueError):
 
 
 def onnxruntime_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-class _Core(nn.Module):
-    """The network from padded input to head logits (what the ONNX graph holds)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor):
-        sides, context = self.net.features(x)
-        hp, wp = x.shape[-2:]
-        seg, boundary = self.net.heads(sides, context, (hp // self.net.head_stride, wp // self.net.head_stride))
-        return (seg, boundary) if boundary is not None else (seg,)
+def requested_runtime(requested: str) -> str:
+    """``requested`` unless ``MANIPSEG_RUNTIME`` overrides it; an unknown name is an error."""
+    forced = os.environ.get("MANIPSEG_RUNTIME", "").strip().lower()
+    if forced:
+        requested = forced
+    if requested not in RUNTIMES:
+        raise RuntimeChoiceError(f"unknown runtime {requested!r}; choose one of {', '.join(RUNTIMES)}")
+    return requested
 
 
-def export_onnx(net: nn.Module, path: str | os.PathLike, weights_sha256: str | None = None) -> Path:
+def thread_setting() -> int:
+    """Threads the network may use: ``OMP_NUM_THREADS`` when set (worker processes set it), else 0 (the
+    library's default: the physical cores)."""
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
+# ----- export (torch) ----------------------------------------------------------------------------------
+def _core(net):
+    """The network from padded input to both heads' probabilities at that resolution (the graph's content)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Core(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.net = inner
+
+        def forward(self, x: torch.Tensor):
+            sides, context = self.net.features(x)
+            hp, wp = x.shape[-2:]
+            seg, boundary = self.net.heads(sides, context, (hp // self.net.head_stride, wp // self.net.head_stride))
+
+            scale = float(self.net.head_stride)  # padded size = head size x head stride, exactly
+
+            def prob(logits: torch.Tensor) -> torch.Tensor:
+                diff = logits[:, 1:2] - logits[:, 0:1]
+                if scale != 1.0:
+                    diff = F.interpolate(diff, scale_factor=scale, mode="bilinear", align_corners=False)
+                return torch.sigmoid(diff)
+
+            return (prob(seg), prob(boundary)) if boundary is not None else (prob(seg),)
+
+    return Core(net).eval()
+
+
+def export_onnx(net, path: str | os.PathLike, weights_sha256: str | None = None) -> Path:
     """Export ``net`` (a non-DCT :class:`~manipseg.models.nets.SegNet`, batch norm folded here) to ONNX at
-    ``path`` (written atomically), recording ``weights_sha256`` in the graph's metadata."""
+    ``path`` (written atomically), recording ``weights_sha256`` and the stride in the graph's metadata."""
     import warnings
 
-    from .nets import fold_batchnorm
+    import torch
 
     try:
         import onnx
     except ImportError as exc:
         raise RuntimeChoiceError("exporting a network to ONNX needs the onnx package: pip install onnx") from exc
     from ..io import atomic_write
+    from .nets import fold_batchnorm
 
     if getattr(net, "dct_stream", False):
         raise RuntimeChoiceError("networks with a DCT stream run in torch only (two inputs, not exported)")
-    core = _Core(fold_batchnorm(net)).eval()
+    core = _core(fold_batchnorm(net))
     s = int(net.stride)
     x = torch.zeros(1, 3, 12 * s, 16 * s)
+    # traced with gradients on: the inference-only fused oneDNN convolutions (ConvReLU) are not exportable,
+    # their plain convolution + ReLU path is
     outputs = ["seg", "boundary"] if len(core(x)) == 2 else ["seg"]
-    axes = {"x": {2: "h", 3: "w"}, **{o: {2: f"{o}_h", 3: f"{o}_w"} for o in outputs}}
+    axes = {"x": {2: "h", 3: "w"}, **{o: {2: "h", 3: "w"} for o in outputs}}
 
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
@@ -83,8 +124,8 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, weights_sha256: str | N
             torch.onnx.export(core, (x,), str(tmp), input_names=["x"], output_names=outputs, dynamic_axes=axes,
                               opset_version=17, dynamo=False)
         model = onnx.load(str(tmp))
-        meta = {"weights_sha256": weights_sha256 or "", "arch": str(getattr(net, "arch", "")),
-                "stride": str(s), "producer": "manipseg"}
+        meta = {"weights_sha256": weights_sha256 or "", "arch": str(getattr(net, "arch", "")), "stride": str(s),
+                "format": GRAPH_FORMAT, "producer": "manipseg"}
         for k, v in meta.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = k, v
@@ -93,113 +134,116 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, weights_sha256: str | N
     return atomic_write(path, write)
 
 
-def graph_sha256(path: str | os.PathLike) -> str | None:
-    """The weights checksum recorded in an ONNX graph exported by :func:`export_onnx`."""
+def export_beside(weights: str | os.PathLike) -> Path:
+    """Export the network of a weights file to ``<weights>.onnx`` beside it (what ships with the bundled
+    weights, so users need only onnxruntime); returns the graph's path."""
+    from .header import read_header
+    from .weights import network_from_weights
+
+    net, _ = network_from_weights(weights)
+    return export_onnx(net, Path(weights).with_suffix(".onnx"), read_header(weights).get("sha256"))
+
+
+# ----- running a graph (no torch) ----------------------------------------------------------------------
+def graph_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata :func:`export_onnx` recorded in a graph (weights checksum, stride, format)."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.get_modelmeta().custom_metadata_map.get("weights_sha256") or None
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return dict(sess.get_modelmeta().custom_metadata_map)
+
+
+def graph_sha256(path: str | os.PathLike) -> str | None:
+    """The weights checksum recorded in an ONNX graph exported by :func:`export_onnx`."""
+    return graph_metadata(path).get("weights_sha256") or None
 
 
 class OnnxNetwork:
-    """An ONNX Runtime session over an exported network: ``run(x)`` with ``x`` a padded [1, 3, H, W] tensor
-    returns the head logits as torch tensors, like ``_Core``."""
+    """An ONNX Runtime session over an exported network. ``run(x)``: ``x`` a normalised H x W x 3 float32
+    tile; returns the segmentation and boundary (or None) probabilities, H x W float32."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or torch.get_num_threads())
+        so.intra_op_num_threads = thread_setting() if threads is None else int(threads)
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.weights_sha256 = meta.get("weights_sha256") or None
+        self.stride = int(meta.get("stride", "8"))
         self.n_outputs = len(self.session.get_outputs())
 
-    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        arr = np.ascontiguousarray(x.detach().to(torch.float32).cpu().numpy())
-        outs = self.session.run(None, {"x": arr})
-        seg = torch.from_numpy(outs[0])
-        return seg, (torch.from_numpy(outs[1]) if self.n_outputs > 1 else None)
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        h, w = x.shape[:2]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        chw = np.ascontiguousarray(np.transpose(x, (2, 0, 1)), dtype=np.float32)[None]
+        if ph or pw:  # as SegNet.pad_to_stride: reflect, or replicate when the input is too small to reflect
+            mode = "reflect" if (ph < h and pw < w) else "edge"
+            chw = np.pad(chw, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
+        outs = self.session.run(None, {"x": chw})
+        seg = outs[0][0, 0, :h, :w]
+        return seg, (outs[1][0, 0, :h, :w] if self.n_outputs > 1 else None)
 
 
+# ----- the choice --------------------------------------------------------------------------------------
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "manipseg"
 
 
-def onnx_graph_for(net: nn.Module, weights: str | os.PathLike | None, weights_sha256: str | None) -> Path | None:
-    """The ONNX graph of these weights: the shipped ``<weights>.onnx`` if its checksum matches, else one
-    exported into the cache (None when it cannot be had: no onnx package, a DCT network, no checksum)."""
-    if getattr(net, "dct_stream", False) or not weights_sha256:
-        return None
+def _usable(path: Path, weights_sha256: str) -> bool:
+    meta = graph_metadata(path)
+    return meta.get("weights_sha256") == weights_sha256 and meta.get("format") == GRAPH_FORMAT
+
+
+def existing_graph(weights: str | os.PathLike | None, weights_sha256: str) -> Path | None:
+    """The graph of these weights if one exists: the shipped ``<weights>.onnx`` if it belongs to them, else
+    the cache's."""
     if weights is not None:
         beside = Path(weights).with_suffix(".onnx")
         if beside.is_file():
-            if graph_sha256(beside) == weights_sha256:
+            if _usable(beside, weights_sha256):
                 return beside
-            log.warning("%s was exported from other weights than %s: not used", beside, weights)
+            log.warning("%s was exported from other weights than %s (or by an older manipseg): not used",
+                        beside, weights)
     cached = _cache_dir() / "onnx" / f"{weights_sha256}.onnx"
-    if cached.is_file():
-        return cached
-    import importlib.util
-
-    if importlib.util.find_spec("onnx") is None:
-        return None
-    try:
-        return export_onnx(net, cached, weights_sha256)
-    except (OSError, RuntimeError) as exc:  # a read-only cache, an exporter failure: torch it is
-        log.warning("cannot export the network to ONNX in %s (%s); running it in torch", cached, exc)
-        return None
+    return cached if cached.is_file() and _usable(cached, weights_sha256) else None
 
 
-def _speed_key(net: nn.Module, bf16: bool) -> str:
-    import onnxruntime as ort
+def speed_key(arch: dict[str, Any], bf16: bool) -> str:
+    """What the measured choice depends on: CPU, threads, library versions, bf16 allowed, architecture."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    from ..device import _cpu_model
+    from ..parallel import cpu_model
 
-    arch = json.dumps({"arch": getattr(net, "arch", ""), **getattr(net, "arch_kwargs", {})}, sort_keys=True, default=str)
-    return (f"{_cpu_model()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
-            f"{' bf16' if bf16 else ''} | onnxruntime {ort.__version__} | {arch}")
+    def ver(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "none"
 
-
-def measure(net: nn.Module, onnx_net: OnnxNetwork, bf16: bool, side: int = 384, repeats: int = 3) -> dict[str, float]:
-    """Best-of-``repeats`` seconds of one forward pass on a ``side`` x ``side`` input: torch (with bf16
-    autocast when ``bf16``) and ONNX Runtime."""
-    from ..device import autocast
-
-    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-    xc = x.contiguous(memory_format=torch.channels_last)
-    core = _Core(net).eval()
-
-    def best(fn) -> float:
-        fn()  # first run: kernel selection, memory planning
-        t = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            t = min(t, time.perf_counter() - t0)
-        return t
-
-    def run_torch() -> None:
-        with torch.inference_mode(), autocast("cpu", bf16):
-            core(xc)
-
-    return {"torch": best(run_torch), "onnx": best(lambda: onnx_net.run(x))}
+    forced_bf16 = os.environ.get("MANIPSEG_BF16", "").strip()
+    return (f"{cpu_model()} | threads {thread_setting() or 'default'} | torch {ver('torch')}"
+            f"{' bf16 allowed' if bf16 else ''}{f' MANIPSEG_BF16={forced_bf16}' if forced_bf16 else ''}"
+            f" | onnxruntime {ver('onnxruntime')} | {json.dumps(arch, sort_keys=True, default=str)}")
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_choice(key: str) -> str | None:
+def cached_choice(key: str) -> str | None:
     path = _cache_dir() / "runtime.json"
     try:
         cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, ValueError):
         return None
     entry = cache.get(key)
-    return entry.get("runtime") if isinstance(entry, dict) else None
+    runtime = entry.get("runtime") if isinstance(entry, dict) else None
+    return runtime if runtime in ("torch", "onnx") else None
 
 
 def _remember(key: str, times: dict[str, float], runtime: str) -> None:
@@ -216,53 +260,108 @@ def _remember(key: str, times: dict[str, float], runtime: str) -> None:
         os.replace(tmp, path)
     except OSError as exc:  # a read-only home: the choice is still made, just not remembered
         log.debug("cannot cache the runtime choice in %s: %s", path, exc)
-    _cached_choice.cache_clear()
+    cached_choice.cache_clear()
 
 
-def choose(requested: str, net: nn.Module, device: torch.device, weights: str | os.PathLike | None,
-           weights_sha256: str | None, bf16: bool) -> tuple[str, OnnxNetwork | None]:
-    """The runtime to use (``"torch"`` or ``"onnx"``) and, for ONNX, its session.
+def arch_of(info: dict[str, Any]) -> dict[str, Any]:
+    """The architecture part of a weights description (what speed depends on)."""
+    return {"arch": info.get("arch", ""), **(info.get("arch_kwargs") or {})}
+
+
+def without_torch(requested: str, weights: str | os.PathLike, device: str, bf16: bool) -> OnnxNetwork | None:
+    """The ONNX session to run these weights with, when that is already decided without torch: ``onnx``
+    requested (or forced) and a graph exists, or ``auto`` with a cached choice of ONNX Runtime. None means
+    "build the torch network" (which may still measure and choose ONNX Runtime: :func:`choose`)."""
+    from .header import WeightsError, read_header, read_info
+
+    requested = requested_runtime(requested)
+    if requested == "torch" or str(device) != "cpu" or not onnxruntime_available():
+        return None
+    try:
+        sha, info = read_header(weights).get("sha256"), read_info(weights)
+    except WeightsError:
+        return None  # the torch path reports the problem with the file
+    if not sha or (info.get("arch_kwargs") or {}).get("dct_stream"):
+        return None
+    graph = existing_graph(weights, sha)
+    if graph is None:
+        return None
+    if requested == "auto" and cached_choice(speed_key(arch_of(info), bf16)) != "onnx":
+        return None
+    return OnnxNetwork(graph)
+
+
+def measure(net, onnx_net: OnnxNetwork, bf16: bool, side: int = 384, repeats: int = 3) -> dict[str, float]:
+    """Best-of-``repeats`` seconds of one forward pass on a ``side`` x ``side`` input: torch (with bf16
+    autocast when ``bf16``) and ONNX Runtime."""
+    import torch
+
+    from ..device import autocast
+
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    xc = x.contiguous(memory_format=torch.channels_last)
+    xa = x[0].permute(1, 2, 0).numpy()
+    core = _core(net)
+
+    def best(fn) -> float:
+        fn()  # first run: kernel selection, memory planning
+        t = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            t = min(t, time.perf_counter() - t0)
+        return t
+
+    def run_torch() -> None:
+        with torch.inference_mode(), autocast("cpu", bf16):
+            core(xc)
+
+    return {"torch": best(run_torch), "onnx": best(lambda: onnx_net.run(xa))}
+
+
+def choose(requested: str, net, device, weights: str | os.PathLike | None, weights_sha256: str | None,
+           bf16_allowed: bool, bf16: bool) -> tuple[str, OnnxNetwork | None]:
+    """The runtime for a torch network already built (``"torch"`` or ``"onnx"``) and, for ONNX, its session.
 
     ``requested`` is ``auto`` (measure once, cached), ``torch`` or ``onnx`` (an error if it cannot run);
-    the environment variable ``MANIPSEG_RUNTIME`` overrides it."""
-    forced = os.environ.get("MANIPSEG_RUNTIME", "").strip().lower()
-    if forced:
-        requested = forced
-    if requested not in RUNTIMES:
-        raise RuntimeChoiceError(f"unknown runtime {requested!r}; choose one of {', '.join(RUNTIMES)}")
+    ``MANIPSEG_RUNTIME`` overrides it. ``bf16_allowed`` is the detector's option (part of the cache key),
+    ``bf16`` whether torch would really run in bf16 here."""
+    requested = requested_runtime(requested)
     if requested == "torch":
         return "torch", None
     why_not = None
-    if device.type != "cpu":
+    if getattr(device, "type", str(device)) != "cpu":
         why_not = f"the ONNX runtime here runs on the CPU only (device is {device})"
     elif not onnxruntime_available():
         why_not = "onnxruntime is not installed (pip install onnxruntime)"
-    graph = None if why_not else onnx_graph_for(net, weights, weights_sha256)
-    if why_not is None and graph is None:
-        why_not = ("no ONNX graph for these weights (a DCT-stream network, weights without a checksum, or the "
-                   "onnx package missing to export one)")
+    elif getattr(net, "dct_stream", False) or not weights_sha256:
+        why_not = "no ONNX graph for these weights (networks with a DCT stream, and weights without a checksum, run in torch)"
+    graph = None
+    if why_not is None:
+        graph = existing_graph(weights, weights_sha256)
+        if graph is None:
+            if importlib.util.find_spec("onnx") is None:
+                why_not = "no ONNX graph for these weights, and the onnx package to export one is missing"
+            else:
+                cached = _cache_dir() / "onnx" / f"{weights_sha256}.onnx"
+                try:
+                    graph = export_onnx(net, cached, weights_sha256)
+                except (OSError, RuntimeError) as exc:  # a read-only cache, an exporter failure: torch it is
+                    why_not = f"cannot export the network to ONNX in {cached} ({exc})"
     if why_not is not None:
         if requested == "onnx":
             raise RuntimeChoiceError(f"runtime 'onnx' cannot be used: {why_not}")
+        log.debug("running the network in torch: %s", why_not)
         return "torch", None
     onnx_net = OnnxNetwork(graph)
     if requested == "onnx":
         return "onnx", onnx_net
-    key = _speed_key(net, bf16)
-    choice = _cached_choice(key)
-    if choice not in ("torch", "onnx"):
+    key = speed_key(arch_of({"arch": net.arch, "arch_kwargs": net.arch_kwargs}), bf16_allowed)
+    choice = cached_choice(key)
+    if choice is None:
         times = measure(net, onnx_net, bf16)
         choice = "onnx" if times["onnx"] < times["torch"] else "torch"
         log.info("network runtime measured on this CPU: torch%s %.3f s, onnxruntime %.3f s -> %s",
                  " bf16" if bf16 else "", times["torch"], times["onnx"], choice)
         _remember(key, times, choice)
     return choice, (onnx_net if choice == "onnx" else None)
-
-
-def export_beside(weights: str | os.PathLike) -> Path:
-    """Export the network of a weights file to ``<weights>.onnx`` beside it (what ships with the bundled
-    weights, so users need only onnxruntime); returns the graph's path."""
-    from .weights import network_from_weights, read_header
-
-    net, _ = network_from_weights(weights)
-    return export_onnx(net, Path(weights).with_suffix(".onnx"), read_header(weights).get("sha256"))

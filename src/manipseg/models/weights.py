@@ -18,11 +18,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-FORMAT_VERSION = 1
+from .header import FORMAT_VERSION, WeightsError, read_header, read_info
 
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used (missing, corrupted, or not a manipseg weights file)."""
+__all__ = ["FORMAT_VERSION", "WeightsError", "read_header", "read_info", "save_weights", "load_weights", "ship",
+           "network_from_weights", "detector_from_weights", "tensors_sha256"]
 
 
 def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -109,30 +108,6 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
                            "the weights are corrupted - copy or download the file again")
     info["path"] = str(p)
     return tensors, info
-
-
-def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``__metadata__`` of a weights file (``manipseg`` description as JSON text, ``sha256``) from its
-    header alone. Raises :class:`WeightsError` if unreadable."""
-    p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-            if not 0 < header_len < 100_000_000:
-                raise ValueError(f"implausible header length {header_len}")
-            header = json.loads(fh.read(header_len))
-        return dict(header["__metadata__"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{p}: cannot read the weights header ({exc})") from None
-
-
-def read_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``manipseg`` description of a weights file from its header alone (no tensors read, no checksum
-    check): for listings such as ``manipseg models``. Raises :class:`WeightsError` if unreadable."""
-    try:
-        return json.loads(read_header(path)["manipseg"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{path}: cannot read the weights description ({exc})") from None
 
 
 def ship(run_weights: str | os.PathLike, dest: str | os.PathLike, card: str, threshold: float | None = None,
