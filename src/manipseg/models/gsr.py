@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..contract import ContractError, Detector, Prediction
-from .tiling import SCORE_TOP_FRACTION, _ramp, image_score, normalise_array, tile_layout, tiled_maps  # noqa: F401
+from .tiling import (SCORE_TOP_FRACTION, _ramp, image_score, normalisation, normalise_array,  # noqa: F401
+                     tile_layout, tiled_maps)
 
 if TYPE_CHECKING:
     import torch
@@ -182,16 +183,18 @@ class GSRDetector(Detector):
     def predict_maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Segmentation and boundary probability maps (float32 HxW) and the number of tiles used."""
         # Normalise with whole-image statistics so tiles see exactly what the untiled network would.
-        x = normalise_array(image)  # float32 H x W x 3
-        if self._onnx is not None:
+        if self._onnx is not None:  # the graph normalises the uint8 pixels itself
             onnx = self._onnx
+            scale, offset = normalisation(image)
 
             def run(tile: np.ndarray, x0: int, y0: int) -> tuple[np.ndarray, np.ndarray | None]:
-                seg, bnd = onnx.run(tile)
+                seg, bnd = onnx.run(tile, scale, offset)
                 return seg, (bnd if self.boundary else None)
 
-            return tiled_maps(x, run, self.tile, self.overlap, self.max_pixels)
+            return tiled_maps(image, run, self.tile, self.overlap, self.max_pixels)
         import torch
+
+        x = normalise_array(image)  # float32 H x W x 3
 
         history = None
         if getattr(self.model, "dct_stream", False):

@@ -7,9 +7,9 @@ torch can be faster. So the first time a network is loaded on a machine, :func:`
 same input and keeps the faster, cached per CPU model, thread setting, library versions and architecture in
 ``~/.cache/manipseg/runtime.json``; ``MANIPSEG_RUNTIME=torch|onnx`` forces one.
 
-The ONNX graph is the network from its stride-padded, normalised input to the probabilities of both heads
-at the padded input's resolution (bilinear up-sampling and sigmoid of the logit difference included), with
-dynamic height and width, exported from the folded (batch norm merged) network. It ships beside the bundled
+The ONNX graph is the network from the stride-padded uint8 pixels (with the whole image's normalisation as
+two small inputs) to the probabilities of both heads at the padded input's resolution (bilinear
+up-sampling and sigmoid of the logit difference included), with dynamic height and width, exported from the folded (batch norm merged) network. It ships beside the bundled
 weights (``<name>.onnx``, made by ``scripts/ship_model.py``); for other weights it is exported once into the
 cache (needs the ``onnx`` package), named by the weights' SHA-256, which the graph's metadata records, so a
 graph is never used with other weights. When the cached choice is ONNX Runtime, a detector is built from the
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx")
 #: what the graph computes; graphs of an older format are exported again
-GRAPH_FORMAT = "probabilities-2"
+GRAPH_FORMAT = "uint8-nhwc-probabilities-3"
 
 
 class RuntimeChoiceError(ValueError):
@@ -76,7 +76,9 @@ def _core(net):
             super().__init__()
             self.net = inner
 
-        def forward(self, x: torch.Tensor):
+        def forward(self, image: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor):
+            # uint8 [1, H, W, 3] pixels -> normalised float [1, 3, H, W] (scale, offset: whole-image statistics)
+            x = image.permute(0, 3, 1, 2).to(torch.float32) * scale.view(1, -1, 1, 1) + offset.view(1, -1, 1, 1)
             sides, context = self.net.features(x)
             hp, wp = x.shape[-2:]
             seg, boundary = self.net.heads(sides, context, (hp // self.net.head_stride, wp // self.net.head_stride))
@@ -112,17 +114,17 @@ def export_onnx(net, path: str | os.PathLike, weights_sha256: str | None = None)
         raise RuntimeChoiceError("networks with a DCT stream run in torch only (two inputs, not exported)")
     core = _core(fold_batchnorm(net))
     s = int(net.stride)
-    x = torch.zeros(1, 3, 12 * s, 16 * s)
+    args = (torch.zeros(1, 12 * s, 16 * s, 3, dtype=torch.uint8), torch.ones(3), torch.zeros(3))
     # traced with gradients on: the inference-only fused oneDNN convolutions (ConvReLU) are not exportable,
     # their plain convolution + ReLU path is
-    outputs = ["seg", "boundary"] if len(core(x)) == 2 else ["seg"]
-    axes = {"x": {2: "h", 3: "w"}, **{o: {2: "h", 3: "w"} for o in outputs}}
+    outputs = ["seg", "boundary"] if len(core(*args)) == 2 else ["seg"]
+    axes = {"image": {1: "h", 2: "w"}, **{o: {2: "h", 3: "w"} for o in outputs}}
 
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes about shape-dependent Python branches (static here)
-            torch.onnx.export(core, (x,), str(tmp), input_names=["x"], output_names=outputs, dynamic_axes=axes,
-                              opset_version=17, dynamo=False)
+            torch.onnx.export(core, args, str(tmp), input_names=["image", "scale", "offset"], output_names=outputs,
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
         model = onnx.load(str(tmp))
         meta = {"weights_sha256": weights_sha256 or "", "arch": str(getattr(net, "arch", "")), "stride": str(s),
                 "format": GRAPH_FORMAT, "producer": "manipseg"}
@@ -161,8 +163,10 @@ def graph_sha256(path: str | os.PathLike) -> str | None:
 
 
 class OnnxNetwork:
-    """An ONNX Runtime session over an exported network. ``run(x)``: ``x`` a normalised H x W x 3 float32
-    tile; returns the segmentation and boundary (or None) probabilities, H x W float32."""
+    """An ONNX Runtime session over an exported network. ``run(tile, scale, offset)``: ``tile`` an H x W x 3
+    uint8 window of the image, ``scale`` / ``offset`` the whole image's normalisation
+    (:func:`manipseg.models.tiling.normalisation`); returns the segmentation and boundary (or None)
+    probabilities, H x W float32."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -179,14 +183,15 @@ class OnnxNetwork:
         self.stride = int(meta.get("stride", "8"))
         self.n_outputs = len(self.session.get_outputs())
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        h, w = x.shape[:2]
+    def run(self, tile: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        h, w = tile.shape[:2]
         ph, pw = (-h) % self.stride, (-w) % self.stride
-        chw = np.ascontiguousarray(np.transpose(x, (2, 0, 1)), dtype=np.float32)[None]
+        x = np.ascontiguousarray(tile, dtype=np.uint8)[None]
         if ph or pw:  # as SegNet.pad_to_stride: reflect, or replicate when the input is too small to reflect
             mode = "reflect" if (ph < h and pw < w) else "edge"
-            chw = np.pad(chw, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
-        outs = self.session.run(None, {"x": chw})
+            x = np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
+        outs = self.session.run(None, {"image": x, "scale": np.asarray(scale, np.float32),
+                                       "offset": np.asarray(offset, np.float32)})
         seg = outs[0][0, 0, :h, :w]
         return seg, (outs[1][0, 0, :h, :w] if self.n_outputs > 1 else None)
 
@@ -298,9 +303,11 @@ def measure(net, onnx_net: OnnxNetwork, bf16: bool, side: int = 384, repeats: in
 
     from ..device import autocast
 
-    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-    xc = x.contiguous(memory_format=torch.channels_last)
-    xa = x[0].permute(1, 2, 0).numpy()
+    from .tiling import normalisation
+
+    image = torch.randint(0, 256, (1, side, side, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    scale, offset = normalisation(image[0].numpy())
+    st, ot = torch.from_numpy(scale), torch.from_numpy(offset)
     core = _core(net)
 
     def best(fn) -> float:
@@ -312,11 +319,12 @@ def measure(net, onnx_net: OnnxNetwork, bf16: bool, side: int = 384, repeats: in
             t = min(t, time.perf_counter() - t0)
         return t
 
-    def run_torch() -> None:
+    def run_torch() -> None:  # what GSRDetector's torch path does: normalise, channels_last, network
         with torch.inference_mode(), autocast("cpu", bf16):
-            core(xc)
+            x = (image.permute(0, 3, 1, 2).float() * st.view(1, -1, 1, 1) + ot.view(1, -1, 1, 1))
+            core.net.head_logits(x.contiguous(memory_format=torch.channels_last))
 
-    return {"torch": best(run_torch), "onnx": best(lambda: onnx_net.run(xa))}
+    return {"torch": best(run_torch), "onnx": best(lambda: onnx_net.run(image[0].numpy(), scale, offset))}
 
 
 def choose(requested: str, net, device, weights: str | os.PathLike | None, weights_sha256: str | None,

@@ -56,29 +56,36 @@ def tile_layout(size: int, tile: int, overlap: int, align: int = 8) -> tuple[lis
         n += 1
 
 
-def normalise_array(image: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """Per-image instance normalisation (each channel to zero mean, unit std; paper §4.1) of an ``H x W x C``
-    image as a float32 ``H x W x C`` array: OpenCV statistics in double precision, then ``x * scale + offset``
-    in one pass (what :func:`manipseg.models.nets.normalise` computes, up to float rounding)."""
+def normalisation(image: np.ndarray, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(scale, offset)`` (float32) that instance-normalise ``image`` (each channel to zero
+    mean, unit std; paper §4.1) as ``x * scale + offset``; statistics from OpenCV in double precision."""
     if image.ndim != 3:
         raise ValueError(f"normalise_image expects an H x W x C image, got shape {image.shape}")
     mean, std = cv2.meanStdDev(np.ascontiguousarray(image))
     scale = (1.0 / np.maximum(std.ravel(), eps)).astype(np.float32)
     offset = (-mean.ravel() * scale).astype(np.float32)
+    return scale, offset
+
+
+def normalise_array(image: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """``image`` (H x W x C) instance-normalised (:func:`normalisation`) as a float32 H x W x C array, in one
+    pass (what :func:`manipseg.models.nets.normalise` computes, up to float rounding)."""
+    scale, offset = normalisation(image, eps)
     out = np.multiply(image, scale, dtype=np.float32)
     out += offset
     return out
 
 
-#: runs the network on one tile: (normalised HWC float32 tile, x0, y0) -> (seg, boundary or None), both
-#: float32 maps of the tile's height and width
+#: runs the network on one tile: (HWC tile of the image given to tiled_maps, x0, y0) -> (seg, boundary or
+#: None), both float32 maps of the tile's height and width
 TileRunner = Callable[[np.ndarray, int, int], "tuple[np.ndarray, np.ndarray | None]"]
 
 
 def tiled_maps(x: np.ndarray, run: TileRunner, tile: int, overlap: int, max_pixels: int
                ) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Segmentation and boundary maps of the normalised image ``x`` (H x W x C), whole when it has at most
-    ``max_pixels`` pixels, else in overlapping tiles blended with :func:`_ramp` windows; and the tile count."""
+    """Segmentation and boundary maps of the image ``x`` (H x W x C, as ``run`` wants it), whole when it has at
+    most ``max_pixels`` pixels, else in overlapping tiles blended with :func:`_ramp` windows; and the tile
+    count."""
     h, w = x.shape[:2]
     if h * w <= max_pixels:
         seg, bnd = run(x, 0, 0)
