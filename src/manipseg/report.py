@@ -28,8 +28,9 @@ def _outputs(r: dict[str, Any]) -> dict[str, str | None]:
     stem = r.get("stem")
     if not stem or "error" in r:
         return {"prob": None, "mask": None, "overlay": None, "thumb": None}
-    return {"prob": f"{stem}.prob.png", "mask": f"{stem}.mask.png", "overlay": f"{stem}.overlay.jpg",
-            "thumb": f"{stem}.thumb.jpg"}
+    written = set(r.get("outputs") or (".prob.png", ".mask.png", ".overlay.jpg", ".thumb.jpg"))
+    files = {"prob": ".prob.png", "mask": ".mask.png", "overlay": ".overlay.jpg", "thumb": ".thumb.jpg"}
+    return {k: (f"{stem}{suffix}" if suffix in written else None) for k, suffix in files.items()}
 
 
 def write_index(out_dir: Path, records: Iterable[dict[str, Any]]) -> Path:
@@ -102,14 +103,16 @@ def write_report(out_dir: Path, records: list[dict[str, Any]], title: str = "man
         o = _outputs(r)
         v = r.get("verdict", "uncalibrated")
         name = html.escape(Path(r["input"]).name)
-        thumb = o["thumb"] if (out_dir / o["thumb"]).is_file() else o["overlay"]
+        thumb = o["thumb"] if o["thumb"] and (out_dir / o["thumb"]).is_file() else o["overlay"]
+        links = ", ".join(f'<a href="{html.escape(o[k])}">{label}</a>'
+                          for k, label in (("overlay", "overlay"), ("mask", "mask"), ("prob", "map")) if o[k])
+        img = f'<img src="{html.escape(thumb)}" alt="{name}" loading="lazy">' if thumb else ""
         cards.append(
             f'<figure class="{_slug(v)}" data-verdict="{html.escape(v)}" data-score="{float(r["score"]):.6f}">'
-            f'<a href="{html.escape(o["overlay"])}"><img src="{html.escape(thumb)}" alt="{name}" loading="lazy"></a>'
+            + (f'<a href="{html.escape(o["overlay"])}">{img}</a>' if o["overlay"] else img) +
             f'<figcaption><span class="v">{html.escape(v)}</span> · score {float(r["score"]):.3f} · '
-            f'{100 * float(r.get("tampered_fraction", 0)):.1f}% marked<br>{name} '
-            f'(<a href="{html.escape(o["overlay"])}">overlay</a>, <a href="{html.escape(o["mask"])}">mask</a>, '
-            f'<a href="{html.escape(o["prob"])}">map</a>)</figcaption></figure>')
+            f'{100 * float(r.get("tampered_fraction", 0)):.1f}% marked<br>{name}'
+            + (f' ({links})' if links else "") + '</figcaption></figure>')
     for r in failed:
         cards.append(f'<figure class="failed" data-verdict="failed"><figcaption><span class="v">failed</span><br>'
                      f'{html.escape(str(r["error"]))}</figcaption></figure>')

@@ -25,6 +25,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="keep the results already in --out for this model and threshold and analyse only the rest")
     p.add_argument("--overwrite", action="store_true",
                    help="remove the outputs of an earlier run in --out (its *.prob.png, *.mask.png, *.overlay.jpg) first")
+    p.add_argument("--outputs", default="prob,mask,overlay", metavar="LIST",
+                   help="which per-image files to write, from prob (16-bit map), mask, overlay (default: all three; "
+                        "the report's thumbnail and predictions.jsonl are always written)")
     add_pool_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -52,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     pool = pool_or_none(args)
     if pool is None:
+        return 2
+    from ..predict import OPTIONAL_OUTPUTS
+
+    asked = [o.strip() for o in args.outputs.split(",") if o.strip()]
+    unknown = [o for o in asked if o not in OPTIONAL_OUTPUTS]
+    if unknown:
+        print(f"error: unknown output(s) {', '.join(unknown)} in --outputs; choose from "
+              f"{', '.join(OPTIONAL_OUTPUTS)} (comma-separated)", file=sys.stderr)
         return 2
     inputs = args.inputs or [str(p) for p in example_paths()]
     listing = list_images(inputs, recursive=args.recursive)
@@ -85,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_batch(detector, listing.files, out, threshold=args.threshold,
                            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, progress=not args.no_progress,
                            missing=listing.problems, resume=args.resume, pool=pool,
-                           model=args.model or registry.default_model(), calibration=args.calibration)
+                           model=args.model or registry.default_model(), calibration=args.calibration,
+                           outputs=[OPTIONAL_OUTPUTS[o] for o in asked])
     except PoolError as exc:
         print(f"error: {exc}; the outputs written so far are kept in {out}/ (run again with --resume)",
               file=sys.stderr)
