@@ -92,24 +92,30 @@ def tiled_maps(x: np.ndarray, run: TileRunner, tile: int, overlap: int, max_pixe
         return seg, bnd, 1
     ys, th = tile_layout(h, tile, overlap)
     xs, tw = tile_layout(w, tile, overlap)
+    # Each tile's window is the outer product wy x wx, so the windows' sum over all tiles is the outer
+    # product of the 1-D sums: no per-pixel weight sum to accumulate.
+    ramps_y = [(y0, min(y0 + th, h), _ramp(min(y0 + th, h) - y0, overlap, y0 > 0, y0 + th < h)) for y0 in ys]
+    ramps_x = [(x0, min(x0 + tw, w), _ramp(min(x0 + tw, w) - x0, overlap, x0 > 0, x0 + tw < w)) for x0 in xs]
+    sum_y, sum_x = np.zeros(h, np.float32), np.zeros(w, np.float32)
+    for y0, y1, wy in ramps_y:
+        sum_y[y0:y1] += wy
+    for x0, x1, wx in ramps_x:
+        sum_x[x0:x1] += wx
     acc = np.zeros((h, w), dtype=np.float32)
-    wsum = np.zeros((h, w), dtype=np.float32)
     bacc: np.ndarray | None = None
-    for y0 in ys:
-        y1 = min(y0 + th, h)
-        wy = _ramp(y1 - y0, overlap, y0 > 0, y1 < h)
-        for x0 in xs:
-            x1 = min(x0 + tw, w)
-            wx = _ramp(x1 - x0, overlap, x0 > 0, x1 < w)
-            weight = wy[:, None] * wx[None, :]
+    for y0, y1, wy in ramps_y:
+        for x0, x1, wx in ramps_x:
             seg, bnd = run(x[y0:y1, x0:x1], x0, y0)
-            acc[y0:y1, x0:x1] += seg * weight
-            wsum[y0:y1, x0:x1] += weight
+            weight = wy[:, None] * wx[None, :]
+            acc[y0:y1, x0:x1] += np.multiply(seg, weight, dtype=np.float32)
             if bnd is not None:
                 if bacc is None:
                     bacc = np.zeros((h, w), dtype=np.float32)
-                bacc[y0:y1, x0:x1] += bnd * weight
-    acc /= wsum
-    if bacc is not None:
-        bacc /= wsum
-    return np.clip(acc, 0, 1), (np.clip(bacc, 0, 1) if bacc is not None else None), len(ys) * len(xs)
+                bacc[y0:y1, x0:x1] += np.multiply(bnd, weight, dtype=np.float32)
+    inv_y, inv_x = (1.0 / sum_y)[:, None], (1.0 / sum_x)[None, :]
+    for a in (acc, bacc):
+        if a is not None:
+            a *= inv_y
+            a *= inv_x
+            np.clip(a, 0.0, 1.0, out=a)
+    return acc, bacc, len(ys) * len(xs)
