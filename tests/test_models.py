@@ -10,7 +10,8 @@ from manipseg import registry
 from manipseg.contract import ContractError
 from manipseg.device import DeviceError, autocast, bf16_faster, bf16_supported, resolve_device
 from manipseg.models import gsr
-from manipseg.models.gsr import GSRCompactDetector, GSRDetector, GSRVGG16Detector, _ramp, image_score, tile_layout
+from manipseg.models.gsr import GSRCompactDetector, GSRDetector, GSRVGG16Detector
+from manipseg.models.tiling import _ramp, image_score, tile_layout
 from manipseg.models.nets import (SRMStemConv, SegNet, _srm_kernels, build_network, fold_batchnorm, guided_residual,
                                   normalise, normalise_image)
 from manipseg.models.weights import (WeightsError, load_weights, network_from_weights, read_info, save_weights,

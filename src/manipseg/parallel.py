@@ -71,12 +71,6 @@ class PoolSpec:
             return self.threads
         return max(1, (cpus or cpu_count()) // self.workers)
 
-    def describe(self) -> str:
-        if self.ray:
-            where = self.ray_address or "a local Ray instance"
-            return f"Ray ({where}), {self.workers if self.workers > 1 else 'one worker per CPU slot'}"
-        return "this process" if self.workers == 1 else f"{self.workers} worker processes"
-
 
 def set_threads(threads: int) -> None:
     """Limit torch, OpenCV and the BLAS / OpenMP pools of this process to ``threads``."""

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..contract import ContractError, Detector, Prediction
-from .tiling import (SCORE_TOP_FRACTION, _ramp, image_score, normalisation, normalise_array,  # noqa: F401
-                     tile_layout, tiled_maps)
+from .tiling import image_score, normalisation, normalise_array, tiled_maps
 
 if TYPE_CHECKING:
     import torch
