@@ -113,6 +113,8 @@ def resume_test(folder: Path, n: int, size: int, model: str, workers: int) -> No
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     jsonl = out / "predictions.jsonl"
     while proc.poll() is None:
+        if os.environ.get("BENCH_DEBUG") and jsonl.is_file():
+            print(len(jsonl.read_text().splitlines()), end=" ", file=sys.stderr, flush=True)
         if jsonl.is_file() and len(jsonl.read_text().splitlines()) >= n // 2:
             proc.send_signal(signal.SIGINT)
             break

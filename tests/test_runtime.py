@@ -88,6 +88,16 @@ def test_auto_measures_once_and_caches_the_choice(weights, cache, monkeypatch):
     assert [v["runtime"] for v in saved.values()] == ["onnx"]
     monkeypatch.setenv("MANIPSEG_RUNTIME", "torch")
     assert GSRDetector.from_weights(weights, bf16=False).runtime == "torch"
+    # torch must be clearly faster to be chosen (its import costs start-up time)
+    monkeypatch.delenv("MANIPSEG_RUNTIME")
+    (cache / "runtime.json").unlink()
+    runtime.cached_choice.cache_clear()
+    monkeypatch.setattr(runtime, "measure", lambda *a, **k: {"torch": 0.9, "onnx": 1.0})
+    assert GSRDetector.from_weights(weights, bf16=False).runtime == "onnx"
+    (cache / "runtime.json").unlink()
+    runtime.cached_choice.cache_clear()
+    monkeypatch.setattr(runtime, "measure", lambda *a, **k: {"torch": 0.5, "onnx": 1.0})
+    assert GSRDetector.from_weights(weights, bf16=False).runtime == "torch"
 
 
 def test_real_measurement_returns_both_timings(weights):

@@ -4,7 +4,7 @@ ONNX Runtime (fp32) — chosen by measurement, not by CPU flags.
 On CPUs without AMX, torch's fp32 convolutions with the compact network's few channels are 2-3x slower
 than ONNX Runtime's (measured on a 2-core AMD EPYC: 0.58 s vs 0.23 s for a 0.8-MP input); with fast bf16,
 torch can be faster. So the first time a network is loaded on a machine, :func:`choose` times both on the
-same input and keeps the faster, cached per CPU model, thread setting, library versions and architecture in
+same input and keeps ONNX Runtime unless torch is clearly faster (:data:`TORCH_MARGIN`), cached per CPU model, thread setting, library versions and architecture in
 ``~/.cache/manipseg/runtime.json``; ``MANIPSEG_RUNTIME=torch|onnx`` forces one.
 
 The ONNX graph is the network from the stride-padded uint8 pixels (with the whole image's normalisation as
@@ -33,6 +33,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx")
+#: torch is chosen only when it runs the network in less than this share of ONNX Runtime's time: importing
+#: torch costs about 1.5 s per command (measured: 12-MP photo, gsr-fused end to end 4.2 s with ONNX Runtime
+#: vs 5.7 s with torch bf16, although torch bf16 was 4 % faster on the network alone)
+TORCH_MARGIN = 0.8
 #: what the graph computes; graphs of an older format are exported again
 GRAPH_FORMAT = "uint8-nhwc-probabilities-3"
 
@@ -368,7 +372,7 @@ def choose(requested: str, net, device, weights: str | os.PathLike | None, weigh
     choice = cached_choice(key)
     if choice is None:
         times = measure(net, onnx_net, bf16)
-        choice = "onnx" if times["onnx"] < times["torch"] else "torch"
+        choice = "torch" if times["torch"] < TORCH_MARGIN * times["onnx"] else "onnx"
         log.info("network runtime measured on this CPU: torch%s %.3f s, onnxruntime %.3f s -> %s",
                  " bf16" if bf16 else "", times["torch"], times["onnx"], choice)
         _remember(key, times, choice)
