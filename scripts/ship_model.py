@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--weights", default="model.safetensors", help="weights file inside the run folder")
     ap.add_argument("--threshold-set", type=Path, default=None,
                     help="generated validation set whose best-dataset F1 threshold becomes the pixel threshold")
+    ap.add_argument("--fp16", action="store_true", help="store the tensors as float16 (half the size)")
     args = ap.parse_args()
     threshold = note = None
     if args.threshold_set is not None:
@@ -52,7 +53,7 @@ def main() -> None:
                                                  f"validation set {args.threshold_set.name}")
         print(f"threshold {threshold:.2f}: {note}")
     dest = ship(args.run / args.weights, ROOT / "src" / "manipseg" / "weights" / f"{args.name}.safetensors", args.card,
-                threshold=threshold, threshold_note=note)
+                threshold=threshold, threshold_note=note, half=args.fp16)
     print(f"wrote {dest.relative_to(ROOT)} ({dest.stat().st_size / 1e6:.1f} MB)")
     if not load_network_info(dest).get("arch_kwargs", {}).get("dct_stream"):
         graph = export_beside(dest)  # the ONNX Runtime graph of the same weights (manipseg.models.runtime)

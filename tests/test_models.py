@@ -254,6 +254,18 @@ def test_shipping_adds_the_card_and_keeps_the_tensors(tmp_path):
     assert info["training"] == {"steps": 9, "card": "trained 9 steps on nothing"} and info["threshold"] == 0.3
     assert state.keys() == state_run.keys() and all(torch.equal(state[k], state_run[k]) for k in state)
     assert read_info(shipped)["training"]["card"] == "trained 9 steps on nothing"
+    half = ship(run, tmp_path / "pkg" / "h.safetensors", "half", half=True)
+    state_half, info_half = load_weights(half)  # its own checksum, of the float16 tensors
+    assert info_half["stored_dtype"] == "float16" and half.stat().st_size < 0.6 * shipped.stat().st_size
+    assert all(v.dtype == (torch.float16 if state_run[k].is_floating_point() else state_run[k].dtype)
+               for k, v in state_half.items())
+    net_half, _ = network_from_weights(half)  # loaded back into a float32 network
+    net_full, _ = network_from_weights(shipped)
+    x = normalise(torch.rand(1, 3, 40, 48))
+    with torch.no_grad():
+        a, b = net_full(x)["seg"], net_half(x)["seg"]
+    assert next(net_half.parameters()).dtype == torch.float32
+    assert torch.allclose(a, b, rtol=1e-2, atol=5e-2) and not torch.equal(a, b)
     (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 16)
     with pytest.raises(WeightsError, match="junk.safetensors: cannot read"):
         read_info(tmp_path / "junk.safetensors")

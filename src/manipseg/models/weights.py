@@ -111,15 +111,19 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 
 
 def ship(run_weights: str | os.PathLike, dest: str | os.PathLike, card: str, threshold: float | None = None,
-         threshold_note: str | None = None) -> Path:
+         threshold_note: str | None = None, half: bool = False) -> Path:
     """Copy a training run's weights to ``dest`` (e.g. the package's ``weights/`` folder), checksum verified,
     with ``card`` (a one-line model card: data, steps, headline figures) added to the training metadata, and
-    optionally a new decision ``threshold`` (with a note saying where it came from)."""
+    optionally a new decision ``threshold`` (with a note saying where it came from). ``half`` stores the
+    floating-point tensors as float16 (half the size; loaded back into float32 networks)."""
     from safetensors.torch import save
 
     from ..io import atomic_write
 
     tensors, info = load_weights(run_weights)
+    if half:
+        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
+        info["stored_dtype"] = "float16"
     info.pop("path", None)
     info.setdefault("training", {})["card"] = str(card)
     if threshold is not None:
