@@ -55,7 +55,10 @@ def main() -> None:
     dest = ship(args.run / args.weights, ROOT / "src" / "manipseg" / "weights" / f"{args.name}.safetensors", args.card,
                 threshold=threshold, threshold_note=note, half=args.fp16)
     print(f"wrote {dest.relative_to(ROOT)} ({dest.stat().st_size / 1e6:.1f} MB)")
-    if not load_network_info(dest).get("arch_kwargs", {}).get("dct_stream"):
+    # the ONNX Runtime graph holds float32 weights: shipped for float32 networks without a DCT stream; a
+    # float16-stored network (gsr-vgg16: the graph would be 100 MB) gets its graph exported into the user's
+    # cache on first use instead (manipseg.models.runtime)
+    if not args.fp16 and not load_network_info(dest).get("arch_kwargs", {}).get("dct_stream"):
         graph = export_beside(dest)  # the ONNX Runtime graph of the same weights (manipseg.models.runtime)
         print(f"wrote {graph.relative_to(ROOT)} ({graph.stat().st_size / 1e6:.1f} MB)")
     for src, suffix in (("train.csv", "train-log.csv"), ("config.yaml", "config.yaml")):
