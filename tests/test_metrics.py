@@ -78,15 +78,15 @@ def test_hand_made_values():
     assert c["f1"][50] == pytest.approx(0.5) and c["iou"][50] == pytest.approx(1 / 3) and c["mcc"][50] == 0
     # t=0.7: TP=1 FP=0 FN=1 TN=2 -> F1 2/3, MCC 1/sqrt(3)
     assert c["f1"][70] == pytest.approx(2 / 3) and c["mcc"][70] == pytest.approx(1 / np.sqrt(3))
-    assert M.roc_auc(prob, mask) == pytest.approx(0.75)
+    assert M.roc_auc(mask, prob) == pytest.approx(0.75)
 
 
 def test_roc_auc_matches_sklearn_with_ties():
     rng = np.random.default_rng(3)
     y = rng.random(500) < 0.4
     s = np.round(rng.random(500) + 0.3 * y, 1)  # many ties
-    assert M.roc_auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    assert np.isnan(M.roc_auc(s, np.ones(500, bool)))
+    assert M.roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert np.isnan(M.roc_auc(np.ones(500, bool), s))
 
 
 def test_histogram_auc_is_exact_on_quantised_scores():

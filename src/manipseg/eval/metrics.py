@@ -125,8 +125,9 @@ def metric_curves(tp: np.ndarray, fp: np.ndarray, pos: int, neg: int) -> dict[st
     return {"f1": f1_from_counts(tp, fp, fn), "mcc": mcc_from_counts(tp, fp, fn, tn), "iou": iou_from_counts(tp, fp, fn)}
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC (Mann-Whitney U with average ranks for ties); NaN when only one class is present."""
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC (Mann-Whitney U with average ranks for ties); NaN when only one class is present.
+    Arguments in scikit-learn's order (``roc_auc_score(y_true, y_score)``)."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(labels, dtype=bool).ravel()
     n_pos = int(y.sum())
@@ -137,7 +138,7 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, max_fpr: float) -> float:
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
     """Highest TPR over score thresholds ("positive when score >= t") whose FPR is at most ``max_fpr``;
     NaN when only one class is present."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -328,11 +329,11 @@ class Accumulator:
         scores = np.asarray(self.image_scores)
         pred = scores >= 0.5
         own = scores >= self.decision_threshold
-        return {"auc": roc_auc(scores, labels), "accuracy": float(np.mean(pred == (labels == 1))),
+        return {"auc": roc_auc(labels, scores), "accuracy": float(np.mean(pred == (labels == 1))),
                 "tpr": float(np.mean(pred[labels == 1])), "tnr": float(np.mean(~pred[labels == 0])),
                 "decision_threshold": float(self.decision_threshold),
                 "tpr_at_threshold": float(np.mean(own[labels == 1])), "fpr_at_threshold": float(np.mean(own[labels == 0])),
-                "tpr_at_fpr_5": tpr_at_fpr(scores, labels, 0.05),
+                "tpr_at_fpr_5": tpr_at_fpr(labels, scores, 0.05),
                 "n_tampered": int(labels.sum()), "n_authentic": int((labels == 0).sum())}
 
     def per_image(self) -> list[dict]:

@@ -2,18 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with tie correction); NaN if one class is missing."""
-    y = np.asarray(labels).astype(bool)
-    s = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+from ..eval.metrics import roc_auc  # noqa: F401 - one ROC AUC (scikit-learn's argument order) for the project
 
 
 def eer(labels: np.ndarray, scores: np.ndarray) -> float:
