@@ -190,3 +190,14 @@ def test_prob_png_16bit_round_trip(tmp_path):
     save_png(tmp_path / "x.prob.png", np.rint(prob * 65535).astype(np.uint16))
     back = read_prob_png(tmp_path / "x.prob.png")
     assert np.abs(back - prob).max() < 1e-5
+
+
+def test_one_mask_reader_for_predict_scripts_and_datasets(tmp_path):
+    """0/1-valued masks (as some benchmarks store them) are tampered where 1, for every reader."""
+    from manipseg.eval.datasets import read_mask
+
+    m = np.zeros((6, 8), dtype=np.uint8)
+    m[1:3, 2:5] = 1
+    Image.fromarray(m).save(tmp_path / "01.png")
+    assert load_mask(tmp_path / "01.png").sum() == 6
+    assert np.array_equal(load_mask(tmp_path / "01.png"), read_mask(tmp_path / "01.png", "white"))

@@ -152,27 +152,56 @@ def read_image_bytes(path: str | os.PathLike) -> bytes:
         raise ImageLoadError(p, f"cannot read file: {exc.strerror or exc}") from exc
 
 
-def load_mask(path: str | os.PathLike, threshold: int = 128) -> np.ndarray:
-    """Read a ground-truth mask to a bool (H, W) array: a pixel is tampered where its value >= threshold
-    (after reducing colour masks to their maximum channel). 16-bit masks are scaled to 8 bits first."""
-    p = Path(path)
-    if not p.is_file():
-        raise ImageLoadError(p, "mask file not found")
+#: how a ground-truth mask marks the tampered pixels (see :func:`read_mask`)
+MASK_CONVENTIONS = ("white", "black", "green")
+
+
+def _mask_array(path: str | os.PathLike) -> np.ndarray:
+    """Raw mask pixels as uint8, (H, W) or (H, W, C >= 3)."""
     try:
-        img = Image.open(p)
+        img = Image.open(path)
         img.load()
+    except FileNotFoundError as exc:
+        raise ImageLoadError(path, "mask file not found") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageLoadError(p, f"cannot read mask: {exc}") from exc
-    arr = np.asarray(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I") and arr.max(initial=0) > 255:
-        arr = arr / 257.0
-    if img.mode == "P":
-        arr = np.asarray(img.convert("L"))
+        raise ImageLoadError(path, f"cannot read mask: {exc}") from exc
     if img.mode == "1":
-        return np.asarray(img, dtype=bool)
+        return np.asarray(img, dtype=np.uint8) * 255
+    if img.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr"):
+        img = img.convert("RGB")
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float64)
+        if arr.max(initial=0) > 255:
+            arr = arr / 257.0
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
     if arr.ndim == 3:
-        arr = arr[:, :, :3].max(axis=2) if arr.shape[2] >= 3 else arr[:, :, 0]
-    return arr >= threshold
+        arr = arr[:, :, :3] if arr.shape[2] >= 3 else arr[:, :, 0]
+    return arr
+
+
+def read_mask(path: str | os.PathLike, convention: str = "white") -> np.ndarray:
+    """Read a ground-truth mask as bool (True = tampered) under one of :data:`MASK_CONVENTIONS`: ``white``
+    (value >= 128 of the brightest channel, or > 0 for a 0/1 mask), ``black`` (< 128), ``green`` (Columbia's
+    edge masks). Palette, 1-bit, 16-bit, RGBA and CMYK masks are handled. Raises :class:`ImageLoadError`."""
+    arr = _mask_array(Path(path))
+    if convention == "green":
+        if arr.ndim != 3:
+            raise ImageLoadError(path, "Columbia edge mask must be a colour image")
+        return (arr[:, :, 1] >= 128) & (arr[:, :, 0] < 128)
+    gray = arr.max(axis=2) if arr.ndim == 3 else arr
+    if convention == "black":
+        return gray < 128
+    if convention == "white":
+        if gray.max(initial=0) <= 1:
+            return gray > 0
+        return gray >= 128
+    raise ValueError(f"unknown mask convention {convention!r}")
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """A white-is-tampered ground-truth mask as bool (H, W): :func:`read_mask` with ``convention="white"``."""
+    return read_mask(path, "white")
 
 
 def is_output_file(path: Path) -> bool:

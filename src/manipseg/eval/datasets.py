@@ -41,9 +41,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..io import IMAGE_SUFFIXES, ImageLoadError, load_image
+from ..io import IMAGE_SUFFIXES, load_image
+from ..io import MASK_CONVENTIONS as CONVENTIONS
+from ..io import read_mask  # noqa: F401 - the mask reader of every dataset format (manipseg.io)
 
-CONVENTIONS = ("white", "black", "green")
 MASK_SUFFIXES = ("_mask", "-mask", "_gt", "-gt", "_groundtruth", "_GT", "_Mask", "mask", "_edgemask", "forged")
 
 
@@ -154,49 +155,6 @@ class Dataset:
 
 
 # -- masks ----------------------------------------------------------------------------------------
-
-def _mask_array(path: Path) -> np.ndarray:
-    """Raw mask pixels as uint8, (H, W) or (H, W, C >= 3)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError as exc:
-        raise ImageLoadError(path, "mask file not found") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageLoadError(path, f"cannot read mask: {exc}") from exc
-    if img.mode == "1":
-        return np.asarray(img, dtype=np.uint8) * 255
-    if img.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr"):
-        img = img.convert("RGB")
-    arr = np.asarray(img)
-    if arr.dtype != np.uint8:
-        arr = arr.astype(np.float64)
-        if arr.max(initial=0) > 255:
-            arr = arr / 257.0
-        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    if arr.ndim == 3:
-        arr = arr[:, :, :3] if arr.shape[2] >= 3 else arr[:, :, 0]
-    return arr
-
-
-def read_mask(path: str | Path, convention: str = "white") -> np.ndarray:
-    """Read a ground-truth mask as bool (True = tampered) under one of :data:`CONVENTIONS`."""
-    arr = _mask_array(Path(path))
-    if convention == "green":
-        if arr.ndim != 3:
-            raise ImageLoadError(path, "Columbia edge mask must be a colour image")
-        return (arr[:, :, 1] >= 128) & (arr[:, :, 0] < 128)
-    gray = arr.max(axis=2) if arr.ndim == 3 else arr
-    if convention == "black":
-        return gray < 128
-    if convention == "white":
-        if gray.max(initial=0) <= 1:
-            return gray > 0
-        return gray >= 128
-    raise ValueError(f"unknown mask convention {convention!r}")
-
 
 _EXIF_TRANSPOSE = {5: "TRANSPOSE", 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
 
