@@ -127,7 +127,9 @@ def sidecar_path(weights: str | os.PathLike) -> Path:
 
 def bundled_path(name: str) -> Path:
     """Where the calibration of a bundled detector lives (``weights/<name>.calibration.json``)."""
-    return Path(__file__).resolve().parent / "weights" / f"{name}.calibration.json"
+    from .paths import shipped
+
+    return shipped(f"{name}.calibration.json")
 
 
 def find_calibration(name_or_path: str) -> Calibration | None:

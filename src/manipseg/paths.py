@@ -1,4 +1,5 @@
-"""Where the shared development data lives. Never bundled: read from a configurable path."""
+"""Where things live: the weights shipped in the package, and the shared development data (never bundled:
+read from a configurable path)."""
 from __future__ import annotations
 
 import os
@@ -16,3 +17,12 @@ def data_root(override: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env)
     return Path("..") / "shared" / "data"
+
+
+#: the trained weights (and their calibrations, ONNX graphs) shipped inside the package
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def shipped(filename: str) -> Path:
+    """The path of a file in the package's weights folder (it may not exist)."""
+    return WEIGHTS_DIR / filename

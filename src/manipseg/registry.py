@@ -148,7 +148,9 @@ PREFERRED_MODELS = (("gsr-fused", "gsr-compact"), ("gsr-compact", "gsr-compact")
 
 def bundled_weights(name: str) -> Path | None:
     """The trained weights file shipped in the package for detector ``name``, if there is one."""
-    path = Path(__file__).resolve().parent / "weights" / f"{name}.safetensors"
+    from .paths import shipped
+
+    path = shipped(f"{name}.safetensors")
     return path if path.is_file() else None
 
 

@@ -37,7 +37,9 @@ NO_FACE = "no face found"
 
 
 def bundled_weights() -> Path:
-    return Path(__file__).resolve().parent.parent / "weights" / "faces-adapgrnet.safetensors"
+    from ..paths import shipped
+
+    return shipped("faces-adapgrnet.safetensors")
 
 
 @dataclass

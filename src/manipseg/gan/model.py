@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..train.refine import dilate
 from .losses import Weights, adv_discriminator, adv_generator, generator_loss, masked_l1
@@ -290,7 +289,9 @@ class Inpainter(_Runner):
 
 def shipped_weights(role: str) -> Path | None:
     """The generator shipped with the package (``manipseg/weights/gan-<role>.safetensors``), if present."""
-    path = Path(__file__).resolve().parent.parent / "weights" / f"gan-{role}.safetensors"
+    from ..paths import shipped
+
+    path = shipped(f"gan-{role}.safetensors")
     return path if path.is_file() else None
 
 

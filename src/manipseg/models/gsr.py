@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 
     from .nets import SegNet
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+from ..paths import WEIGHTS_DIR
 
 
 class GSRDetector(Detector):
