@@ -7,13 +7,13 @@ closest one.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from .contract import Detector
+from .names import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ _ENTRIES: dict[str, Entry] = {}
 
 class UnknownDetectorError(KeyError):
     def __init__(self, name: str, known: list[str]) -> None:
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, known, cutoff=0.4)
         self.message = f"unknown detector {name!r}.{hint} Known detectors: {', '.join(sorted(known))}."
         super().__init__(self.message)
 

@@ -13,12 +13,13 @@ An attack is written ``kind:value``:
 """
 from __future__ import annotations
 
-import difflib
 import zlib
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from ..names import did_you_mean
 
 KINDS = {
     "jpeg": "JPEG quality 1..100",
@@ -80,8 +81,7 @@ def parse_attack(text: str) -> Attack:
     kind, sep, raw = text.strip().partition(":")
     kind = kind.lower()
     if kind not in KINDS:
-        close = difflib.get_close_matches(kind, list(KINDS), n=1, cutoff=0.5)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(kind, KINDS, cutoff=0.5)
         raise AttackError(f"unknown attack {text!r}.{hint} Known attacks: {known}")
     if not sep or not raw:
         raise AttackError(f"attack {text!r} needs a value: {kind}:<{KINDS[kind]}>")

@@ -31,7 +31,6 @@ unknown format name gets the list of known ones and the closest match.
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import re
 from collections import defaultdict
@@ -44,6 +43,7 @@ import numpy as np
 from ..io import IMAGE_SUFFIXES, load_image
 from ..io import MASK_CONVENTIONS as CONVENTIONS
 from ..io import read_mask  # noqa: F401 - the mask reader of every dataset format (manipseg.io)
+from ..names import did_you_mean
 
 MASK_SUFFIXES = ("_mask", "-mask", "_gt", "-gt", "_groundtruth", "_GT", "_Mask", "mask", "_edgemask", "forged")
 
@@ -55,8 +55,7 @@ class DatasetError(ValueError):
 class UnknownFormatError(DatasetError):
     def __init__(self, name: str) -> None:
         known = sorted(FORMATS)
-        close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.4)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name.lower(), known, cutoff=0.4)
         super().__init__(f"unknown dataset format {name!r}.{hint} Known formats: auto, {', '.join(known)}.")
 
 

@@ -12,11 +12,12 @@ String values that name files may use ``$VARIABLES`` and ``~``; relative paths i
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
+
+from ..names import did_you_mean
 
 #: the generation kinds the synthetic engine knows (``splice`` is the paper's copy-paste CP).
 GENERATED_KINDS = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "composite", "authentic")
@@ -117,8 +118,7 @@ class ConfigError(ValueError):
 
 
 def _closest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    return did_you_mean(word, options, cutoff=0.5)
 
 
 def read_file(path: str | os.PathLike) -> dict[str, Any]:
