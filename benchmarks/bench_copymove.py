@@ -7,7 +7,7 @@
 Timing: skimage's astronaut resized to each size (4:3, mild noise) with one textured region copied
 elsewhere; the median of ``--repeats`` runs after a warm-up, as wall-clock time and as the process's
 CPU time (``time.process_time``, all threads; on a busy machine the CPU time is the steadier figure).
-Images are analysed at ``max_pixels`` (0.5 MP; SIFT at ``keypoint_pixels``, 0.25 MP) whatever their
+Images are analysed at ``max_pixels`` (1 MP by default; SIFT at ``keypoint_pixels``, 1 MP) whatever their
 size, so the cost per image is nearly constant and s/MP falls for large images.
 Accuracy: IoU at the detector's threshold between the map and the true source + target mask, for a
 plain shift, a 15 degree rotation with 1.1 scale, and the latter re-saved as JPEG quality 85.

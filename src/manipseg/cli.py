@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 
@@ -17,24 +16,13 @@ from . import __version__
 COMMANDS = {
     "predict": "manipseg.commands.predict",
     "models": "manipseg.commands.models",
+    "evaluate": "manipseg.commands.evaluate",
+    "calibrate": "manipseg.commands.calibrate",
+    "generate": "manipseg.commands.generate",
+    "train": "manipseg.commands.train",
+    "faces": "manipseg.commands.faces",
+    "serve": "manipseg.commands.serve",
 }
-
-
-def optional_commands() -> dict[str, str]:
-    """Commands whose modules exist in this install (those needing only the core are in ``COMMANDS``)."""
-    extra = {
-        "evaluate": "manipseg.commands.evaluate",
-        "calibrate": "manipseg.commands.calibrate",
-        "generate": "manipseg.commands.generate",
-        "train": "manipseg.commands.train",
-        "faces": "manipseg.commands.faces",
-        "serve": "manipseg.commands.serve",
-    }
-    found = {}
-    for name, module in extra.items():
-        if importlib.util.find_spec(module) is not None:
-            found[name] = module
-    return found
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -46,7 +34,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
-    for name, module_name in {**COMMANDS, **optional_commands()}.items():
+    for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.configure(p)

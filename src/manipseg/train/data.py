@@ -97,7 +97,7 @@ class TrainingSet(Dataset):
         return out
 
 
-# -- the G(M) hook (paper §3.1; the learned GAN blender is a separate issue) -------------------------------
+# -- the G(M) hook (paper §3.1; the learned GAN blender is manipseg.gan) -----------------------------------
 Generator = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
