@@ -135,11 +135,12 @@ def _lines(path):
 def test_killed_run_resumes_with_only_the_rest(tmp_path, astronaut):
     src = tmp_path / "in"
     src.mkdir()
-    for i in range(30):
-        y, x = (i * 37) % 250, (i * 53) % 250
-        save_png(src / f"img{i:02d}.png", astronaut[y:y + 256, x:x + 256])
+    n = 40
+    for i in range(n):  # 40 photos of 384 x 384 with gsr-fused: several seconds, interrupted after 5
+        y, x = (i * 37) % 120, (i * 53) % 120
+        save_png(src / f"img{i:02d}.png", astronaut[y:y + 384, x:x + 384])
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "manipseg", "predict", str(src), "--model", "gsr-compact", "--out", str(out),
+    cmd = [sys.executable, "-m", "manipseg", "predict", str(src), "--model", "gsr-fused", "--out", str(out),
            "--workers", "2", "--no-progress"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -152,7 +153,7 @@ def test_killed_run_resumes_with_only_the_rest(tmp_path, astronaut):
     assert proc.returncode == 130, err
     assert "--resume" in err
     first = [json.loads(line) for line in _lines(out / "predictions.jsonl")]
-    assert 5 <= len(first) < 30
+    assert 5 <= len(first) < n
     assert all("error" not in r for r in first)
     assert all((out / f"{r['stem']}.prob.png").is_file() for r in first)
     assert not list(out.glob(".*"))  # no temporary files left by the interruption
@@ -164,5 +165,5 @@ def test_killed_run_resumes_with_only_the_rest(tmp_path, astronaut):
     assert sorted(r["input"] for r in final) == sorted(str(p) for p in src.glob("*.png"))  # each once
     assert final[:len(first)] == first  # the earlier results kept as they were
     rows = sqlite3.connect(out / "index.sqlite").execute("select count(*), count(distinct input) from results").fetchone()
-    assert rows == (30, 30)
-    assert len(list(out.glob("*.prob.png"))) == 30
+    assert rows == (n, n)
+    assert len(list(out.glob("*.prob.png"))) == n
