@@ -15,6 +15,9 @@ Sets (reals = held-out faces of identities never seen in training; fakes made fr
                 classified by the same pipeline as `manipseg faces` (reals: the untouched photos)
   photo-swap-x0.9  the same photos (real and swapped) resized to 90 % first (bilinear), as a photo that was
                 resized after the edit (the `--demo` pair is resized like this)
+  photo-crude   the crude paste anyone would spot: another held-out person's face box pasted as a hard-edged
+                ellipse over the face box, no alignment, no colour matching (``crude_paste``)
+and how many of the altered photo-level faces the detector (``--detector``) still finds at all.
 Prints AUC, accuracy at the model's threshold, the share of reals / fakes at or above it, EER, and the pixel
 AUC of the heatmap against the blend mask (> 0.1) on the fakes. ``--demo`` writes a photo pair (real | swapped)
 and runs `manipseg faces` on it, then scores the swapped photo with ten blend seeds.
@@ -61,11 +64,17 @@ def evaluate(an: FaceAnalyzer, reals: list[np.ndarray], fakes: list[np.ndarray],
 
 
 def photo_fakes(an: FaceAnalyzer, folder: Path, held, partner: list[int] | None, rng: np.random.Generator,
-                scale: float = 1.0) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+                scale: float = 1.0, crude: bool = False, found_stats: dict | None = None, detector=None
+                ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Fakes made on the full photos, re-detected and cropped like `manipseg faces` does, after resizing both
     the real and the fake photo by ``scale``: (real crops, fake crops, masks in crop coords). With ``partner``
-    the fake is a swap with that held-out face's photo, without it a self-blend of the photo (SBI at the
-    photo's resolution)."""
+    the fake is a swap with that held-out face's photo (``crude``: the partner's face box pasted as a
+    hard-edged ellipse, :func:`crude_paste`), without it a self-blend of the photo (SBI at the photo's
+    resolution). ``found_stats`` gets ``altered`` (fakes made) and ``found`` (of those, the fakes in which
+    the detector finds a face over the altered region: IoU >= 0.3 with the original face box). ``detector``
+    (default: the analyser's) finds the faces in the altered and the real photos."""
+    from manipseg.faces.detect import box_iou
+    from manipseg.faces.sbi import crude_paste
     from manipseg.faces.detect import crop_face
     from manipseg.io import load_image
 
@@ -85,11 +94,20 @@ def photo_fakes(an: FaceAnalyzer, folder: Path, held, partner: list[int] | None,
             fs_ = an.detector.detect(s)
             if not fs_:
                 continue
-            fake, mask, _ = face_swap(t, ft[0].landmarks, s, fs_[0].landmarks, rng)
+            if crude:
+                fake, mask, _ = crude_paste(t, ft[0].box, s, fs_[0].box)
+            else:
+                fake, mask, _ = face_swap(t, ft[0].landmarks, s, fs_[0].landmarks, rng)
         fake, mask, real = resized(fake), resized(mask), resized(t)
-        found, found_real = an.detector.detect(fake), an.detector.detect(real)
+        det = detector or an.detector
+        found, found_real = det.detect(fake), det.detect(real)
         if found_real:
             reals.append(crop_face(real, found_real[0], an.cfg.size, an.margin)[0])
+        where = tuple(v * scale for v in ft[0].box)
+        found = [f for f in found if box_iou(f.box, where) >= 0.3]
+        if found_stats is not None:
+            found_stats["altered"] = found_stats.get("altered", 0) + 1
+            found_stats["found"] = found_stats.get("found", 0) + int(bool(found))
         if not found:
             continue
         crop, _, m = crop_face(fake, found[0], an.cfg.size, an.margin)
@@ -148,9 +166,17 @@ def main() -> int:
     p.add_argument("--demo-seeds", type=int, default=10, metavar="N",
                    help="with --demo: also score the swapped photo with blend seeds 0..N-1 (default %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="write the figures as JSON too")
+    p.add_argument("--detector", default=None, choices=("auto", "dlib", "opencv", "union"),
+                   help="face detector for the photo-level sets (default: the analyser's own)")
     args = p.parse_args()
     torch.set_num_threads(2)
     an = FaceAnalyzer(args.weights or bundled_weights())
+    if args.detector:
+        from manipseg.faces.detect import get_detector
+
+        photo_detector = get_detector(args.detector)
+    else:
+        photo_detector = an.detector
     folder = args.faces or data_root() / "faces" / "caltech-faces"
     fs = prepare_faces(folder, args.cache, size=an.cfg.size, margin=an.margin, detector=an.detector)
     _, ho = split_by_identity(fs, args.held_out, args.split_seed)
@@ -170,10 +196,17 @@ def main() -> int:
         "swap": (reals, [s[0] for s in swaps], [s[1] for s in swaps]),
         "swap-jp60": (degrade(reals, "jp60"), degrade([s[0] for s in swaps], "jp60"), [s[1] for s in swaps]),
     }
-    sets["photo-sbi"] = (reals, *photo_fakes(an, folder, held, None, np.random.default_rng(args.seed + 2))[1:])
-    sets["photo-swap"] = (reals, *photo_fakes(an, folder, held, partner, rng)[1:])
-    sets["photo-swap-x0.9"] = photo_fakes(an, folder, held, partner, np.random.default_rng(args.seed + 1), 0.9)
-    print(f"weights {args.weights or bundled_weights()} | detector {an.detector.name} | {len(held)} held-out faces "
+    found: dict[str, dict] = {k: {} for k in ("photo-sbi", "photo-swap", "photo-swap-x0.9", "photo-crude")}
+    sets["photo-sbi"] = (reals, *photo_fakes(an, folder, held, None, np.random.default_rng(args.seed + 2),
+                                             found_stats=found["photo-sbi"], detector=photo_detector)[1:])
+    sets["photo-swap"] = (reals, *photo_fakes(an, folder, held, partner, rng, found_stats=found["photo-swap"],
+                                              detector=photo_detector)[1:])
+    sets["photo-swap-x0.9"] = photo_fakes(an, folder, held, partner, np.random.default_rng(args.seed + 1), 0.9,
+                                          found_stats=found["photo-swap-x0.9"], detector=photo_detector)
+    sets["photo-crude"] = (reals, *photo_fakes(an, folder, held, partner, rng, crude=True,
+                                               found_stats=found["photo-crude"], detector=photo_detector)[1:])
+    print(f"weights {args.weights or bundled_weights()} | detector {an.detector.name} (photo-level sets: "
+          f"{photo_detector.name}) | {len(held)} held-out faces "
           f"({len(np.unique(held.identity))} identity clusters), {len(fs) - len(held)} train faces")
     print(f"| set | reals | fakes | AUC | acc@{an.threshold:.3g} | reals flagged | fakes flagged | EER | "
           "heatmap pixel AUC | mean p(real) | mean p(fake) |")
@@ -185,6 +218,12 @@ def main() -> int:
         print(f"| {name} | {len(r)} | {len(f)} | {res['auc']:.3f} | {res['accuracy']:.3f} | {res['real_flagged']:.3f} | "
               f"{res['fake_flagged']:.3f} | {res['eer']:.3f} | "
               f"{res['pixel_auc']:.3f} | {res['mean_prob_real']:.3f} | {res['mean_prob_fake']:.3f} |", flush=True)
+    print("\nfaces found in the altered photos (a detection over the altered face, IoU >= 0.3; a face not found "
+          "is reported as such by `manipseg faces`, not scored):")
+    for name, st in found.items():
+        if st.get("altered"):
+            print(f"  {name}: {st['found']}/{st['altered']} ({100 * st['found'] / st['altered']:.0f} %)")
+            results.setdefault(name, {})["found"] = st
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if args.demo:

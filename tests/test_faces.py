@@ -421,3 +421,32 @@ def test_photo_blend_real_is_the_inference_crop_and_the_sbi_lies_on_the_face(tmp
     assert ev_labels.tolist() == [0, 1, 1] and not np.array_equal(ev[1], ev[2])
     with pytest.raises(ValueError, match="no photo paths"):
         photo_patch(FaceSet(crop[None], crop_lm[None], np.array([0]), np.array(["photo.png"])), 0)
+
+
+def test_crude_paste_mask_is_where_the_pixels_changed(astronaut, coffee):
+    target, box = astronaut, (170.0, 70.0, 250.0, 160.0)
+    fake, mask, label = sbi.crude_paste(target, box, coffee, (200.0, 100.0, 330.0, 260.0))
+    assert label == 1 and fake.shape == target.shape and set(np.unique(mask)) == {0.0, 1.0}  # hard edge
+    changed = np.any(fake != target, axis=2)
+    assert not changed[mask == 0].any()               # nothing outside the ellipse moved
+    assert changed[mask == 1].mean() > 0.95           # the pasted face replaced the one under it
+    ys, xs = np.nonzero(mask)
+    assert box[0] <= xs.min() and xs.max() < box[2] and box[1] <= ys.min() and ys.max() < box[3]
+    soft = sbi.crude_paste(target, box, coffee, (200.0, 100.0, 330.0, 260.0), feather=3.0)[1]
+    assert ((soft > 0.05) & (soft < 0.95)).sum() > 100  # a feathered edge
+    with pytest.raises(ValueError, match="too small"):
+        sbi.crude_paste(target, (10.0, 10.0, 12.0, 12.0), coffee, (0.0, 0.0, 50.0, 50.0))
+
+
+def test_union_detector_keeps_every_dlib_face_and_adds_haar_boxes_with_landmarks(astronaut):
+    pytest.importorskip("dlib")
+    union = get_detector("union")
+    dlib_faces = get_detector("dlib").detect(astronaut)
+    faces = union.detect(astronaut)
+    assert len(faces) >= len(dlib_faces) >= 1
+    for f in dlib_faces:  # every dlib face is kept
+        assert max(box_iou(f.box, g.box) for g in faces) > 0.99
+    assert all(g.landmarks is not None and g.landmarks.shape == (68, 2) for g in faces)
+    # plus every Haar box that overlaps no dlib face (IoU < 0.3), with landmarks fitted inside it
+    extra = [h for h in get_detector("opencv").detect(astronaut) if all(box_iou(h.box, d.box) < 0.3 for d in dlib_faces)]
+    assert len(faces) == len(dlib_faces) + len(extra)

@@ -141,11 +141,38 @@ class HaarFaceDetector:
         return faces
 
 
-BACKENDS = {"dlib": DlibFaceDetector, "opencv": HaarFaceDetector}
+class UnionFaceDetector:
+    """dlib's HOG detector (at a lower score threshold) and OpenCV's Haar cascade together, so a pasted or
+    blended face that one of them misses (hard edges and mismatched halves break HOG's gradients) is still
+    analysed: every dlib face, plus each Haar box that overlaps none of them (IoU < ``iou``), whose 68
+    landmarks dlib's shape predictor fits inside the box (the landmark fallback). The classifier then
+    decides; a face neither finds is reported as "no face found", never as "looks real"."""
+
+    name = "union"
+
+    def __init__(self, min_score: float = -0.3, iou: float = 0.3, max_side: int = 1024) -> None:
+        self.dlib = DlibFaceDetector(min_score=min_score, max_side=max_side)
+        self.haar = HaarFaceDetector(max_side=max_side)
+        self.iou = float(iou)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        faces = self.dlib.detect(image)
+        for f in self.haar.detect(image):
+            if all(box_iou(f.box, g.box) < self.iou for g in faces):
+                x0, y0, x1, y1 = (int(round(v)) for v in f.box)
+                shape = self.dlib._predictor(np.ascontiguousarray(image), self.dlib._dlib.rectangle(x0, y0, x1, y1))
+                lm = np.array([(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)], dtype=np.float32)
+                faces.append(Face(f.box, lm, f.score))
+        faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        return faces
+
+
+BACKENDS = {"dlib": DlibFaceDetector, "opencv": HaarFaceDetector, "union": UnionFaceDetector}
 
 
 def get_detector(backend: str = "auto") -> FaceDetector:
-    """``"dlib"``, ``"opencv"`` or ``"auto"`` (dlib when installed, else OpenCV with a warning)."""
+    """``"dlib"``, ``"opencv"``, ``"union"`` (both, :class:`UnionFaceDetector`) or ``"auto"`` (dlib when
+    installed, else OpenCV with a warning)."""
     if backend == "auto":
         try:
             return DlibFaceDetector()

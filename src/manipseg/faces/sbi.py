@@ -212,3 +212,28 @@ def face_swap(target: np.ndarray, target_lm: np.ndarray | None, source: np.ndarr
     deformed = elastic_deform(hull.astype(np.float32), rng, alpha=0.03 * side, sigma=0.08 * side).astype(np.float32)
     mask = blur_mask(deformed, rng, side)
     return _to_uint8(blend(warped, target, mask)), mask, 1
+
+
+def crude_paste(target: np.ndarray, target_box: tuple[float, float, float, float], source: np.ndarray,
+                source_box: tuple[float, float, float, float], feather: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """The crude face paste anyone would spot: the ellipse inscribed in ``source``'s face box, resized to
+    ``target``'s face box and pasted there with a hard edge (``feather`` > 0: a Gaussian edge of that many
+    pixels), no alignment of landmarks, no colour matching. Returns (image, mask float32 in [0, 1], label 1)."""
+    h, w = target.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in target_box)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        raise ValueError(f"target face box {target_box} is too small or outside the image")
+    sx0, sy0, sx1, sy1 = (int(round(v)) for v in source_box)
+    sx0, sy0 = max(0, sx0), max(0, sy0)
+    sx1, sy1 = min(source.shape[1], sx1), min(source.shape[0], sy1)
+    if sx1 - sx0 < 8 or sy1 - sy0 < 8:
+        raise ValueError(f"source face box {source_box} is too small or outside the image")
+    patch = cv2.resize(source[sy0:sy1, sx0:sx1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    mask = np.zeros((h, w), np.float32)
+    cv2.ellipse(mask, (((x0 + x1) / 2, (y0 + y1) / 2), ((x1 - x0) * 0.95, (y1 - y0) * 0.95), 0.0), 1.0, -1)
+    if feather > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), float(feather))
+    placed = target.copy()
+    placed[y0:y1, x0:x1] = patch
+    return _to_uint8(blend(placed, target, mask)), mask, 1
