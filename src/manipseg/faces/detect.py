@@ -142,7 +142,7 @@ class HaarFaceDetector:
 
 
 class UnionFaceDetector:
-    """dlib's HOG detector (at a lower score threshold) and OpenCV's Haar cascade together, so a pasted or
+    """dlib's HOG detector (``min_score``) and OpenCV's Haar cascade together, so a pasted or
     blended face that one of them misses (hard edges and mismatched halves break HOG's gradients) is still
     analysed: every dlib face, plus each Haar box that overlaps none of them (IoU < ``iou``), whose 68
     landmarks dlib's shape predictor fits inside the box (the landmark fallback). The classifier then
@@ -150,7 +150,7 @@ class UnionFaceDetector:
 
     name = "union"
 
-    def __init__(self, min_score: float = -0.3, iou: float = 0.3, max_side: int = 1024) -> None:
+    def __init__(self, min_score: float = 0.0, iou: float = 0.3, max_side: int = 1024) -> None:
         self.dlib = DlibFaceDetector(min_score=min_score, max_side=max_side)
         self.haar = HaarFaceDetector(max_side=max_side)
         self.iou = float(iou)
