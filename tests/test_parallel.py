@@ -167,3 +167,36 @@ def test_killed_run_resumes_with_only_the_rest(tmp_path, astronaut):
     rows = sqlite3.connect(out / "index.sqlite").execute("select count(*), count(distinct input) from results").fetchone()
     assert rows == (n, n)
     assert len(list(out.glob("*.prob.png"))) == n
+
+
+def test_ray_flag_takes_no_value_from_the_inputs():
+    from manipseg.cli import build_parser
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["predict", "--ray", "photos/", "more.jpg"])
+    assert args.ray is True and args.ray_address is None and args.inputs == ["photos/", "more.jpg"]
+    args = parser.parse_args(["evaluate", "bench/", "--ray-address", "auto"])
+    assert args.ray_address == "auto" and args.dataset == "bench/"
+
+
+def _failing_state() -> None:
+    raise FileNotFoundError("weights.safetensors is not on this node")
+
+
+def test_a_worker_that_cannot_start_says_why():
+    from manipseg.parallel import PoolError
+
+    with pytest.raises(PoolError, match="a worker could not start: FileNotFoundError: weights.safetensors"):
+        with WorkerPool(_failing_state, (), PoolSpec(workers=2)) as pool:
+            list(pool.imap(_square, range(3)))
+
+
+def test_ray_refuses_more_workers_than_cpus_instead_of_waiting_forever():
+    ray = pytest.importorskip("ray")
+    from manipseg.parallel import PoolError, cpu_count
+
+    too_many = 4 * cpu_count()
+    with pytest.raises(PoolError, match=f"{too_many} Ray workers .* need {too_many} CPUs"):
+        with WorkerPool(_square_state, (0,), PoolSpec(workers=too_many, ray=True, threads=1)):
+            pass
+    assert not ray.is_initialized()  # the instance started for the pool is shut down again

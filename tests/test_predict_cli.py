@@ -135,3 +135,18 @@ def test_outputs_flag_writes_only_what_was_asked(tmp_path, astronaut, gradient_m
     assert sorted(p.name for p in out.glob("a.*")) == ["a.mask.png", "a.overlay.jpg", "a.prob.png", "a.thumb.jpg"]
     assert main(["predict", str(src), "--model", gradient_model, "--out", str(out), "--outputs", "prob,nope"]) == 2
     assert "unknown output(s) nope" in capsys.readouterr().err
+
+
+def test_resume_does_not_take_another_runs_files_as_its_own(tmp_path, astronaut, gradient_model, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(astronaut[:120, :160]).save(src / "a.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(src), "--model", "noi", "--out", str(out), "--no-progress"]) == 0  # all files
+    assert main(["predict", str(src), "--model", gradient_model, "--out", str(out), "--outputs", "prob",
+                 "--no-progress"]) == 0  # noi's mask and overlay stay on disk
+    capsys.readouterr()
+    assert main(["predict", str(src), "--model", gradient_model, "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "kept from the earlier run" not in capsys.readouterr().out  # this run never wrote a mask: analysed again
+    record = json.loads((out / "predictions.jsonl").read_text().splitlines()[-1])
+    assert record["model"] == gradient_model and ".mask.png" in record["outputs"]

@@ -52,9 +52,12 @@ def test_onnx_runtime_computes_what_torch_computes(weights, cache, astronaut):
     assert tiled_o.extras["tiles"] > 1
     np.testing.assert_allclose(tiled_o.prob, tiled_t.prob, atol=2e-4)
     # the graph was exported once into the cache, named by the weights' checksum
-    sha = read_header(weights)["sha256"]
-    assert (cache / "onnx" / f"{sha}.onnx").is_file()
-    assert runtime.graph_sha256(cache / "onnx" / f"{sha}.onnx") == sha
+    from manipseg.models.header import read_info
+
+    sha, arch = read_header(weights)["sha256"], runtime.arch_of(read_info(weights))
+    graph = runtime.cache_graph_path(sha, arch)
+    assert graph.is_file() and graph.parent == cache / "onnx"
+    assert runtime.graph_sha256(graph) == sha
 
 
 def test_shipped_graph_belongs_to_the_shipped_weights():
@@ -70,7 +73,20 @@ def test_a_stale_graph_beside_the_weights_is_not_used(weights, cache, tmp_path):
     det = GSRDetector.from_weights(weights, bf16=False, runtime="onnx")
     assert det._onnx.path != weights.with_suffix(".onnx")  # re-exported into the cache instead
     assert det._onnx.weights_sha256 == read_header(weights)["sha256"]
-    assert runtime.existing_graph(weights, read_header(weights)["sha256"]) == det._onnx.path
+    from manipseg.models.header import read_info
+
+    arch = runtime.arch_of(read_info(weights))
+    assert runtime.existing_graph(weights, read_header(weights)["sha256"], arch) == det._onnx.path
+    # the same tensors under other architecture options (no tensors behind them) are another graph
+    other_arch = {**arch, "aspp_rates": [1, 2, 3]}
+    assert runtime.existing_graph(weights, read_header(weights)["sha256"], other_arch) is None
+
+
+def test_an_unreadable_graph_is_skipped_with_a_warning(weights, cache, caplog):
+    weights.with_suffix(".onnx").write_bytes(b"not an onnx graph")
+    det = GSRDetector.from_weights(weights, bf16=False, runtime="onnx")  # exported into the cache instead
+    assert det.runtime == "onnx" and det._onnx.path != weights.with_suffix(".onnx")
+    assert "cannot read the ONNX graph" in caplog.text
 
 
 def test_auto_measures_once_and_caches_the_choice(weights, cache, monkeypatch):
@@ -86,6 +102,12 @@ def test_auto_measures_once_and_caches_the_choice(weights, cache, monkeypatch):
     assert len(calls) == 1  # the second detector read the cached choice
     saved = json.loads((cache / "runtime.json").read_text())
     assert [v["runtime"] for v in saved.values()] == ["onnx"]
+    # a choice stored under an older rule is decided again from its timings
+    key = next(iter(saved))
+    saved[key] = {"runtime": "torch", "torch_s": 0.95, "onnx_s": 1.0}  # torch only 5 % faster: onnx now
+    (cache / "runtime.json").write_text(json.dumps(saved))
+    runtime.cached_choice.cache_clear()
+    assert runtime.cached_choice(key) == "onnx"
     monkeypatch.setenv("MANIPSEG_RUNTIME", "torch")
     assert GSRDetector.from_weights(weights, bf16=False).runtime == "torch"
     # torch must be clearly faster to be chosen (its import costs start-up time)

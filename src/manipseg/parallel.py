@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 
+#: seconds to wait for Ray workers to start (load their model) before giving up
+READY_TIMEOUT = 600.0
+
+
 class PoolError(RuntimeError):
     """A worker could not be started or died (not a failure of one item: tasks report those themselves)."""
 
@@ -89,16 +93,11 @@ def pinned_environment(detector: Any) -> dict[str, str]:
     """Environment variables that make a worker's copy of ``detector`` compute exactly what it computes here:
     this process's bf16 decision and network runtime (both measured per thread count, and a worker has
     fewer threads), so 1 worker, N workers and Ray write the same bytes."""
-    import sys
-
     env = {}
-    if "torch" in sys.modules:  # a detector runs torch here: pin its bf16 decision
-        from .device import bf16_faster
-
-        env["MANIPSEG_BF16"] = "1" if bf16_faster("cpu") else "0"
     for d in (detector, getattr(detector, "artifact", None), getattr(detector, "similarity", None)):
-        if d is not None and isinstance(getattr(d, "runtime", None), str):
+        if d is not None and isinstance(getattr(d, "runtime", None), str):  # a network: what it really runs
             env["MANIPSEG_RUNTIME"] = d.runtime
+            env["MANIPSEG_BF16"] = "1" if getattr(d, "use_bf16", False) else "0"
             break
     return env
 
@@ -112,10 +111,15 @@ def _init_process(factory: Callable[..., Any], args: tuple, threads: int) -> Non
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     set_threads(threads)
-    _STATE["state"] = factory(*args)
+    try:
+        _STATE["state"] = factory(*args)
+    except Exception as exc:  # noqa: BLE001 - reported to the driver with the first task, as a PoolError
+        _STATE["error"] = f"{type(exc).__name__}: {exc}"
 
 
 def _run_in_process(task: Callable[[Any, Any], Any], item: Any) -> Any:
+    if "error" in _STATE:
+        raise PoolError(f"a worker could not start: {_STATE['error']}")
     return task(_STATE["state"], item)
 
 
@@ -170,9 +174,24 @@ class WorkerPool:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         threads = spec.threads or (max(1, cpus // spec.workers) if spec.workers > 1 else 1)
         count = spec.workers if spec.workers > 1 else max(1, cpus // threads)
+        if count * threads > cpus:  # actors that can never be scheduled would wait forever
+            self.close()
+            raise PoolError(f"{count} Ray workers of {threads} CPU(s) each need {count * threads} CPUs but the "
+                            f"cluster has {cpus}: use fewer --workers")
         remote = ray.remote(num_cpus=threads)(_RayWorker)
         self._actors = [remote.remote(self.factory, self.args, threads) for _ in range(count)]
         self.size = count
+        ready = [a.__ray_ready__.remote() for a in self._actors]
+        done, pending = ray.wait(ready, num_returns=len(ready), timeout=READY_TIMEOUT)
+        try:
+            ray.get(done)  # a worker whose factory failed (model not found on that node...) raises here
+        except ray.exceptions.RayActorError as exc:
+            self.close()
+            raise PoolError(f"a Ray worker could not start: {exc}") from exc
+        if pending:
+            self.close()
+            raise PoolError(f"{len(pending)} of {count} Ray workers did not start within {READY_TIMEOUT:.0f} s "
+                            "(CPUs taken by other Ray jobs?): use fewer --workers")
 
     def __exit__(self, *exc: Any) -> None:
         self.close(cancel=exc[0] is not None)

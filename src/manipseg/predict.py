@@ -77,9 +77,11 @@ def file_sha256(path: Path) -> str:
 
 
 def _earlier_results(jsonl: Path, model: str, threshold: float, out_dir: Path, weights: str | None = None,
-                     outputs: Iterable[str] = OUTPUTS) -> dict[str, dict[str, Any]]:
-    """Successful records of an earlier run for this model, weights and threshold whose ``outputs`` (at least)
-    all exist."""
+                     outputs: Iterable[str] = OUTPUTS, verdict_key: dict[str, Any] | None = None
+                     ) -> dict[str, dict[str, Any]]:
+    """Successful records of an earlier run for this model, weights, threshold and verdict calibration
+    (``verdict_key``: the thresholds the record's verdict was decided with) that wrote at least ``outputs``,
+    all of which still exist."""
     outputs = set(outputs) | {".thumb.jpg"}
     if not jsonl.is_file():
         return {}
@@ -91,6 +93,10 @@ def _earlier_results(jsonl: Path, model: str, threshold: float, out_dir: Path, w
             continue  # a line cut by a crash of an old version: that image is simply analysed again
         if ("error" in r or r.get("model") != model or r.get("threshold") != float(threshold)
                 or r.get("weights_sha256") != weights or "stem" not in r or "input" not in r):
+            continue
+        if not outputs <= set(r.get("outputs", OUTPUTS)):  # files on disk from another run do not count
+            continue
+        if verdict_key and any(r.get(k) != v for k, v in verdict_key.items()):
             continue
         if all((out_dir / f"{r['stem']}{suffix}").is_file() for suffix in outputs):
             kept[r["input"]] = r
@@ -246,7 +252,9 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
     jsonl = out_dir / "predictions.jsonl"
     weights = weights_checksum(detector)
     outputs = tuple(s for s in OUTPUTS if s in set(outputs) | {".thumb.jpg"})
-    earlier = _earlier_results(jsonl, detector.name, thr, out_dir, weights, outputs) if resume else {}
+    cal = verdict_of(detector, 0.0)
+    verdict_key = {k: cal.get(k) for k in ("score_threshold", "low_threshold", "false_alarm_rate")}
+    earlier = _earlier_results(jsonl, detector.name, thr, out_dir, weights, outputs, verdict_key) if resume else {}
     for item, why in missing:
         result.records.append({"input": str(item), "model": detector.name, "error": f"{item}: {why}"})
     todo = []
@@ -270,7 +278,10 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
         return result
     state = (thr, max_pixels, weights, outputs)
     if pool.parallel:
-        factory, args = _worker_state, (model, str(detector.device), calibration, pinned_environment(detector), state)
+        # workers (perhaps on other machines) get absolute paths of the model and calibration files
+        factory, args = _worker_state, (_absolute_if_file(model), str(detector.device),
+                                        _absolute_if_file(calibration) if calibration else None,
+                                        pinned_environment(detector), state)
     else:
         factory, args = (lambda: (detector, *state)), ()
     bar = tqdm(total=len(todo), unit="img", disable=not progress or len(todo) < 2, desc=f"predict [{detector.name}]")
@@ -296,12 +307,17 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
                 if done % 25 == 0:  # the index and report follow the batch without rewriting them per image
                     save_summaries()
     except KeyboardInterrupt:
+        raise BatchInterrupted(result.reused + done, len(files)) from None
+    finally:  # the index and report follow predictions.jsonl whatever ended the batch
         bar.close()
         save_summaries()
-        raise BatchInterrupted(result.reused + done, len(files)) from None
-    bar.close()
-    save_summaries()
     return result
+
+
+def _absolute_if_file(spec: str) -> str:
+    """``spec`` as an absolute path when it names an existing file (a registered name otherwise)."""
+    p = Path(spec)
+    return str(p.resolve()) if p.is_file() else spec
 
 
 def _sha256_or_none(path: Path) -> str | None:

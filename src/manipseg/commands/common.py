@@ -28,13 +28,15 @@ def detector_or_none(name: str, device: str):
 
 
 def add_pool_arguments(p) -> None:
-    """``--workers N`` and ``--ray [ADDRESS]``: where the work runs (:mod:`manipseg.parallel`)."""
+    """``--workers N``, ``--ray`` and ``--ray-address ADDRESS``: where the work runs (:mod:`manipseg.parallel`)."""
     p.add_argument("--workers", "-j", type=int, default=1, metavar="N",
                    help="worker processes on this machine, each with its share of the CPU threads (default 1: "
                         "this process); with --ray, the number of Ray workers (default one per CPU)")
-    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="run the workers on Ray: a local instance, or the cluster at ADDRESS (e.g. auto, "
-                        "ray://head:10001); needs pip install 'manipseg[ray]'")
+    p.add_argument("--ray", action="store_true",
+                   help="run the workers on Ray (a local instance unless --ray-address); needs "
+                        "pip install 'manipseg[ray]'")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="the Ray cluster to run on (implies --ray), e.g. auto on a cluster node, or ray://head:10001")
 
 
 def pool_or_none(args):
@@ -46,8 +48,8 @@ def pool_or_none(args):
     if args.workers < 1:
         print(f"error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
         return None
-    if args.ray is not None and importlib.util.find_spec("ray") is None:
+    use_ray = bool(args.ray or args.ray_address)
+    if use_ray and importlib.util.find_spec("ray") is None:
         print("error: --ray needs Ray: pip install 'manipseg[ray]'", file=sys.stderr)
         return None
-    return PoolSpec(workers=args.workers, ray=args.ray is not None,
-                    ray_address=None if args.ray in (None, "local") else args.ray)
+    return PoolSpec(workers=args.workers, ray=use_ray, ray_address=args.ray_address or None)

@@ -67,9 +67,15 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     print(f"evaluating {model!r} on {args.dataset} ({dataset.format}: {dataset.n_tampered} tampered, "
           f"{dataset.n_authentic} authentic); runs: clean{''.join(', ' + a.name for a in attacks)}")
-    report = evaluate(dataset, detector, attacks, out_dir=args.out, save_probs=args.save_probs,
-                      n_thresholds=args.thresholds, grid_rows=args.grid, progress=not args.no_progress,
-                      max_pixels=args.max_pixels, model_label=model, pool=pool)
+    from ..parallel import PoolError
+
+    try:
+        report = evaluate(dataset, detector, attacks, out_dir=args.out, save_probs=args.save_probs,
+                          n_thresholds=args.thresholds, grid_rows=args.grid, progress=not args.no_progress,
+                          max_pixels=args.max_pixels, model_label=model, pool=pool)
+    except PoolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(summary_table(report))
     quirks = report["dataset"]["quirks"]
     if quirks:

@@ -105,8 +105,14 @@ def run(args: argparse.Namespace) -> int:
     if pool_spec is None:
         return 2
     results = iter_pool(spec, pool_spec)
-    with tqdm(total=args.n, unit="sample", desc="generate") as bar:
-        records, failures = write_dataset(spec, args.out, results, progress=bar.update)
+    from ..parallel import PoolError
+
+    try:
+        with tqdm(total=args.n, unit="sample", desc="generate") as bar:
+            records, failures = write_dataset(spec, args.out, results, progress=bar.update)
+    except PoolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     out = Path(args.out)
     print(f"wrote {len(records)} samples to {out} (manifest.jsonl)")
     if args.preview:

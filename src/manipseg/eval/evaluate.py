@@ -124,13 +124,15 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
     thumbs = Thumbs(limit=grid_rows)
     failures: list[dict] = []
     if pool.parallel:
-        factory, args = _eval_state, (model_label, str(detector.device), pinned_environment(detector), dataset,
+        spec = str(Path(model_label).resolve()) if Path(model_label).is_file() else model_label
+        factory, args = _eval_state, (spec, str(detector.device), pinned_environment(detector), dataset,
                                       attacks or [], max_pixels, thumbs.height)
     else:
         factory, args = (lambda: (detector, dataset, attacks or [], max_pixels, thumbs.height)), ()
     bar = tqdm(total=len(dataset), desc=f"evaluate {detector.name}", unit="img", disable=not progress)
     with WorkerPool(factory, args, pool) as workers:
-        for item in workers.imap(_evaluate_item, range(len(dataset))):
+        # one result per worker in flight, plus one: each holds full-resolution maps for every attack
+        for item in workers.imap(_evaluate_item, range(len(dataset)), window=workers.size + 1):
             bar.update(1)
             sample = dataset[item["index"]]
             if item["error"] is not None:

@@ -59,6 +59,14 @@ def requested_runtime(requested: str) -> str:
     return requested
 
 
+def arch_sha256(arch: dict[str, Any]) -> str:
+    """A checksum of the architecture description (name and options): with the weights' checksum it names
+    a graph, since options without tensors (dilation rates...) change what the network computes."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def thread_setting() -> int:
     """Threads the network may use: ``OMP_NUM_THREADS`` when set (worker processes set it), else 0 (the
     library's default: the physical cores)."""
@@ -124,14 +132,20 @@ def export_onnx(net, path: str | os.PathLike, weights_sha256: str | None = None)
     outputs = ["seg", "boundary"] if len(core(*args)) == 2 else ["seg"]
     axes = {"image": {1: "h", 2: "w"}, **{o: {2: "h", 3: "w"} for o in outputs}}
 
+    import inspect
+
+    # the TorchScript exporter (torch >= 2.5 defaults to the dynamo one, which needs onnxscript)
+    extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    arch = arch_of({"arch": getattr(net, "arch", ""), "arch_kwargs": getattr(net, "arch_kwargs", {})})
+
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes about shape-dependent Python branches (static here)
             torch.onnx.export(core, args, str(tmp), input_names=["image", "scale", "offset"], output_names=outputs,
-                              dynamic_axes=axes, opset_version=17, dynamo=False)
+                              dynamic_axes=axes, opset_version=17, **extra)
         model = onnx.load(str(tmp))
         meta = {"weights_sha256": weights_sha256 or "", "arch": str(getattr(net, "arch", "")), "stride": str(s),
-                "format": GRAPH_FORMAT, "producer": "manipseg"}
+                "arch_sha256": arch_sha256(arch), "format": GRAPH_FORMAT, "producer": "manipseg"}
         for k, v in meta.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = k, v
@@ -157,6 +171,7 @@ def graph_metadata(path: str | os.PathLike) -> dict[str, str]:
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only the metadata is wanted
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     return dict(sess.get_modelmeta().custom_metadata_map)
 
@@ -206,23 +221,33 @@ def _cache_dir() -> Path:
     return Path(base) / "manipseg"
 
 
-def _usable(path: Path, weights_sha256: str) -> bool:
-    meta = graph_metadata(path)
-    return meta.get("weights_sha256") == weights_sha256 and meta.get("format") == GRAPH_FORMAT
+def _usable(path: Path, weights_sha256: str, arch: dict[str, Any]) -> bool:
+    try:
+        meta = graph_metadata(path)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are plain Exceptions: an unreadable graph
+        log.warning("cannot read the ONNX graph %s (%s): not used", path, exc)
+        return False
+    return (meta.get("weights_sha256") == weights_sha256 and meta.get("format") == GRAPH_FORMAT
+            and meta.get("arch_sha256") == arch_sha256(arch))
 
 
-def existing_graph(weights: str | os.PathLike | None, weights_sha256: str) -> Path | None:
-    """The graph of these weights if one exists: the shipped ``<weights>.onnx`` if it belongs to them, else
-    the cache's."""
+def cache_graph_path(weights_sha256: str, arch: dict[str, Any]) -> Path:
+    """Where the cache keeps the graph of these weights and this architecture."""
+    return _cache_dir() / "onnx" / f"{weights_sha256[:32]}-{arch_sha256(arch)[:16]}.onnx"
+
+
+def existing_graph(weights: str | os.PathLike | None, weights_sha256: str, arch: dict[str, Any]) -> Path | None:
+    """The graph of these weights and architecture if one exists: the shipped ``<weights>.onnx`` if it
+    belongs to them, else the cache's."""
     if weights is not None:
         beside = Path(weights).with_suffix(".onnx")
         if beside.is_file():
-            if _usable(beside, weights_sha256):
+            if _usable(beside, weights_sha256, arch):
                 return beside
             log.warning("%s was exported from other weights than %s (or by an older manipseg): not used",
                         beside, weights)
-    cached = _cache_dir() / "onnx" / f"{weights_sha256}.onnx"
-    return cached if cached.is_file() and _usable(cached, weights_sha256) else None
+    cached = cache_graph_path(weights_sha256, arch)
+    return cached if cached.is_file() and _usable(cached, weights_sha256, arch) else None
 
 
 def speed_key(arch: dict[str, Any], bf16: bool) -> str:
@@ -240,7 +265,7 @@ def speed_key(arch: dict[str, Any], bf16: bool) -> str:
     forced_bf16 = os.environ.get("MANIPSEG_BF16", "").strip()
     return (f"{cpu_model()} | threads {thread_setting() or 'default'} | torch {ver('torch')}"
             f"{' bf16 allowed' if bf16 else ''}{f' MANIPSEG_BF16={forced_bf16}' if forced_bf16 else ''}"
-            f" | onnxruntime {ver('onnxruntime')} | {json.dumps(arch, sort_keys=True, default=str)}")
+            f" | onnxruntime {ver('onnxruntime')} graph {GRAPH_FORMAT} | {json.dumps(arch, sort_keys=True, default=str)}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -251,8 +276,16 @@ def cached_choice(key: str) -> str | None:
     except (OSError, ValueError):
         return None
     entry = cache.get(key)
-    runtime = entry.get("runtime") if isinstance(entry, dict) else None
-    return runtime if runtime in ("torch", "onnx") else None
+    if not isinstance(entry, dict):
+        return None
+    try:  # decided again from the stored timings, so a change of the rule applies to old measurements too
+        return _decide({"torch": float(entry["torch_s"]), "onnx": float(entry["onnx_s"])})
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _decide(times: dict[str, float]) -> str:
+    return "torch" if times["torch"] < TORCH_MARGIN * times["onnx"] else "onnx"
 
 
 def _remember(key: str, times: dict[str, float], runtime: str) -> None:
@@ -283,6 +316,8 @@ def without_torch(requested: str, weights: str | os.PathLike, device: str, bf16:
     "build the torch network" (which may still measure and choose ONNX Runtime: :func:`choose`)."""
     from .header import WeightsError, read_header, read_info
 
+    from .header import FORMAT_VERSION
+
     requested = requested_runtime(requested)
     if requested == "torch" or str(device) != "cpu" or not onnxruntime_available():
         return None
@@ -290,14 +325,13 @@ def without_torch(requested: str, weights: str | os.PathLike, device: str, bf16:
         sha, info = read_header(weights).get("sha256"), read_info(weights)
     except WeightsError:
         return None  # the torch path reports the problem with the file
-    if not sha or (info.get("arch_kwargs") or {}).get("dct_stream"):
-        return None
-    graph = existing_graph(weights, sha)
-    if graph is None:
-        return None
-    if requested == "auto" and cached_choice(speed_key(arch_of(info), bf16)) != "onnx":
-        return None
-    return OnnxNetwork(graph)
+    if not sha or (info.get("arch_kwargs") or {}).get("dct_stream") or int(info.get("format", 0)) > FORMAT_VERSION:
+        return None  # (a newer weights format: the torch path says so)
+    arch = arch_of(info)
+    if requested == "auto" and cached_choice(speed_key(arch, bf16)) != "onnx":
+        return None  # not measured yet, or torch chosen: no graph is opened
+    graph = existing_graph(weights, sha, arch)
+    return OnnxNetwork(graph) if graph is not None else None
 
 
 def measure(net, onnx_net: OnnxNetwork, bf16: bool, side: int = 384, repeats: int = 3) -> dict[str, float]:
@@ -349,17 +383,20 @@ def choose(requested: str, net, device, weights: str | os.PathLike | None, weigh
     elif getattr(net, "dct_stream", False) or not weights_sha256:
         why_not = "no ONNX graph for these weights (networks with a DCT stream, and weights without a checksum, run in torch)"
     graph = None
+    arch = arch_of({"arch": getattr(net, "arch", ""), "arch_kwargs": getattr(net, "arch_kwargs", {})})
     if why_not is None:
-        graph = existing_graph(weights, weights_sha256)
+        graph = existing_graph(weights, weights_sha256, arch)
         if graph is None:
             if importlib.util.find_spec("onnx") is None:
                 why_not = "no ONNX graph for these weights, and the onnx package to export one is missing"
             else:
-                cached = _cache_dir() / "onnx" / f"{weights_sha256}.onnx"
+                cached = cache_graph_path(weights_sha256, arch)
                 try:
                     graph = export_onnx(net, cached, weights_sha256)
-                except (OSError, RuntimeError) as exc:  # a read-only cache, an exporter failure: torch it is
-                    why_not = f"cannot export the network to ONNX in {cached} ({exc})"
+                except Exception as exc:  # noqa: BLE001 - read-only cache, exporter or onnx failure: torch it is
+                    why_not = f"cannot export the network to ONNX in {cached} ({type(exc).__name__}: {exc})"
+                    if requested == "auto":
+                        log.warning("%s; running the network in torch", why_not)
     if why_not is not None:
         if requested == "onnx":
             raise RuntimeChoiceError(f"runtime 'onnx' cannot be used: {why_not}")
@@ -368,11 +405,11 @@ def choose(requested: str, net, device, weights: str | os.PathLike | None, weigh
     onnx_net = OnnxNetwork(graph)
     if requested == "onnx":
         return "onnx", onnx_net
-    key = speed_key(arch_of({"arch": net.arch, "arch_kwargs": net.arch_kwargs}), bf16_allowed)
+    key = speed_key(arch, bf16_allowed)
     choice = cached_choice(key)
     if choice is None:
         times = measure(net, onnx_net, bf16)
-        choice = "torch" if times["torch"] < TORCH_MARGIN * times["onnx"] else "onnx"
+        choice = _decide(times)
         log.info("network runtime measured on this CPU: torch%s %.3f s, onnxruntime %.3f s -> %s",
                  " bf16" if bf16 else "", times["torch"], times["onnx"], choice)
         _remember(key, times, choice)
