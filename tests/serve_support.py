@@ -12,6 +12,7 @@ import numpy as np
 
 from manipseg import registry
 from manipseg.contract import Detector, Prediction
+from manipseg.models.gsr import GSRDetector
 
 
 @registry.register("test-square", "test detector: the central quarter of the image, score 0.75")
@@ -108,3 +109,8 @@ class NoWeightsDetector(Detector):
 
     def _predict(self, image: np.ndarray) -> Prediction:
         raise AssertionError("never built")
+
+
+@registry.register("test-gsr-absent", "a network detector whose weights are not bundled")
+class AbsentWeightsGSR(GSRDetector):
+    arch = "compact"

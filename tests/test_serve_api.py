@@ -106,8 +106,8 @@ def test_healthz_info_and_models(api):
     assert by_name["noi"]["available"] and by_name["noi"]["threshold"] == pytest.approx(0.5)
     # what is listed is what analyze does: no bundled weights -> unavailable, with the reason; the threshold
     # of a network is the one its weights store (the one the detector uses), not the class default
-    assert not by_name["gsr-vgg16"]["available"] and "no trained weights" in by_name["gsr-vgg16"]["reason"]
-    assert post(api, sup.encode(small_photo()), model="gsr-vgg16").status_code == 503
+    assert not by_name["test-gsr-absent"]["available"] and "no trained weights" in by_name["test-gsr-absent"]["reason"]
+    assert post(api, sup.encode(small_photo()), model="test-gsr-absent").status_code == 503
     used = registry.load_detector("gsr-compact").threshold
     assert by_name["gsr-compact"]["available"] and by_name["gsr-compact"]["threshold"] == pytest.approx(used)
     assert used != pytest.approx(0.5)
