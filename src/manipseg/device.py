@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Iterator
@@ -99,11 +98,6 @@ def bf16_supported(device: str = "cpu") -> bool:
     return bool(torch.allclose(out.float(), ref, rtol=0.05, atol=0.1 * float(ref.abs().max())))
 
 
-def _cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "manipseg" / "bf16.json"
-
-
 def _cpu_model() -> str:
     from .parallel import cpu_model
 
@@ -148,25 +142,14 @@ def bf16_faster(device: str = "cpu") -> bool:
         return bf16_supported("cuda")
     if dev.type != "cpu" or not bf16_supported("cpu"):
         return False
-    key = f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
-    path = _cache_file()
-    try:
-        cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        cache = {}
-    if key in cache and isinstance(cache[key], dict) and "speedup" in cache[key]:
-        return float(cache[key]["speedup"]) >= 1.1
-    speedup = measure_bf16_speedup()
-    cache[key] = {"speedup": round(speedup, 3), "bf16": speedup >= 1.1}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:  # a read-only home: the decision is still made, just not remembered
-        import logging
+    from .cache import read_json, remember
 
-        logging.getLogger(__name__).debug("cannot cache the bf16 measurement in %s: %s", path, exc)
+    key = f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    entry = read_json("bf16.json").get(key)
+    if isinstance(entry, dict) and "speedup" in entry:
+        return float(entry["speedup"]) >= 1.1
+    speedup = measure_bf16_speedup()
+    remember("bf16.json", key, {"speedup": round(speedup, 3), "bf16": speedup >= 1.1})
     return speedup >= 1.1
 
 

@@ -217,8 +217,9 @@ class OnnxNetwork:
 
 # ----- the choice --------------------------------------------------------------------------------------
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "manipseg"
+    from ..cache import cache_dir
+
+    return cache_dir()
 
 
 def _usable(path: Path, weights_sha256: str, arch: dict[str, Any]) -> bool:
@@ -270,12 +271,9 @@ def speed_key(arch: dict[str, Any], bf16: bool) -> str:
 
 @functools.lru_cache(maxsize=None)
 def cached_choice(key: str) -> str | None:
-    path = _cache_dir() / "runtime.json"
-    try:
-        cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        return None
-    entry = cache.get(key)
+    from ..cache import read_json
+
+    entry = read_json("runtime.json").get(key)
     if not isinstance(entry, dict):
         return None
     try:  # decided again from the stored timings, so a change of the rule applies to old measurements too
@@ -289,19 +287,9 @@ def _decide(times: dict[str, float]) -> str:
 
 
 def _remember(key: str, times: dict[str, float], runtime: str) -> None:
-    path = _cache_dir() / "runtime.json"
-    try:
-        cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        cache = {}
-    cache[key] = {"runtime": runtime, **{f"{k}_s": round(v, 4) for k, v in times.items()}}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:  # a read-only home: the choice is still made, just not remembered
-        log.debug("cannot cache the runtime choice in %s: %s", path, exc)
+    from ..cache import remember
+
+    remember("runtime.json", key, {"runtime": runtime, **{f"{k}_s": round(v, 4) for k, v in times.items()}})
     cached_choice.cache_clear()
 
 
