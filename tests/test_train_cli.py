@@ -47,3 +47,33 @@ def test_train_cli_reports_config_errors(tmp_path, photos, capsys):
     assert main(["train", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad")]) == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_sigterm_to_the_whole_run_checkpoints_and_resumes(tmp_path, photos):
+    """A scheduler's SIGTERM reaches the trainer and its data-loader workers at once: the trainer still
+    writes its checkpoint and exits 130, and --resume continues from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = _config(tmp_path, photos, "").read_text().replace("steps: 2,", "steps: 400,").replace(
+        "log_every: 1}", "log_every: 1, num_workers: 1}").replace("every: 1, keep: 1", "every: 1000, keep: 1")
+    path = tmp_path / "long.yaml"
+    path.write_text(cfg)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "manipseg", "train", str(path), "--out", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        rows = (run / "train.csv").read_text().splitlines() if (run / "train.csv").is_file() else []
+        if len(rows) >= 4:  # header + 3 steps: the loader workers are running
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    os.killpg(proc.pid, signal.SIGTERM)  # the trainer and its loader workers together
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "DataLoader worker" not in err
+    assert list((run / "checkpoints").glob("step_*.pt"))  # written on the signal (no periodic one was due)

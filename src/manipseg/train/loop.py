@@ -51,6 +51,16 @@ class TrainingError(RuntimeError):
     """A run that cannot start or continue (bad data, mismatched resume...)."""
 
 
+def _loader_worker_ignores_interrupts(worker_id: int) -> None:
+    """Data-loader workers leave Ctrl-C and SIGTERM to the trainer: a job scheduler (or ``kill`` of the
+    process group) signals every process of the run, and a worker dying first would crash the trainer with
+    "DataLoader worker killed by signal" before it could write its checkpoint. The trainer's exit ends them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class TrainingInterrupted(Exception):
     """Ctrl-C / SIGTERM during training; a checkpoint of the last completed step was written."""
 
@@ -346,7 +356,8 @@ class Trainer:
         workers = int(t["num_workers"])
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                             generator=torch.Generator().manual_seed(0),  # never touch the global RNG
-                            persistent_workers=False, prefetch_factor=2 if workers else None)
+                            persistent_workers=False, prefetch_factor=2 if workers else None,
+                            worker_init_fn=_loader_worker_ignores_interrupts if workers else None)
         return loader, sampler
 
     # -- one step ------------------------------------------------------------------------------------------
