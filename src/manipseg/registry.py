@@ -129,7 +129,8 @@ add_entry("ela", "manipseg.models.classical.ela:ELADetector",
 add_entry("gsr-compact", "manipseg.models.gsr:GSRCompactDetector",
           "GSR-Net scheme with the compact CPU network (boundary branch, SRM stem); trained weights bundled.")
 add_entry("gsr-vgg16", "manipseg.models.gsr:GSRVGG16Detector",
-          "GSR-Net (Zhou et al. 2020): DeepLab VGG-16 (BN) + ASPP + boundary branch; needs trained weights.")
+          "GSR-Net (Zhou et al. 2020): DeepLab VGG-16 + ASPP + boundary branch from the HED init; weights bundled "
+          "(the most accurate on real splices, slow).")
 add_entry("copymove", "manipseg.models.copymove:CopyMoveDetector",
           "Copy-move: SIFT/g2NN self-matching, RANSAC transforms, dense ZNCC map of source and target.")
 add_entry("fused", "manipseg.models.fused:FusedDetector",

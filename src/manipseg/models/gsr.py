@@ -258,7 +258,8 @@ class GSRCompactDetector(GSRDetector):
 
 class GSRVGG16Detector(GSRDetector):
     name = "gsr-vgg16"
-    summary = "GSR-Net (Zhou et al. 2020): DeepLab VGG-16 (BN) + ASPP with boundary branch; needs weights."
+    summary = ("GSR-Net (Zhou et al. 2020): DeepLab VGG-16 + ASPP + boundary branch from the HED init; weights "
+               "bundled (the most accurate on real splices, slow).")
     arch = "gsr-vgg16"
     default_overlap = 384  # ASPP dilation 24 at stride 8 alone reaches 192 px
 
