@@ -102,6 +102,22 @@ def pinned_environment(detector: Any) -> dict[str, str]:
     return env
 
 
+def absolute_if_file(spec: str) -> str:
+    """``spec`` as an absolute path when it names an existing file (a model or calibration file a worker,
+    perhaps on another machine, must open), unchanged otherwise (a registered name)."""
+    p = Path(spec)
+    return str(p.resolve()) if p.is_file() else spec
+
+
+def worker_detector(model: str, device: str, env: dict[str, str]) -> Any:
+    """A worker's copy of the driver's detector: loaded from ``model`` under the driver's pinned decisions
+    (``env``, from :func:`pinned_environment`)."""
+    os.environ.update(env)
+    from . import registry
+
+    return registry.load_detector(model, device=device)
+
+
 # ----- local worker processes ------------------------------------------------------------------------
 _STATE: dict[str, Any] = {}
 

@@ -26,7 +26,7 @@ from .calibration import verdict_of
 from .contract import ContractError, Detector
 from .io import (DEFAULT_MAX_PIXELS, ImageLoadError, atomic_write, decode_image, encode_jpeg, encode_png,
                  is_output_file, prob_to_u16, read_image_bytes, write_bytes_atomic)
-from .parallel import PoolSpec, WorkerPool, pinned_environment
+from .parallel import PoolSpec, WorkerPool, absolute_if_file, pinned_environment, worker_detector
 from .postprocess import prob_to_mask
 from .visualize import overlay
 
@@ -189,16 +189,6 @@ def write_outputs(out_dir: Path, stem: str, files: dict[str, bytes]) -> None:
         write_bytes_atomic(out_dir / f"{stem}{suffix}", data)
 
 
-def predict_one(detector: Detector, path: Path, out_dir: Path, stem: str, threshold: float,
-                max_pixels: int | None = DEFAULT_MAX_PIXELS, dilate: int = 5,
-                weights: str | None = None) -> dict[str, Any]:
-    """Analyse one image file and write its outputs into ``out_dir``; returns its record."""
-    record, files = analyse(detector, read_image_bytes(path), str(path), stem, threshold, max_pixels=max_pixels,
-                            dilate=dilate, weights=weights)
-    write_outputs(out_dir, stem, files)
-    return record
-
-
 def thumbnail(rgb: np.ndarray, width: int = 320) -> np.ndarray:
     """``rgb`` shrunk (area averaging) to at most ``width`` pixels wide."""
     import cv2
@@ -279,8 +269,8 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
     state = (thr, max_pixels, weights, outputs)
     if pool.parallel:
         # workers (perhaps on other machines) get absolute paths of the model and calibration files
-        factory, args = _worker_state, (_absolute_if_file(model), str(detector.device),
-                                        _absolute_if_file(calibration) if calibration else None,
+        factory, args = _worker_state, (absolute_if_file(model), str(detector.device),
+                                        absolute_if_file(calibration) if calibration else None,
                                         pinned_environment(detector), state)
     else:
         factory, args = (lambda: (detector, *state)), ()
@@ -314,12 +304,6 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
     return result
 
 
-def _absolute_if_file(spec: str) -> str:
-    """``spec`` as an absolute path when it names an existing file (a registered name otherwise)."""
-    p = Path(spec)
-    return str(p.resolve()) if p.is_file() else spec
-
-
 def _sha256_or_none(path: Path) -> str | None:
     try:
         return file_sha256(path)
@@ -338,14 +322,9 @@ def _items(todo: list[Path], stems: dict[Path, str]) -> Iterator[tuple[str, str,
 
 
 def _worker_state(model: str, device: str, calibration: str | None, env: dict[str, str], state: tuple) -> tuple:
-    """A worker's detector (loaded from ``model`` with the driver's bf16 / runtime choices, ``env``) and the
-    batch settings."""
-    import os
-
-    os.environ.update(env)
-    from . import registry
-
-    detector = registry.load_detector(model, device=device)
+    """A worker's detector (:func:`manipseg.parallel.worker_detector`, with ``calibration``) and the batch
+    settings."""
+    detector = worker_detector(model, device, env)
     if calibration:
         from .calibration import Calibration
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..contract import Detector
 from ..io import ImageLoadError, atomic_write, prob_to_u16, save_png
-from ..parallel import PoolSpec, WorkerPool, pinned_environment
+from ..parallel import PoolSpec, WorkerPool, absolute_if_file, pinned_environment, worker_detector
 from . import plots
 from .attacks import Attack
 from .datasets import Dataset
@@ -124,9 +124,9 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
     thumbs = Thumbs(limit=grid_rows)
     failures: list[dict] = []
     if pool.parallel:
-        spec = str(Path(model_label).resolve()) if Path(model_label).is_file() else model_label
-        factory, args = _eval_state, (spec, str(detector.device), pinned_environment(detector), dataset,
-                                      attacks or [], max_pixels, thumbs.height)
+        factory, args = _eval_state, (absolute_if_file(model_label), str(detector.device),
+                                      pinned_environment(detector), dataset, attacks or [], max_pixels,
+                                      thumbs.height)
     else:
         factory, args = (lambda: (detector, dataset, attacks or [], max_pixels, thumbs.height)), ()
     bar = tqdm(total=len(dataset), desc=f"evaluate {detector.name}", unit="img", disable=not progress)
@@ -184,14 +184,8 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
 
 def _eval_state(model: str, device: str, env: dict[str, str], dataset: Dataset, attacks: list[Attack],
                 max_pixels: int | None, thumb_height: int) -> tuple:
-    """A worker's detector (loaded from ``model`` with the driver's bf16 / runtime choices, ``env``) and the
-    evaluation's inputs."""
-    import os
-
-    os.environ.update(env)
-    from .. import registry
-
-    return registry.load_detector(model, device=device), dataset, attacks, max_pixels, thumb_height
+    """A worker's detector (:func:`manipseg.parallel.worker_detector`) and the evaluation's inputs."""
+    return worker_detector(model, device, env), dataset, attacks, max_pixels, thumb_height
 
 
 def _evaluate_item(state: tuple, index: int) -> dict:
