@@ -76,10 +76,10 @@ def test_a_stale_graph_beside_the_weights_is_not_used(weights, cache, tmp_path):
     from manipseg.models.header import read_info
 
     arch = runtime.arch_of(read_info(weights))
-    assert runtime.existing_graph(weights, read_header(weights)["sha256"], arch) == det._onnx.path
+    assert runtime.open_graph(weights, read_header(weights)["sha256"], arch).path == det._onnx.path
     # the same tensors under other architecture options (no tensors behind them) are another graph
     other_arch = {**arch, "aspp_rates": [1, 2, 3]}
-    assert runtime.existing_graph(weights, read_header(weights)["sha256"], other_arch) is None
+    assert runtime.open_graph(weights, read_header(weights)["sha256"], other_arch) is None
 
 
 def test_an_unreadable_graph_is_skipped_with_a_warning(weights, cache, caplog):

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from ..cache import cache_dir
+
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx")
@@ -197,9 +199,9 @@ class OnnxNetwork:
         so.log_severity_level = 3
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        meta = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.weights_sha256 = meta.get("weights_sha256") or None
-        self.stride = int(meta.get("stride", "8"))
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)  # what export_onnx recorded
+        self.weights_sha256 = self.metadata.get("weights_sha256") or None
+        self.stride = int(self.metadata.get("stride", "8"))
         self.n_outputs = len(self.session.get_outputs())
 
     def run(self, tile: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -216,39 +218,39 @@ class OnnxNetwork:
 
 
 # ----- the choice --------------------------------------------------------------------------------------
-def _cache_dir() -> Path:
-    from ..cache import cache_dir
-
-    return cache_dir()
-
-
-def _usable(path: Path, weights_sha256: str, arch: dict[str, Any]) -> bool:
-    try:
-        meta = graph_metadata(path)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are plain Exceptions: an unreadable graph
-        log.warning("cannot read the ONNX graph %s (%s): not used", path, exc)
-        return False
-    return (meta.get("weights_sha256") == weights_sha256 and meta.get("format") == GRAPH_FORMAT
-            and meta.get("arch_sha256") == arch_sha256(arch))
-
-
 def cache_graph_path(weights_sha256: str, arch: dict[str, Any]) -> Path:
     """Where the cache keeps the graph of these weights and this architecture."""
-    return _cache_dir() / "onnx" / f"{weights_sha256[:32]}-{arch_sha256(arch)[:16]}.onnx"
+    return cache_dir() / "onnx" / f"{weights_sha256[:32]}-{arch_sha256(arch)[:16]}.onnx"
 
 
-def existing_graph(weights: str | os.PathLike | None, weights_sha256: str, arch: dict[str, Any]) -> Path | None:
-    """The graph of these weights and architecture if one exists: the shipped ``<weights>.onnx`` if it
-    belongs to them, else the cache's."""
-    if weights is not None:
-        beside = Path(weights).with_suffix(".onnx")
-        if beside.is_file():
-            if _usable(beside, weights_sha256, arch):
-                return beside
-            log.warning("%s was exported from other weights than %s (or by an older manipseg): not used",
-                        beside, weights)
-    cached = cache_graph_path(weights_sha256, arch)
-    return cached if cached.is_file() and _usable(cached, weights_sha256, arch) else None
+def _open_if_usable(path: Path, weights_sha256: str, arch: dict[str, Any]) -> OnnxNetwork | None:
+    """A session over ``path`` if its metadata says it is the graph of these weights and architecture
+    (exported in the current format); None (with a warning) if it is unreadable or another network's."""
+    try:
+        net = OnnxNetwork(path)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are plain Exceptions: an unreadable graph
+        log.warning("cannot read the ONNX graph %s (%s): not used", path, exc)
+        return None
+    meta = net.metadata
+    if (meta.get("weights_sha256") == weights_sha256 and meta.get("format") == GRAPH_FORMAT
+            and meta.get("arch_sha256") == arch_sha256(arch)):
+        return net
+    log.warning("%s was exported from other weights or another architecture (or by an older manipseg): "
+                "not used", path)
+    return None
+
+
+def open_graph(weights: str | os.PathLike | None, weights_sha256: str, arch: dict[str, Any]) -> OnnxNetwork | None:
+    """A session over the graph of these weights and architecture if one exists: the shipped
+    ``<weights>.onnx`` if it belongs to them, else the cache's. Each file is opened once."""
+    candidates = [Path(weights).with_suffix(".onnx")] if weights is not None else []
+    candidates.append(cache_graph_path(weights_sha256, arch))
+    for path in candidates:
+        if path.is_file():
+            net = _open_if_usable(path, weights_sha256, arch)
+            if net is not None:
+                return net
+    return None
 
 
 def speed_key(arch: dict[str, Any], bf16: bool) -> str:
@@ -318,8 +320,7 @@ def without_torch(requested: str, weights: str | os.PathLike, device: str, bf16:
     arch = arch_of(info)
     if requested == "auto" and cached_choice(speed_key(arch, bf16)) != "onnx":
         return None  # not measured yet, or torch chosen: no graph is opened
-    graph = existing_graph(weights, sha, arch)
-    return OnnxNetwork(graph) if graph is not None else None
+    return open_graph(weights, sha, arch)
 
 
 def measure(net, onnx_net: OnnxNetwork, bf16: bool, side: int = 384, repeats: int = 3) -> dict[str, float]:
@@ -370,17 +371,17 @@ def choose(requested: str, net, device, weights: str | os.PathLike | None, weigh
         why_not = "onnxruntime is not installed (pip install onnxruntime)"
     elif getattr(net, "dct_stream", False) or not weights_sha256:
         why_not = "no ONNX graph for these weights (networks with a DCT stream, and weights without a checksum, run in torch)"
-    graph = None
+    onnx_net = None
     arch = arch_of({"arch": getattr(net, "arch", ""), "arch_kwargs": getattr(net, "arch_kwargs", {})})
     if why_not is None:
-        graph = existing_graph(weights, weights_sha256, arch)
-        if graph is None:
+        onnx_net = open_graph(weights, weights_sha256, arch)
+        if onnx_net is None:
             if importlib.util.find_spec("onnx") is None:
                 why_not = "no ONNX graph for these weights, and the onnx package to export one is missing"
             else:
                 cached = cache_graph_path(weights_sha256, arch)
                 try:
-                    graph = export_onnx(net, cached, weights_sha256)
+                    onnx_net = OnnxNetwork(export_onnx(net, cached, weights_sha256))
                 except Exception as exc:  # noqa: BLE001 - read-only cache, exporter or onnx failure: torch it is
                     why_not = f"cannot export the network to ONNX in {cached} ({type(exc).__name__}: {exc})"
                     if requested == "auto":
@@ -390,7 +391,6 @@ def choose(requested: str, net, device, weights: str | os.PathLike | None, weigh
             raise RuntimeChoiceError(f"runtime 'onnx' cannot be used: {why_not}")
         log.debug("running the network in torch: %s", why_not)
         return "torch", None
-    onnx_net = OnnxNetwork(graph)
     if requested == "onnx":
         return "onnx", onnx_net
     key = speed_key(arch, bf16_allowed)
