@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from manipseg import registry
-from manipseg.calibration import (Calibration, CalibrationError, calibrate_scores, measure, threshold_at_rate,
-                                  verdict_of)
+from manipseg.calibration import (Calibration, CalibrationError, allowed_false_alarms, calibrate_scores, measure,
+                                  threshold_at_rate, verdict_of)
 from manipseg.cli import main
 from manipseg.contract import Detector, Prediction
 from manipseg.io import save_png
@@ -25,6 +25,21 @@ def test_threshold_at_rate_known_answers():
         threshold_at_rate([0.1], 1.0)
 
 
+def test_a_rate_bounded_at_a_confidence():
+    from scipy.stats import binom
+
+    for n, rate in ((780, 0.05), (200, 0.05), (1000, 0.01)):
+        k = allowed_false_alarms(n, rate, 0.95)
+        assert k < allowed_false_alarms(n, rate)  # stricter than the plain quantile
+        # Clopper-Pearson: with k of n seen, a true rate above `rate` would show k or fewer at most 5 % of the time
+        assert binom.cdf(k, n, rate) <= 0.05 + 1e-9 < binom.cdf(k + 1, n, rate)
+    assert allowed_false_alarms(780, 0.05, 0.95) == 28 and allowed_false_alarms(10, 0.05, 0.95) == 0
+    scores = np.arange(780) / 780.0
+    assert np.sum(scores >= threshold_at_rate(scores, 0.05, confidence=0.95)) == 28
+    with pytest.raises(CalibrationError, match="confidence"):
+        allowed_false_alarms(100, 0.05, 1.5)
+
+
 def test_verdict_logic_and_round_trip(tmp_path):
     cal = calibrate_scores("x", np.linspace(0, 0.8, 81), rate=0.05, inconclusive_rate=0.25, sources=["a"])
     assert cal.low_threshold < cal.threshold
@@ -35,7 +50,10 @@ def test_verdict_logic_and_round_trip(tmp_path):
     assert m["flagged"] <= 0.05 and m["inconclusive_or_flagged"] <= 0.25
     path = cal.save(tmp_path / "c.json")
     again = Calibration.load(path)
-    assert again == cal
+    assert again == cal and again.confidence is None
+    bounded = calibrate_scores("x", np.linspace(0, 0.8, 81), rate=0.05, confidence=0.95)
+    assert bounded.threshold > cal.threshold and Calibration.load(bounded.save(tmp_path / "b.json")) == bounded
+    assert Calibration.load(tmp_path / "b.json").confidence == 0.95
     bad = json.loads(path.read_text())
     bad["low_threshold"] = 0.99
     (tmp_path / "bad.json").write_text(json.dumps(bad))

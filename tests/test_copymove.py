@@ -218,6 +218,59 @@ def test_working_size_is_capped():
     assert fast.extras["keypoints"] <= 16000 * 0.25 + 1
 
 
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+
+
+def _another_instance(obj: np.ndarray, rng: np.random.Generator, gain: float) -> np.ndarray:
+    """The same kind of object photographed again: its geometry differs by a smooth deformation of about one
+    pixel, its light by ``gain``, its sensor noise is its own. Same shapes and texture, different pixels."""
+    h, w = obj.shape[:2]
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    flow = [cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 12) for _ in range(2)]
+    dx, dy = (f / f.std() for f in flow)
+    moved = cv2.remap(obj.astype(np.float32), gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return np.clip(moved * gain + rng.normal(0, 3, moved.shape), 0, 255).astype(np.uint8)
+
+
+def test_verifier_rejects_two_instances_of_a_textured_object():
+    gravel = np.dstack([data.gravel()] * 3)
+    h, w = gravel.shape[:2]
+    s = min(h, w) // 4
+    obj = gravel[h // 4:h // 4 + s, w // 8:w // 8 + s]
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur(gravel, (0, 0), 8)  # a smooth background
+    scene[h // 4:h // 4 + s, w // 8:w // 8 + s] = _another_instance(obj, rng, 1.0)
+    scene[h // 2:h // 2 + s, w // 2:w // 2 + s] = _another_instance(obj, rng, 1.08)
+    scene = _jpeg(scene, 90)
+    unverified = CopyMoveDetector(min_agreement=-1.0).predict(scene)
+    assert unverified.score >= 0.5 and max(t["inliers"] for t in unverified.extras["transforms"]) >= 50  # SIFT matches them
+    verified = CopyMoveDetector().predict(scene)
+    assert verified.score == 0.0 and not verified.extras["transforms"]
+    assert verified.extras["rejected"] and max(t["agreement"] for t in verified.extras["rejected"]) < 0.5
+    assert verified.prob.max() < 0.5  # shown faintly, never in the mask
+
+
+@pytest.mark.parametrize("name", ["astronaut", "gravel"])
+def test_verifier_accepts_a_copy_under_jpeg_80_and_scaling_0_9(detector, name):
+    image = getattr(data, name)()
+    image = _jpeg(np.dstack([image] * 3) if image.ndim == 2 else image, 90)
+    h, w = image.shape[:2]
+    s = min(h, w) // 4
+    patch = cv2.resize(image[h // 4:h // 4 + s, w // 8:w // 8 + s], None, fx=0.9, fy=0.9, interpolation=cv2.INTER_LINEAR)
+    forged = image.copy()
+    forged[h // 2:h // 2 + patch.shape[0], w // 2:w // 2 + patch.shape[1]] = patch
+    pred = detector.predict(_jpeg(forged, 80))
+    assert pred.score >= 0.5
+    best = max(pred.extras["transforms"], key=lambda t: t["inliers"])
+    assert best["agreement"] >= detector.min_agreement
+    target = np.zeros((h, w), bool)
+    target[h // 2:h // 2 + patch.shape[0], w // 2:w // 2 + patch.shape[1]] = True
+    assert iou(pred.prob >= 0.5, target) > 0.3  # the pasted copy (and its source) are marked
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="ratio"):
         CopyMoveDetector(ratio=1.5)
@@ -229,6 +282,8 @@ def test_bad_settings_are_refused():
         CopyMoveDetector(min_inliers=1)
     with pytest.raises(ValueError, match="max_pixels must be a number, got '1.5e6'"):
         CopyMoveDetector(max_pixels="1.5e6")  # what YAML makes of 1.5e6
+    with pytest.raises(ValueError, match="min_agreement"):
+        CopyMoveDetector(min_agreement=1.5)
 
 
 # -- fusion -----------------------------------------------------------------------------------------
@@ -253,14 +308,31 @@ def test_fused_combines_noi_and_copymove(mode):
     fused = registry.create("fused") if mode == "max" else FusedDetector(mode=mode)
     assert fused.artifact.name == "noi" and fused.similarity.name == "copymove"
     pa, ps = fused.artifact.predict(image), fused.similarity.predict(image)
+    assert ps.score >= 0.5  # a verified copy: the artifact map is halved, kept below the fused threshold
     pred = fused.predict(image)
-    expected = combine(align_to_threshold(pa.prob, fused.artifact.threshold),
-                       align_to_threshold(ps.prob, fused.similarity.threshold), mode)
+    halved = np.minimum(0.5 * align_to_threshold(pa.prob, fused.artifact.threshold), np.nextafter(np.float32(0.5), 0))
+    expected = combine(halved, align_to_threshold(ps.prob, fused.similarity.threshold), mode)
     np.testing.assert_allclose(pred.prob, expected, atol=1e-6)
+    assert pred.extras["mask_from"] == "similarity"
+    np.testing.assert_array_equal(pred.prob >= 0.5, ps.prob >= 0.5)  # the mask is the copy's
+    unfollowed = FusedDetector(mode=mode, artifact_weight_on_copy=1.0).predict(image)
+    plain = combine(align_to_threshold(pa.prob, fused.artifact.threshold),
+                    align_to_threshold(ps.prob, fused.similarity.threshold), mode)
+    np.testing.assert_allclose(unfollowed.prob, plain, atol=1e-6)
     if mode == "max":
-        np.testing.assert_allclose(pred.prob, np.maximum(pa.prob, ps.prob), atol=1e-6)  # both thresholds 0.5
+        np.testing.assert_allclose(unfollowed.prob, np.maximum(pa.prob, ps.prob), atol=1e-6)  # both thresholds 0.5
     assert pred.score >= max(pa.score, ps.score) - 1e-6
     assert iou(pred.prob >= fused.threshold, truth) >= iou(pa.prob >= 0.5, truth)
+
+
+def test_fused_mask_without_a_copy_is_the_artifact_detector_s():
+    image = data.chelsea()
+    fused = registry.create("fused")
+    pa, ps = fused.artifact.predict(image), fused.similarity.predict(image)
+    assert ps.score < 0.5
+    pred = fused.predict(image)
+    assert pred.extras["mask_from"] == "both"
+    np.testing.assert_array_equal(pred.prob >= 0.5, pa.prob >= fused.artifact.threshold)
 
 
 def test_fused_parallel_path_gives_the_sequential_result():
@@ -278,6 +350,8 @@ def test_fused_configuration():
         FusedDetector(mode="average")
     with pytest.raises(ValueError, match="similarity_weight"):
         FusedDetector(similarity_weight=2.0)
+    with pytest.raises(ValueError, match="artifact_weight_on_copy"):
+        FusedDetector(artifact_weight_on_copy=-0.1)
     with pytest.raises(FileNotFoundError):
         FusedDetector.from_pretrained("no-such-weights.safetensors")
     with pytest.raises(registry.UnknownDetectorError):

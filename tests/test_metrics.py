@@ -141,6 +141,12 @@ def test_authentic_and_empty_masks_only_enter_image_level():
     assert il["accuracy"] == pytest.approx(0.75) and il["tnr"] == 0.5 and il["tpr"] == 1.0
     assert s["authentic_fp_rate_0.5"] == pytest.approx(0.5)
     assert only.summary()["image_level"] is None
+    assert "verdict_threshold" not in il
+    calibrated = M.Accumulator(verdict_threshold=0.72)
+    for name, score, auth in (("t", 0.8, False), ("empty", 0.7, False), ("a1", 0.2, True), ("a2", 0.75, True)):
+        calibrated.add(name, p, None if auth else m, score=score, authentic=auth)
+    cil = calibrated.summary()["image_level"]
+    assert cil["verdict_threshold"] == 0.72 and cil["tpr_at_verdict"] == 0.5 and cil["fpr_at_verdict"] == 0.5
 
 
 def test_trivial_baseline_constant_equals_full_map():

@@ -45,6 +45,9 @@ class Calibration:
     weights_sha256: str | None = None
     #: false-alarm rates measured on other authentic sets: {name: {"n": N, "flagged": rate, "inconclusive": rate}}
     measured: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: None: ``threshold`` lets ``floor(false_alarm_rate * n_images)`` calibration photos through; else the
+    #: confidence at which ``false_alarm_rate`` is an upper bound (one-sided Clopper-Pearson)
+    confidence: float | None = None
 
     def verdict(self, score: float) -> str:
         if score >= self.threshold:
@@ -87,29 +90,51 @@ class Calibration:
         return cal
 
 
-def threshold_at_rate(scores: Sequence[float], rate: float) -> float:
+def allowed_false_alarms(n: int, rate: float, confidence: float | None = None) -> int:
+    """How many of ``n`` calibration photos may reach the threshold. Without ``confidence``: ``floor(rate * n)``.
+    With it, the largest ``k`` whose one-sided Clopper-Pearson upper bound on the false-alarm rate is at most
+    ``rate`` at that confidence: the stated rate then holds, with that confidence, for other photos like the
+    calibration ones, not only for these (n = 780, rate 0.05, confidence 0.95: k = 28, 3.6 % of them)."""
+    if confidence is None:
+        return int(math.floor(rate * n + 1e-9))
+    if not 0.0 < confidence < 1.0:
+        raise CalibrationError(f"a confidence must be in (0, 1), got {confidence}")
+    from scipy.stats import beta
+
+    k = -1
+    while k + 1 < n and beta.ppf(confidence, k + 2, n - k - 1) <= rate:
+        k += 1
+    return max(k, 0)
+
+
+def threshold_at_rate(scores: Sequence[float], rate: float, confidence: float | None = None) -> float:
     """The lowest threshold ``t`` such that at most ``rate`` of ``scores`` are ``>= t`` (a decision
-    "positive when score >= t"). With ``n`` scores, ``floor(rate * n)`` of them may reach it."""
+    "positive when score >= t"). With ``n`` scores, ``floor(rate * n)`` of them may reach it, or, with
+    ``confidence``, as many as :func:`allowed_false_alarms` allows."""
     s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
     if s.size == 0:
         raise CalibrationError("no scores to calibrate on")
     if not 0.0 <= rate < 1.0:
         raise CalibrationError(f"a false-alarm rate must be in [0, 1), got {rate}")
-    k = int(math.floor(rate * s.size + 1e-9))  # scores allowed at or above the threshold
+    k = allowed_false_alarms(s.size, rate, confidence)  # scores allowed at or above the threshold
     if k >= s.size:
         return 0.0
     return float(min(1.0, np.nextafter(s[k], np.inf)))  # just above the (k+1)-th highest score
 
 
 def calibrate_scores(detector: str, scores: Sequence[float], rate: float = 0.05, inconclusive_rate: float = 0.25,
-                     sources: Iterable[str] = (), weights_sha256: str | None = None) -> Calibration:
+                     sources: Iterable[str] = (), weights_sha256: str | None = None,
+                     confidence: float | None = None) -> Calibration:
+    """Thresholds at ``rate`` ("likely manipulated") and ``inconclusive_rate`` of the authentic ``scores``; with
+    ``confidence`` the "likely manipulated" threshold is set so the rate holds at that confidence
+    (:func:`allowed_false_alarms`)."""
     if not rate <= inconclusive_rate:
         raise CalibrationError(f"the inconclusive rate ({inconclusive_rate}) must be at least the false-alarm rate ({rate})")
-    hi = threshold_at_rate(scores, rate)
+    hi = threshold_at_rate(scores, rate, confidence)
     lo = min(hi, threshold_at_rate(scores, inconclusive_rate))
     return Calibration(detector=detector, threshold=hi, low_threshold=lo, false_alarm_rate=float(rate),
                        inconclusive_rate=float(inconclusive_rate), n_images=len(scores), sources=list(sources),
-                       weights_sha256=weights_sha256)
+                       weights_sha256=weights_sha256, confidence=confidence)
 
 
 def measure(cal: Calibration, scores: Sequence[float]) -> dict[str, float]:

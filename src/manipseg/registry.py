@@ -137,6 +137,9 @@ add_entry("fused", "manipseg.models.fused:FusedDetector",
           "Fusion: an artifact detector (default noi) + copy-move similarity; max or noisy-or of the maps.")
 add_entry("gsr-fused", "manipseg.models.fused:GSRFusedDetector",
           "GSR compact network (bundled weights, see MODEL_CARD.md) + copy-move similarity, maps fused by max.")
+add_entry("gsr-fused-vgg16", "manipseg.models.fused:GSRFusedVGG16Detector",
+          "GSR-Net VGG-16 network (gsr-vgg16, bundled weights) + copy-move similarity, fused as gsr-fused: the "
+          "accurate option, several times slower.")
 
 
 #: the zero-training fallback used when no trained model is bundled.

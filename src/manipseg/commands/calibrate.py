@@ -16,6 +16,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="other authentic photos to measure the false-alarm rate on (default: dev/misd/authentic "
                         "under the data root, when present); never the calibration photos")
     p.add_argument("--rate", type=float, default=0.05, help="false-alarm rate of 'likely manipulated' (default 0.05)")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="set 'likely manipulated' so that --rate is an upper bound at this confidence (one-sided "
+                        "Clopper-Pearson on the calibration photos; default 0.95); 0 = exactly --rate of them")
     p.add_argument("--inconclusive-rate", type=float, default=0.25,
                    help="false-alarm rate below which scores are 'inconclusive' rather than 'no clear sign' (default 0.25)")
     p.add_argument("--out", "-o", default=None,
@@ -80,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cal = calibrate_scores(detector.name if not name.endswith(".safetensors") else name, scores, args.rate,
                                args.inconclusive_rate, sources=[str(Path(a)) for a in authentic],
-                               weights_sha256=weights_checksum(detector))
+                               weights_sha256=weights_checksum(detector),
+                               confidence=args.confidence or None)
     except CalibrationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -90,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
         failed += rf
         cal.measured[str(Path(folder))] = measure(cal, rs)
     cal.save(out)
-    print(f"{name}: 'likely manipulated' at score >= {cal.threshold:.4f} ({100 * cal.false_alarm_rate:.0f} % of "
-          f"{cal.n_images} authentic photos), 'no clear sign' below {cal.low_threshold:.4f}; written to {out}")
+    bound = f", an upper bound at {100 * cal.confidence:.0f} % confidence" if cal.confidence else ""
+    print(f"{name}: 'likely manipulated' at score >= {cal.threshold:.4f} (at most {100 * cal.false_alarm_rate:.0f} % "
+          f"of {cal.n_images} authentic photos{bound}), 'no clear sign' below {cal.low_threshold:.4f}; written to {out}")
     for where, m in cal.measured.items():
         print(f"  {where}: {m['n']} photos, {100 * m['flagged']:.1f} % flagged, "
               f"{100 * m['inconclusive_or_flagged']:.1f} % inconclusive or flagged")

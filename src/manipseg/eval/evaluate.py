@@ -115,8 +115,10 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
     if pool.parallel and not model_label:
         raise ValueError("a parallel evaluation needs the model's name or file (model_label=...) for the workers")
     own = float(getattr(detector, "threshold", 0.5))
-    runs = [Run("clean", None, Accumulator(n_thresholds, own), Accumulator(n_thresholds))]
-    runs += [Run(a.name, a, Accumulator(n_thresholds, own), Accumulator(n_thresholds)) for a in attacks or []]
+    cal = getattr(detector, "calibration", None)
+    verdict = float(cal.threshold) if cal is not None else None  # the calibrated "likely manipulated" score
+    runs = [Run("clean", None, Accumulator(n_thresholds, own, verdict), Accumulator(n_thresholds))]
+    runs += [Run(a.name, a, Accumulator(n_thresholds, own, verdict), Accumulator(n_thresholds)) for a in attacks or []]
     out = Path(out_dir) if out_dir is not None else None
     if save_probs and out is None:
         raise ValueError("save_probs needs an output directory")
@@ -267,6 +269,9 @@ def markdown(report: dict) -> str:
                   f"| baseline | {_fmt(bil['auc'])} | {_fmt(bil['accuracy'])} | {_fmt(bil['tpr'])} | {_fmt(bil['tnr'])} |"]
         lines += ["", f"At the detector's threshold {il['decision_threshold']:.2f}: TPR {_fmt(il['tpr_at_threshold'])}, "
                   f"FPR {_fmt(il['fpr_at_threshold'])}; TPR at 5 % FPR {_fmt(il['tpr_at_fpr_5'])}."]
+        if "verdict_threshold" in il:
+            lines += ["", f"'Likely manipulated' (calibrated verdict, score >= {il['verdict_threshold']:.3f}): "
+                      f"{_fmt(il['tpr_at_verdict'])} of the forgeries, {_fmt(il['fpr_at_verdict'])} of the authentic images."]
         if clean["detector"].get("authentic_fp_rate_0.5") is not None:
             lines += ["", f"Fraction of authentic pixels flagged at 0.5: {_fmt(clean['detector']['authentic_fp_rate_0.5'])}"]
         lines.append("")
@@ -373,5 +378,7 @@ def summary_table(report: dict) -> str:
         lines.append(f"image level: AUC {_fmt(il['auc'])}, accuracy@0.5 {_fmt(il['accuracy'])} "
                      f"(baseline AUC 0.500, accuracy {_fmt(report['runs']['clean']['baseline']['image_level']['accuracy'])}); "
                      f"at the detector's threshold {il['decision_threshold']:.2f}: TPR {_fmt(il['tpr_at_threshold'])}, "
-                     f"FPR {_fmt(il['fpr_at_threshold'])}; TPR at 5 % FPR {_fmt(il['tpr_at_fpr_5'])}")
+                     f"FPR {_fmt(il['fpr_at_threshold'])}; TPR at 5 % FPR {_fmt(il['tpr_at_fpr_5'])}"
+                     + (f"; 'likely manipulated' (score >= {il['verdict_threshold']:.3f}): TPR {_fmt(il['tpr_at_verdict'])}, "
+                        f"FPR {_fmt(il['fpr_at_verdict'])}" if "verdict_threshold" in il else ""))
     return "\n".join(lines)

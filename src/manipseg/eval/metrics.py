@@ -193,6 +193,7 @@ class Accumulator:
 
     n_thresholds: int = 101
     decision_threshold: float = 0.5   # the detector's own threshold (pixel F1 at it, image TPR / FPR at it)
+    verdict_threshold: float | None = None  # the calibrated "likely manipulated" score, if any (TPR / FPR at it)
     thresholds: np.ndarray = field(init=False)
     records: list[ImageRecord] = field(default_factory=list)
     image_scores: list[float] = field(default_factory=list)
@@ -334,7 +335,15 @@ class Accumulator:
                 "decision_threshold": float(self.decision_threshold),
                 "tpr_at_threshold": float(np.mean(own[labels == 1])), "fpr_at_threshold": float(np.mean(own[labels == 0])),
                 "tpr_at_fpr_5": tpr_at_fpr(labels, scores, 0.05),
+                **self._at_verdict(labels, scores),
                 "n_tampered": int(labels.sum()), "n_authentic": int((labels == 0).sum())}
+
+    def _at_verdict(self, labels: np.ndarray, scores: np.ndarray) -> dict:
+        if self.verdict_threshold is None:
+            return {}
+        flagged = scores >= self.verdict_threshold
+        return {"verdict_threshold": float(self.verdict_threshold), "tpr_at_verdict": float(np.mean(flagged[labels == 1])),
+                "fpr_at_verdict": float(np.mean(flagged[labels == 0]))}
 
     def per_image(self) -> list[dict]:
         """Per scored image: pixel counts, AUC, score, best F1 (threshold) and F1 at 0.5."""
