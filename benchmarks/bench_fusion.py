@@ -17,6 +17,7 @@ transforms whose target lies in the ground truth) against candidates in authenti
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -33,14 +34,14 @@ from manipseg.registry import load_detector
 
 
 class Cached(Detector):
-    """Runs ``inner`` once per image (keyed by the array's identity and a checksum) and replays its output."""
+    """Runs ``inner`` once per image (keyed by the image's shape and a hash of all its bytes) and replays its output."""
 
     def __init__(self, inner: Detector) -> None:
         self.inner, self.name, self.threshold, self.min_region = inner, inner.name, inner.threshold, inner.min_region
         self.config, self.device, self._memo = {}, "cpu", {}
 
     def _predict(self, image: np.ndarray) -> Prediction:
-        key = (image.shape, int(image[::7, ::7].astype(np.int64).sum()))
+        key = (image.shape, image.dtype.str, hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).hexdigest())
         if key not in self._memo:
             self._memo = {key: self.inner.predict(image)}  # one image at a time: keep only the last
         return self._memo[key]

@@ -33,11 +33,14 @@ def test_a_rate_bounded_at_a_confidence():
         assert k < allowed_false_alarms(n, rate)  # stricter than the plain quantile
         # Clopper-Pearson: with k of n seen, a true rate above `rate` would show k or fewer at most 5 % of the time
         assert binom.cdf(k, n, rate) <= 0.05 + 1e-9 < binom.cdf(k + 1, n, rate)
-    assert allowed_false_alarms(780, 0.05, 0.95) == 28 and allowed_false_alarms(10, 0.05, 0.95) == 0
+    assert allowed_false_alarms(780, 0.05, 0.95) == 28
     scores = np.arange(780) / 780.0
     assert np.sum(scores >= threshold_at_rate(scores, 0.05, confidence=0.95)) == 28
     with pytest.raises(CalibrationError, match="confidence"):
         allowed_false_alarms(100, 0.05, 1.5)
+    assert allowed_false_alarms(59, 0.05, 0.95) == 0
+    with pytest.raises(CalibrationError, match="58 photos are too few .*at least 59 are needed"):
+        allowed_false_alarms(58, 0.05, 0.95)
 
 
 def test_verdict_logic_and_round_trip(tmp_path):
@@ -91,8 +94,13 @@ def test_calibrate_cli_then_predict_gives_consistent_verdicts_and_masks(tmp_path
     for i in range(10):
         save_png(other / f"o{i}.png", np.full((32, 32, 3), 20 * i, np.uint8))
     out = tmp_path / "cal.json"
+    # 40 photos cannot bound a 5 % rate at 95 % confidence (the default): a clear refusal, nothing written
+    assert main(["calibrate", "--model", meanscore, "--authentic", str(auth), "--out", str(out), "--no-progress"]) == 2
+    assert "too few" in capsys.readouterr().err and not out.exists()
+    assert main(["calibrate", "--model", meanscore, "--authentic", str(auth), "--confidence", "1.5",
+                 "--out", str(out)]) == 2 and "--confidence" in capsys.readouterr().err
     assert main(["calibrate", "--model", meanscore, "--authentic", str(auth), "--report", str(other),
-                 "--out", str(out), "--no-progress"]) == 0
+                 "--out", str(out), "--no-progress", "--confidence", "0"]) == 0
     cal = Calibration.load(out)
     assert cal.n_images == 40 and cal.measured["calibration photos"]["flagged"] <= 0.05
     assert str(other) in cal.measured and cal.measured[str(other)]["n"] == 10

@@ -118,3 +118,43 @@ def test_default_model_follows_the_bundled_weights(monkeypatch, tmp_path):
     fake = tmp_path / "gsr-compact.safetensors"
     monkeypatch.setattr(registry, "bundled_weights", lambda name: fake if name == "gsr-compact" else None)
     assert registry.default_model() == "gsr-fused"  # the fusion needs only the network's weights
+
+
+def test_registry_class_lazy_entries_order_and_suggestions():
+    from manipseg.names import Registry, UnknownNameError
+
+    reg = Registry("widget", plural="widgets")
+    reg.add("zeta", 1, summary="last letter")
+    reg.add("alpha", target="json:dumps", summary="lazy")  # imported on first use
+    assert reg.names() == ["alpha", "zeta"] and "alpha" in reg and len(reg) == 2
+    assert reg._entries["alpha"][0] is None and reg.get("alpha") is json.dumps and reg._entries["alpha"][0] is json.dumps
+    assert reg.values() == [1, json.dumps]  # registration order
+    assert reg.summary("zeta") == "last letter"
+    with pytest.raises(UnknownNameError, match=r"unknown widget 'alpah'\. Did you mean 'alpha'\? Known widgets: alpha, zeta"):
+        reg.get("alpah")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.add("zeta", 2)
+    reg.add("zeta", 2, replace=True)
+    assert reg.get("zeta") == 2
+    with pytest.raises(ValueError, match="not both"):
+        reg.add("x")
+
+
+def test_names_are_written_once():
+    """The CLI's lists of dataset formats and attacks are the registries' (not copies that drift)."""
+    import argparse
+
+    from manipseg.commands import evaluate as evaluate_cmd
+    from manipseg.eval.attacks import ATTACKS
+    from manipseg.eval.datasets import FORMATS
+    from manipseg.generate.core import KINDS
+    from manipseg.train.config import GENERATED_KINDS
+
+    p = argparse.ArgumentParser()
+    evaluate_cmd.configure(p)
+    fmt_help = next(a.help for a in p._actions if a.dest == "fmt")
+    listed = fmt_help.split("one of ", 1)[1].replace(" ", "").split(",")
+    assert sorted(listed) == sorted(["auto", *FORMATS.names()])
+    attack_help = next(a.help for a in p._actions if a.dest == "attack")
+    assert all(name in attack_help for name in ATTACKS.names())
+    assert GENERATED_KINDS is KINDS

@@ -438,6 +438,47 @@ def test_crude_paste_mask_is_where_the_pixels_changed(astronaut, coffee):
         sbi.crude_paste(target, (10.0, 10.0, 12.0, 12.0), coffee, (0.0, 0.0, 50.0, 50.0))
 
 
+def test_face_paste_parts_and_colour_match(astronaut, coffee):
+    target, box, src_box = astronaut, (170.0, 70.0, 250.0, 160.0), (200.0, 100.0, 330.0, 260.0)
+    full = sbi.face_paste(target, box, coffee, src_box)[1]
+    upper = sbi.face_paste(target, box, coffee, src_box, part="upper")[1]
+    lower = sbi.face_paste(target, box, coffee, src_box, part="lower")[1]
+    ys = np.arange(target.shape[0])[:, None]
+    cut_u, cut_l = round(70 + 0.55 * 90), round(70 + 0.45 * 90)
+    assert upper.sum() < full.sum() and not (upper * (ys >= cut_u)).any() and (upper == full * (ys < cut_u)).all()
+    assert lower.sum() < full.sum() and not (lower * (ys < cut_l)).any()
+    plain, mask, _ = sbi.face_paste(target, box, coffee, src_box)
+    matched = sbi.face_paste(target, box, coffee, src_box, colour_match=True)[0]
+    inside = mask > 0.5
+    lab = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2LAB)[inside].astype(np.float64).mean(0)  # noqa: E731
+    # colour matching brings the pasted face's mean Lab colour to the face it covers
+    assert np.abs(lab(matched) - lab(target)).sum() < 0.5 * np.abs(lab(plain) - lab(target)).sum()
+    with pytest.raises(ValueError, match="part must be one of"):
+        sbi.face_paste(target, box, coffee, src_box, part="nose")
+    # crude_paste is face_paste's whole hard-edged ellipse without colour matching
+    np.testing.assert_array_equal(sbi.crude_paste(target, box, coffee, src_box)[0], plain)
+
+
+def test_paste_fakes_in_training_batches_come_from_another_person(astronaut):
+    from manipseg.faces.data import FaceSet
+    from manipseg.faces.train import TrainConfig, make_batch, paste_fake
+
+    rng = np.random.default_rng(0)
+    crops = np.stack([np.full((64, 64, 3), v, np.uint8) for v in (40, 200, 120)])
+    crops[:, 20:44, 20:44] += 10  # a "face" in each
+    fs = FaceSet(crops, np.full((3, 68, 2), np.nan, np.float32), np.array([0, 1, 0]), np.array(["a", "b", "c"]))
+    cfg = TrainConfig(p_paste=1.0, paste_feather=(0.0, 0.0), paste_colour=0.0, paste_partial=0.0, paste_misalign=0.0)
+    fake, mask = paste_fake(fs, 0, crops[0], None, rng, cfg)
+    assert set(np.unique(mask)) == {0.0, 1.0}
+    assert np.all(fake[mask == 1] >= 190)  # the pasted face is person 1's (value 200/210), the only other identity
+    assert np.array_equal(fake[mask == 0], crops[0][mask == 0])
+    sbi_only, _, _ = make_batch(fs, np.array([0, 1]), np.random.default_rng(3), TrainConfig(), sbi.SBIConfig())
+    again, _, _ = make_batch(fs, np.array([0, 1]), np.random.default_rng(3), TrainConfig(p_paste=0.0), sbi.SBIConfig())
+    assert all(np.array_equal(a, b) for a, b in zip(sbi_only, again))  # no paste option: the old draws
+    pasted, labels, masks = make_batch(fs, np.array([0, 2]), np.random.default_rng(3), cfg, sbi.SBIConfig())
+    assert labels.tolist() == [0, 0, 1, 1] and masks[2:].max() == 1.0
+
+
 def test_union_detector_keeps_every_dlib_face_and_adds_haar_boxes_with_landmarks(astronaut):
     pytest.importorskip("dlib")
     union = get_detector("union")

@@ -84,6 +84,8 @@ class Calibration:
         if unknown:
             raise CalibrationError(f"{p}: unknown keys {', '.join(sorted(unknown))}")
         cal = cls(**data)
+        if cal.confidence is not None and not (isinstance(cal.confidence, (int, float)) and 0 < cal.confidence < 1):
+            raise CalibrationError(f"{p}: confidence must be a number in (0, 1) or null, got {cal.confidence!r}")
         if not (0.0 <= cal.low_threshold <= cal.threshold <= 1.0):
             raise CalibrationError(f"{p}: thresholds must satisfy 0 <= low_threshold <= threshold <= 1, got "
                                    f"{cal.low_threshold} and {cal.threshold}")
@@ -94,17 +96,23 @@ def allowed_false_alarms(n: int, rate: float, confidence: float | None = None) -
     """How many of ``n`` calibration photos may reach the threshold. Without ``confidence``: ``floor(rate * n)``.
     With it, the largest ``k`` whose one-sided Clopper-Pearson upper bound on the false-alarm rate is at most
     ``rate`` at that confidence: the stated rate then holds, with that confidence, for other photos like the
-    calibration ones, not only for these (n = 780, rate 0.05, confidence 0.95: k = 28, 3.6 % of them)."""
+    calibration ones, not only for these (n = 780, rate 0.05, confidence 0.95: k = 28, 3.6 % of them). Raises
+    CalibrationError when ``n`` is too small for any such bound (59 photos at least for 5 % at 95 %)."""
     if confidence is None:
         return int(math.floor(rate * n + 1e-9))
     if not 0.0 < confidence < 1.0:
         raise CalibrationError(f"a confidence must be in (0, 1), got {confidence}")
     from scipy.stats import beta
 
-    k = -1
+    if beta.ppf(confidence, 1, n) > rate:  # even with none of them flagged the bound is above the rate
+        need = math.ceil(math.log(1 - confidence) / math.log(1 - rate)) if 0 < rate < 1 else None
+        raise CalibrationError(f"{n} photos are too few to bound the false-alarm rate at {100 * rate:g} % with "
+                               f"{100 * confidence:g} % confidence" + (f" (at least {need} are needed)" if need else "")
+                               + "; give more authentic photos, or no confidence (CLI: --confidence 0)")
+    k = 0
     while k + 1 < n and beta.ppf(confidence, k + 2, n - k - 1) <= rate:
         k += 1
-    return max(k, 0)
+    return k
 
 
 def threshold_at_rate(scores: Sequence[float], rate: float, confidence: float | None = None) -> float:
@@ -209,4 +217,5 @@ def verdict_of(detector, score: float) -> dict[str, Any]:
                 "false_alarm_rate": None}
     v = cal.verdict(score)
     return {"verdict": v, "manipulated": v == VERDICTS[0], "score_threshold": cal.threshold,
-            "low_threshold": cal.low_threshold, "false_alarm_rate": cal.false_alarm_rate}
+            "low_threshold": cal.low_threshold, "false_alarm_rate": cal.false_alarm_rate,
+            "confidence": cal.confidence}

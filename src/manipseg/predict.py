@@ -204,7 +204,7 @@ def caption(verdict: dict[str, Any], score: float, model: str) -> str:
     if verdict.get("false_alarm_rate") is None:
         return f"score {score:.2f} (uncalibrated; mask at the pixel threshold) - {model}"
     return (f"{verdict['verdict']} - score {score:.2f} (flagged from {verdict['score_threshold']:.2f}, "
-            f"{100 * verdict['false_alarm_rate']:.0f}% false alarms on authentic photos) - {model}")
+            f"at most {100 * verdict['false_alarm_rate']:.0f}% false alarms on authentic photos) - {model}")
 
 
 def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshold: float | None = None,

@@ -73,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if not (0 <= args.rate <= args.inconclusive_rate < 1):
         print("error: need 0 <= --rate <= --inconclusive-rate < 1", file=sys.stderr)
         return 2
+    if not 0 <= args.confidence < 1:
+        print(f"error: --confidence must be in [0, 1) (0 turns the bound off), got {args.confidence}", file=sys.stderr)
+        return 2
     name = args.model or registry.default_model()
     detector = detector_or_none(name, args.device)
     if detector is None:

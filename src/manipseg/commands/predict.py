@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  FAILED {r['error']}")
         else:
             verdict = "" if r.get("verdict", "uncalibrated") == "uncalibrated" else f"{r['verdict']}, "
-            rate = (f" (flagged from {r['score_threshold']:.3f} = {100 * r['false_alarm_rate']:.0f}% false alarms)"
+            rate = (f" (flagged from {r['score_threshold']:.3f} = at most {100 * r['false_alarm_rate']:.0f}% false alarms)"
                     if r.get("false_alarm_rate") is not None else "")
             print(f"  {r['input']}: {verdict}score {r['score']:.3f}{rate}, {100 * r['tampered_fraction']:.1f}% of "
                   "pixels marked" + (f" (outputs {r['stem']}.*)" if r["stem"] != _stem(r["input"]) else ""))

@@ -19,14 +19,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..names import did_you_mean
+from ..names import Registry, did_you_mean
 
-KINDS = {
-    "jpeg": "JPEG quality 1..100",
-    "scale": "resize factor 0 < F <= 4",
-    "blur": "Gaussian blur sigma > 0 (pixels)",
-    "noise": "Gaussian noise std > 0 (grey levels)",
-}
+#: the attacks, each with the values it takes
+ATTACKS = Registry("attack", cutoff=0.5)
+ATTACKS.add("jpeg", "jpeg", summary="JPEG quality 1..100")
+ATTACKS.add("scale", "scale", summary="resize factor 0 < F <= 4")
+ATTACKS.add("blur", "blur", summary="Gaussian blur sigma > 0 (pixels)")
+ATTACKS.add("noise", "noise", summary="Gaussian noise std > 0 (grey levels)")
 
 
 class AttackError(ValueError):
@@ -77,22 +77,23 @@ class Attack:
 
 def parse_attack(text: str) -> Attack:
     """Parse ``kind:value`` (e.g. ``jpeg:70``, ``scale:0.5``)."""
-    known = ", ".join(f"{k}:<{v}>" for k, v in KINDS.items())
+    known = ", ".join(f"{k}:<{ATTACKS.summary(k)}>" for k in ("jpeg", "scale", "blur", "noise"))
     kind, sep, raw = text.strip().partition(":")
     kind = kind.lower()
-    if kind not in KINDS:
-        hint = did_you_mean(kind, KINDS, cutoff=0.5)
+    if kind not in ATTACKS:
+        hint = did_you_mean(kind, ATTACKS.names(), cutoff=ATTACKS.cutoff)
         raise AttackError(f"unknown attack {text!r}.{hint} Known attacks: {known}")
+    what = ATTACKS.summary(kind)
     if not sep or not raw:
-        raise AttackError(f"attack {text!r} needs a value: {kind}:<{KINDS[kind]}>")
+        raise AttackError(f"attack {text!r} needs a value: {kind}:<{what}>")
     try:
         value = float(raw)
     except ValueError:
-        raise AttackError(f"attack {text!r}: {raw!r} is not a number ({KINDS[kind]})") from None
+        raise AttackError(f"attack {text!r}: {raw!r} is not a number ({what})") from None
     valid = {"jpeg": value.is_integer() and 1 <= value <= 100, "scale": 0 < value <= 4,
              "blur": 0 < value <= 50, "noise": 0 < value <= 255}[kind]
     if not valid:
-        raise AttackError(f"attack {text!r}: value out of range ({KINDS[kind]})")
+        raise AttackError(f"attack {text!r}: value out of range ({what})")
     return Attack(kind, value)
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from ..io import IMAGE_SUFFIXES, load_image
 from ..io import MASK_CONVENTIONS as CONVENTIONS
 from ..io import read_mask  # noqa: F401 - the mask reader of every dataset format (manipseg.io)
-from ..names import did_you_mean
+from ..names import Registry
 
 MASK_SUFFIXES = ("_mask", "-mask", "_gt", "-gt", "_groundtruth", "_GT", "_Mask", "mask", "_edgemask", "forged")
 
@@ -53,10 +53,7 @@ class DatasetError(ValueError):
 
 
 class UnknownFormatError(DatasetError):
-    def __init__(self, name: str) -> None:
-        known = sorted(FORMATS)
-        hint = did_you_mean(name.lower(), known, cutoff=0.4)
-        super().__init__(f"unknown dataset format {name!r}.{hint} Known formats: auto, {', '.join(known)}.")
+    """A ``--format`` that is not a registered dataset format (the message suggests the closest)."""
 
 
 @dataclass(frozen=True)
@@ -591,11 +588,12 @@ def _detect_casia(root: Path) -> str | None:
     return "casia1"
 
 
-FORMATS: dict[str, Format] = {}
+#: every dataset format, in detection order (most specific first)
+FORMATS = Registry("dataset format", error=UnknownFormatError, also=("auto",), plural="formats")
 
 
 def register_format(name: str, opener: Callable[[Path], Dataset], detect: Callable[[Path], bool]) -> None:
-    FORMATS[name] = Format(name, opener, detect)
+    FORMATS.add(name, Format(name, opener, detect), replace=True)
 
 
 register_format("json", open_json, lambda p: p.is_file() and p.suffix.lower() == ".json")
@@ -627,7 +625,7 @@ def detect_format(path: str | Path) -> str:
         if fmt.detect(p):
             return fmt.name
     raise DatasetError(
-        f"{p}: cannot recognise the dataset layout; pass --format with one of {', '.join(sorted(FORMATS))} "
+        f"{p}: cannot recognise the dataset layout; pass --format with one of {', '.join(FORMATS.names())} "
         "(the generic layout is 'images/' + 'masks/' matched by file stem, optional 'authentic/')")
 
 
@@ -642,10 +640,10 @@ def open_dataset(path: str | Path, fmt: str = "auto", convention: str | None = N
         raise DatasetError(f"{p}: no such file or directory")
     name = detect_format(p) if fmt == "auto" else fmt.lower()
     if name not in FORMATS:
-        raise UnknownFormatError(fmt)
+        raise FORMATS.unknown(fmt)
     if convention is not None and convention not in CONVENTIONS:
         raise DatasetError(f"unknown mask convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
-    ds = FORMATS[name].opener(p)
+    ds = FORMATS.get(name).opener(p)
     if convention is not None:
         ds.convention = convention
     if not ds.samples:

@@ -374,6 +374,10 @@ def summary_table(report: dict) -> str:
     if perm.get("f1_best_image") is not None:
         lines.append(f"permuted per-image F1: best {_fmt(perm['f1_best_image'])}, at 0.5 {_fmt(perm['f1_fixed_0.5'])}")
     il = report["runs"]["clean"]["detector"].get("image_level")
+    vl = report["runs"]["clean"]["detector"].get("verdict_level")
+    if vl and "tpr_at_verdict" in vl:
+        lines.append(f"'likely manipulated' (calibrated verdict, score >= {vl['verdict_threshold']:.3f}): "
+                     f"{_fmt(vl['tpr_at_verdict'])} of the forgeries")
     if il:
         lines.append(f"image level: AUC {_fmt(il['auc'])}, accuracy@0.5 {_fmt(il['accuracy'])} "
                      f"(baseline AUC 0.500, accuracy {_fmt(report['runs']['clean']['baseline']['image_level']['accuracy'])}); "

@@ -305,6 +305,9 @@ class Accumulator:
             out["own_threshold"] = {"threshold": float(t[j_own]),
                                     **{k: float(curves[k][:, j_own].mean()) for k in PIXEL_METRICS}}
         out["image_level"] = self.image_level()
+        labels = np.asarray(self.image_labels)
+        if self.verdict_threshold is not None and labels.size and out["image_level"] is None:
+            out["verdict_level"] = self._at_verdict(labels, np.asarray(self.image_scores))  # one class only
         if self.authentic_fp:
             out["authentic_fp_rate_0.5"] = float(np.mean(self.authentic_fp))
         return out
@@ -342,8 +345,10 @@ class Accumulator:
         if self.verdict_threshold is None:
             return {}
         flagged = scores >= self.verdict_threshold
-        return {"verdict_threshold": float(self.verdict_threshold), "tpr_at_verdict": float(np.mean(flagged[labels == 1])),
-                "fpr_at_verdict": float(np.mean(flagged[labels == 0]))}
+        out = {"verdict_threshold": float(self.verdict_threshold), "tpr_at_verdict": float(np.mean(flagged[labels == 1]))}
+        if (labels == 0).any():
+            out["fpr_at_verdict"] = float(np.mean(flagged[labels == 0]))
+        return out
 
     def per_image(self) -> list[dict]:
         """Per scored image: pixel counts, AUC, score, best F1 (threshold) and F1 at 0.5."""

@@ -18,7 +18,7 @@ Two sets, both authentic (no pixel was moved), written by one command::
   Deterministic for a given ``seed`` and data.
 
 A copy-move detector without pixel-level verification flags such scenes: their shapes and coarse texture
-repeat. See ``CopyMoveDetector`` (step 6) and ``benchmarks/bench_verifier.py``.
+repeat. See ``CopyMoveDetector`` (step 6) and ``benchmarks/bench_fusion.py``.
 """
 from __future__ import annotations
 

@@ -214,11 +214,19 @@ def face_swap(target: np.ndarray, target_lm: np.ndarray | None, source: np.ndarr
     return _to_uint8(blend(warped, target, mask)), mask, 1
 
 
-def crude_paste(target: np.ndarray, target_box: tuple[float, float, float, float], source: np.ndarray,
-                source_box: tuple[float, float, float, float], feather: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
-    """The crude face paste anyone would spot: the ellipse inscribed in ``source``'s face box, resized to
-    ``target``'s face box and pasted there with a hard edge (``feather`` > 0: a Gaussian edge of that many
-    pixels), no alignment of landmarks, no colour matching. Returns (image, mask float32 in [0, 1], label 1)."""
+PARTS = ("full", "upper", "lower")
+
+
+def face_paste(target: np.ndarray, target_box: tuple[float, float, float, float], source: np.ndarray,
+               source_box: tuple[float, float, float, float], feather: float = 0.0, colour_match: bool = False,
+               part: str = "full") -> tuple[np.ndarray, np.ndarray, int]:
+    """Another face pasted by its box, no landmark alignment: the ellipse inscribed in ``source``'s face box,
+    resized to ``target``'s face box, pasted with a hard edge (``feather`` > 0: a Gaussian edge of that many
+    pixels), its colours matched to the target's face in Lab (``colour_match``) or not; ``part`` "upper" /
+    "lower" pastes only the part of the ellipse above 55 % / below 45 % of the box's height (eyes, mouth).
+    Returns (image, mask float32 in [0, 1], label 1)."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {', '.join(PARTS)}, got {part!r}")
     h, w = target.shape[:2]
     x0, y0, x1, y1 = (int(round(v)) for v in target_box)
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
@@ -232,8 +240,20 @@ def crude_paste(target: np.ndarray, target_box: tuple[float, float, float, float
     patch = cv2.resize(source[sy0:sy1, sx0:sx1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     mask = np.zeros((h, w), np.float32)
     cv2.ellipse(mask, (((x0 + x1) / 2, (y0 + y1) / 2), ((x1 - x0) * 0.95, (y1 - y0) * 0.95), 0.0), 1.0, -1)
-    if feather > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), float(feather))
+    if part == "upper":
+        mask[int(round(y0 + 0.55 * (y1 - y0))):] = 0
+    elif part == "lower":
+        mask[:int(round(y0 + 0.45 * (y1 - y0)))] = 0
     placed = target.copy()
     placed[y0:y1, x0:x1] = patch
+    if colour_match:
+        placed = color_transfer(placed, target, mask > 0.5)
+    if feather > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), float(feather))
     return _to_uint8(blend(placed, target, mask)), mask, 1
+
+
+def crude_paste(target: np.ndarray, target_box: tuple[float, float, float, float], source: np.ndarray,
+                source_box: tuple[float, float, float, float], feather: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """The crude face paste anyone would spot: :func:`face_paste` of the whole ellipse, no colour matching."""
+    return face_paste(target, target_box, source, source_box, feather=feather)

@@ -33,7 +33,7 @@ from .data import (FaceSet, PhotoPatch, collect_faces, concat, merge_small_ident
                    split_by_identity, split_groups)
 from .detect import Face, crop_matrix
 from .model import AdapGRNet, FaceNetConfig, fake_probability, losses, to_tensors
-from .sbi import SBIConfig, color_transform, jpeg, self_blend
+from .sbi import PARTS, SBIConfig, color_transform, face_paste, jpeg, self_blend
 
 log = logging.getLogger(__name__)
 ARCH = "adapgrnet-face"
@@ -65,6 +65,12 @@ class TrainConfig:
     p_colour: float = 0.0                 # SBI's colour transform on the real before its SBI is made
     blend_size: int = 0                   # crop side at which SBIs are made, then shrunk to the network's (0: same)
     photo_blend: float = 0.0              # share of SBIs made on the photo at its resolution, then cropped (1: all)
+    p_paste: float = 0.0                  # share of fakes that are another person's face pasted by its box (face_paste)
+    paste_feather: tuple[float, float] = (0.0, 4.0)   # range of the paste's Gaussian edge (pixels; 0 = hard)
+    paste_colour: float = 0.5             # share of pastes colour-matched to the target face
+    paste_partial: float = 0.25           # share of pastes of the upper (eyes) or lower (mouth) part only
+    paste_misalign: float = 0.15          # relative error of the pasted box's size and position
+    threshold_rate: float | None = None   # threshold at this share of validation reals flagged (None: the EER threshold)
     seed: int = 0
     bf16: bool = True
     threads: int = 2
@@ -93,7 +99,7 @@ class TrainConfig:
         if bad:
             raise ValueError(f"{path or 'options'}: unknown sbi option(s) {sorted(bad)}; "
                              f"known: {sorted(SBIConfig.__dataclass_fields__)}")
-        for key in ("jpeg_quality", "resample_scale", "extra_faces", "jitter"):
+        for key in ("jpeg_quality", "resample_scale", "extra_faces", "jitter", "paste_feather"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -181,6 +187,45 @@ def photo_pair(patch: PhotoPatch, rng: np.random.Generator, cfg: TrainConfig, sb
     return warp(image), warp(fake), warp(mask, cv2.BORDER_CONSTANT)
 
 
+def _face_box(lm: np.ndarray | None, side: int, margin: float) -> tuple[float, float, float, float]:
+    """The landmarks' box, or without landmarks the box a crop of ``margin`` was cut around."""
+    if lm is not None:
+        x0, y0 = lm.min(axis=0)
+        x1, y1 = lm.max(axis=0)
+        return float(x0), float(y0), float(x1), float(y1)
+    inner = side / (1 + 2 * margin)
+    off = (side - inner) / 2
+    return off, off, off + inner, off + inner
+
+
+def paste_fake(fs: FaceSet, i: int, crop: np.ndarray, lm: np.ndarray | None, rng: np.random.Generator,
+               cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``crop`` with another person's face (a random crop of ``fs`` of another identity) pasted by its box
+    (:func:`face_paste`): the box's size and position off by up to ``paste_misalign``, an edge drawn from
+    ``paste_feather``, colour-matched or not, the whole face or its upper / lower part."""
+    others = np.flatnonzero(fs.identity != fs.identity[i])
+    j = int(rng.choice(others)) if len(others) else i
+    side = crop.shape[0]
+    tx0, ty0, tx1, ty1 = _face_box(lm, side, cfg.margin)
+    bw, bh = tx1 - tx0, ty1 - ty0
+    scale = 1.0 + rng.uniform(-cfg.paste_misalign, cfg.paste_misalign)
+    cx = (tx0 + tx1) / 2 + rng.uniform(-cfg.paste_misalign, cfg.paste_misalign) * bw
+    cy = (ty0 + ty1) / 2 + rng.uniform(-cfg.paste_misalign, cfg.paste_misalign) * bh
+    box = (cx - scale * bw / 2, cy - scale * bh / 2, cx + scale * bw / 2, cy + scale * bh / 2)
+    source = fs.crops[j]
+    if rng.random() < 0.5:
+        source = np.ascontiguousarray(source[:, ::-1])  # the box of a mirrored face is the mirrored box
+        sx0, sy0, sx1, sy1 = _face_box(fs.lm(j), source.shape[0], cfg.margin)
+        source_box = (source.shape[1] - sx1, sy0, source.shape[1] - sx0, sy1)
+    else:
+        source_box = _face_box(fs.lm(j), source.shape[0], cfg.margin)
+    lo, hi = cfg.paste_feather
+    part = PARTS[int(rng.choice(2)) + 1] if rng.random() < cfg.paste_partial else "full"
+    fake, mask, _ = face_paste(crop, box, source, source_box, feather=float(rng.uniform(lo, hi)),
+                               colour_match=bool(rng.random() < cfg.paste_colour), part=part)
+    return fake, mask
+
+
 def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: TrainConfig, sbi: SBIConfig,
                size: int | None = None, patches: list[PhotoPatch] | None = None
                ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -206,7 +251,10 @@ def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: Trai
         crop, lm = jitter(crop, lm, rng, cfg)
         if rng.random() < cfg.p_colour:
             crop = color_transform(crop, rng, sbi)
-        fake, mask, _ = self_blend(crop, lm, rng, sbi)
+        if cfg.p_paste and rng.random() < cfg.p_paste:  # (no draw without pastes: older configs unchanged)
+            fake, mask = paste_fake(fs, int(i), crop, lm, rng, cfg)
+        else:
+            fake, mask, _ = self_blend(crop, lm, rng, sbi)
         interp = int(rng.choice(_INTERP[:2]))
         reals.append(post_augment(shrink(crop, size, interp), rng, cfg))
         fakes.append(post_augment(shrink(fake, size, interp), rng, cfg))
@@ -304,6 +352,7 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
 
 
 def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, init: Path | None = None) -> Path:
+    from ..calibration import threshold_at_rate
     from ..device import autocast
     from ..models.weights import save_weights
     from .metrics import binary_metrics, eer_threshold
@@ -315,6 +364,13 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
         raise ValueError(f"blend_size {cfg.blend_size} must be 0 or at least the network's input size {net_cfg.size}")
     if cfg.photo_blend and cfg.blend_size:
         raise ValueError("photo_blend and blend_size exclude each other (photo_blend blends at the photo's resolution)")
+    if cfg.p_paste and cfg.photo_blend:
+        raise ValueError("p_paste makes pastes on the cached crops: use it with photo_blend 0")
+    lo, hi = cfg.paste_feather
+    if not 0 <= lo <= hi:
+        raise ValueError(f"paste_feather must be a range 0 <= low <= high (pixels), got {cfg.paste_feather}")
+    if cfg.threshold_rate is not None and not 0 < cfg.threshold_rate < 1:
+        raise ValueError(f"threshold_rate must be in (0, 1) or null, got {cfg.threshold_rate}")
     train_set, val_set, counts = split_train_val(cfg, cfg.blend_size or net_cfg.size, run_dir / "cache")
     log.info("faces (no identity in two splits): %s", counts)
     train_patches = val_patches = None
@@ -378,7 +434,10 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
         over_time = max_minutes is not None and minutes() > max_minutes
         if step % cfg.eval_every == 0 or step == cfg.steps or over_time:
             probs, _ = predict_crops(net, eval_crops, cfg.bf16)
-            threshold = eer_threshold(eval_labels, probs)
+            if cfg.threshold_rate is None:
+                threshold = eer_threshold(eval_labels, probs)
+            else:  # at most this share of the validation reals (people never trained on) flagged
+                threshold = threshold_at_rate(probs[eval_labels == 0], cfg.threshold_rate)
             m = binary_metrics(eval_labels, probs, threshold)
             mean = {k: float(np.mean([h[k] for h in acc_hist])) for k in acc_hist[0]}
             row = [step, round(minutes(), 2), opt.param_groups[0]["lr"], mean["total"], mean["ce_rgb"],

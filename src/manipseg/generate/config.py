@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..names import GENERATION_KINDS as KINDS  # noqa: F401 - the generator's kinds, one list
+
 
 @dataclass
 class PostConfig:

@@ -34,13 +34,13 @@ import cv2
 import numpy as np
 
 from ..postprocess import boundary_of
-from .config import GenConfig, as_config
+from .config import KINDS, GenConfig, as_config
 from .history import apply_history, draw_history
 from .pool import ImagePool, View
 from .post import apply_post, jpeg_roundtrip, resize_roundtrip
 from .regions import blend_mask, elastic_deform, sample_regions
 
-KINDS = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "composite", "authentic")
+
 #: smallest and largest accepted area of K, as fractions of the image
 MIN_AREA, MAX_AREA = 0.002, 0.9
 

@@ -43,7 +43,7 @@ Method (keypoint matching, then dense verification):
    each transform the fine residuals (grey minus its Gaussian blur, sigma 1) of the target region and of
    its source brought onto it are correlated (:meth:`CopyMoveDetector.residual_agreement`); a transform
    whose agreement is below ``min_agreement`` (default 0.65) is rejected and reported in the extras
-   (``rejected``). Measured (2026-12-02, ``benchmarks/bench_copymove.py --verifier``): copies under JPEG 70-90
+   (``rejected``; drawn faintly, below the threshold). Measured (2026-12-02, ``benchmarks/bench_fusion.py``): copies under JPEG 70-90
    and 0.9-1.1 scaling keep 0.67-0.99, NoSo's true copies 0.73-0.99, while look-alikes in authentic photos
    score 0.2-0.67 (all 80 ``sun-hays`` photos below 0.62). Digital repeats (tiled watermarks, printed or
    rendered patterns) are pixel-identical and pass, as they would for any copy-move detector.
@@ -70,6 +70,7 @@ References:
 """
 from __future__ import annotations
 
+import numbers
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -238,9 +239,11 @@ class CopyMoveDetector(Detector):
                 raise ValueError(f"copymove {key} must be at least {low}, got {value}")
         if not 0.0 < ratio < 1.0:
             raise ValueError(f"copymove g2NN ratio must be in (0, 1), got {ratio}")
-        if isinstance(min_agreement, bool) or not isinstance(min_agreement, (int, float)) or not -1.0 <= min_agreement <= 1.0:
+        if isinstance(min_agreement, bool) or not isinstance(min_agreement, numbers.Real) or not -1.0 <= min_agreement <= 1.0:
             raise ValueError(f"copymove min_agreement must be a number in [-1, 1] (-1 turns the verification off), "
                              f"got {min_agreement!r}")
+        if isinstance(agreement_sigma, bool) or not isinstance(agreement_sigma, numbers.Real) or not agreement_sigma > 0:
+            raise ValueError(f"copymove agreement_sigma must be a positive number of pixels, got {agreement_sigma!r}")
         if not -1.0 < zncc_threshold < 1.0:
             raise ValueError(f"copymove zncc_threshold must be in (-1, 1), got {zncc_threshold}")
         self.max_pixels = float(max_pixels)
@@ -444,8 +447,8 @@ class CopyMoveDetector(Detector):
             t.strength = self.strength(t.inliers)
             t.agreement = self.residual_agreement(grayf, t, target, self.agreement_sigma)
             if t.agreement < self.min_agreement:  # look-alike objects, not a copy (step 6): shown faintly
-                weak = 0.5 * t.strength * max(0.0, t.agreement) / max(self.min_agreement, 1e-6)
-                prob[both] = np.maximum(prob[both], min(weak, 0.499))
+                weak = self.threshold * t.strength * max(0.0, t.agreement) / max(self.min_agreement, 1e-6)
+                prob[both] = np.maximum(prob[both], min(weak, 0.998 * self.threshold))
                 rejected.append(t)
                 continue
             prob[both] = np.maximum(prob[both], t.strength)

@@ -15,9 +15,11 @@ unchanged source; the copy-move detector finds both but nothing that was spliced
    make a stronger one).
 
 4. **The mask follows the verdict** (``artifact_weight_on_copy``, default 0.5). When the similarity detector
-   verifies a copy (its score reaches its threshold) the copy is what drove the decision, and the artifact
-   map is multiplied by ``artifact_weight_on_copy`` after alignment: with 0.5 (or less) it stays below the fused
-   threshold, visible in the heatmap but not in the mask. Without it the network's false positives elsewhere
+   verifies a copy (its score reaches its threshold) and its score is at least the artifact detector's, the copy
+   is what drove the decision, and the artifact map is multiplied by ``artifact_weight_on_copy`` after
+   alignment: with 0.5 (or less) it stays below the fused threshold in ``max`` mode, visible in the heatmap but
+   not in the mask (``noisy-or`` accumulates sub-threshold evidence by design, so there it only weakens it).
+   Only with ``similarity_weight`` 1. Without it the network's false positives elsewhere
    in the photo entered the mask and cost more than they added (NoSo, fixed-threshold F1 of the fused mask
    0.373 against 0.472 for the copy-move branch alone; with it 0.482, ``benchmarks/bench_fusion.py``). With
    no verified copy the maps are combined as above. 1 turns this off.
@@ -142,7 +144,10 @@ class FusedDetector(Detector):
             t1 = time.perf_counter()
             ps, similarity_seconds = timed_similarity()
         artifact_map = align_to_threshold(pa.prob, self.artifact.threshold)
-        copy_found = ps.score >= self.similarity.threshold and self.similarity_weight > 0
+        # the copy decided: verified (its score reaches its threshold) and at least as strong as the artifact
+        # evidence; with a down-weighted similarity branch the maps are combined as they are
+        copy_found = (ps.score >= self.similarity.threshold and ps.score >= pa.score
+                      and self.similarity_weight == 1.0)
         if copy_found and self.artifact_weight_on_copy < 1.0:  # the mask follows the branch that decided (step 4)
             artifact_map *= np.float32(self.artifact_weight_on_copy)
             if self.artifact_weight_on_copy <= 0.5:  # strictly below the fused threshold, even where it was 1

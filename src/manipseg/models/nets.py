@@ -23,7 +23,7 @@ so the boundary branch is computed the cheap way, without materialising the high
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -32,7 +32,10 @@ import torch.nn.functional as F
 from kornia.filters import guided_blur
 from torch import nn
 
-ARCHS = ("gsr-vgg16", "compact")
+from ..names import Registry
+
+#: the segmentation network architectures (filled below, where they are defined)
+ARCHITECTURES = Registry("network architecture", cutoff=0.5)
 
 
 # -- shared pieces -----------------------------------------------------------------------------------------
@@ -546,7 +549,9 @@ def fold_batchnorm(model: SegNet) -> SegNet:
     return folded.requires_grad_(False)
 
 
-_BUILDERS: dict[str, Callable[..., SegNet]] = {"gsr-vgg16": GSRVGG16, "compact": CompactNet}
+ARCHITECTURES.add("gsr-vgg16", GSRVGG16, summary="DeepLab VGG-16 + BN + ASPP + boundary branch (paper §3.2)")
+ARCHITECTURES.add("compact", CompactNet, summary="the compact CPU network (SRM + RGB stem, dense stages, ASPP-lite)")
+ARCHS = tuple(ARCHITECTURES.names())
 
 
 def build_network(arch: str, **kw: Any) -> SegNet:
@@ -556,10 +561,7 @@ def build_network(arch: str, **kw: Any) -> SegNet:
     architecture has a few more (widths, dilation rates). The result's ``arch_kwargs`` holds the full set
     so that :func:`manipseg.models.weights.save_weights` can record it.
     """
-    try:
-        builder = _BUILDERS[arch]
-    except KeyError:
-        raise ValueError(f"unknown network architecture {arch!r}; choose one of {', '.join(ARCHS)}") from None
+    builder = ARCHITECTURES.get(arch)  # unknown: UnknownNameError (a ValueError) with the closest name
     try:
         return builder(**kw)
     except TypeError as exc:

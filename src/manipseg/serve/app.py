@@ -79,8 +79,9 @@ class AnalyzeResult(BaseModel):
     verdict: str = Field(description="'likely manipulated', 'inconclusive' or 'no clear sign' (calibrated on "
                                      "authentic photos), or 'uncalibrated'")
     score_threshold: float = Field(description="score from which the image is judged 'likely manipulated'")
-    false_alarm_rate: float | None = Field(description="share of authentic photos that reach score_threshold "
-                                                       "(the calibration's rate); null when uncalibrated")
+    false_alarm_rate: float | None = Field(description="at most this share of authentic photos reach score_threshold "
+                                                       "(the calibration's rate, an upper bound at 95 % confidence for "
+                                                       "the bundled detectors); null when uncalibrated")
     level: str = Field(description="low, medium or high")
     reading: str = Field(description="plain-words reading of the score")
     threshold: float = Field(description="threshold applied to the probability map to draw the mask")

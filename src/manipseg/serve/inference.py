@@ -249,11 +249,11 @@ def reading(score: float, verdict: dict[str, Any] | None = None) -> tuple[str, s
     if verdict is not None and verdict.get("false_alarm_rate") is not None:
         v, rate = verdict["verdict"], 100 * verdict["false_alarm_rate"]
         if v == "likely manipulated":
-            return "high", (f"Likely manipulated: the score reaches the level that only {rate:.0f} % of authentic "
+            return "high", (f"Likely manipulated: the score reaches the level that at most {rate:.0f} % of authentic "
                             "photos reach. This is not proof: check the marked regions and where the photo came from.")
         if v == "inconclusive":
             return "medium", ("Inconclusive: higher than most authentic photos score, but below the decision "
-                              f"level ({rate:.0f} % false alarms). Worth a closer look; compression, resizing or "
+                              f"level (at most {rate:.0f} % false alarms). Worth a closer look; compression, resizing or "
                               "noise can cause this too.")
         return "low", ("No clear sign of editing: the score is in the range of most authentic photos, so no "
                        "region is marked. This does not prove the photo is authentic.")

@@ -17,10 +17,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..names import did_you_mean
+from ..names import GENERATION_KINDS, did_you_mean
 
 #: the generation kinds the synthetic engine knows (``splice`` is the paper's copy-paste CP).
-GENERATED_KINDS = ("splice", "copymove", "poisson", "removal", "enhance", "sbi", "composite", "authentic")
+GENERATED_KINDS = GENERATION_KINDS  # the generator's kinds (manipseg.names)
 
 #: every accepted key with its default value; ``None`` means "not set".
 DEFAULTS: dict[str, dict[str, Any]] = {
