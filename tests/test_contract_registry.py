@@ -158,3 +158,36 @@ def test_names_are_written_once():
     attack_help = next(a.help for a in p._actions if a.dest == "attack")
     assert all(name in attack_help for name in ATTACKS.names())
     assert GENERATED_KINDS is KINDS
+
+
+_BUILTIN = ("noi", "cfa", "ela", "copymove", "fused", "gsr-compact", "gsr-vgg16", "gsr-fused", "gsr-fused-vgg16")
+
+
+@pytest.fixture(scope="module")
+def odd_photo():
+    from skimage import data
+
+    return np.ascontiguousarray(data.chelsea()[:201, :299])  # odd height and width
+
+
+@pytest.mark.parametrize("name", _BUILTIN)
+def test_every_builtin_detector_keeps_the_contract(name, odd_photo):
+    """One conformance check for every registered detector: a map of the image's (odd) size in [0, 1], a score
+    in [0, 1], a decision threshold inside (0, 1) at which the mask is exactly where the map reaches it, bad input
+    refused."""
+    assert set(_BUILTIN) <= set(registry.names())
+    cls = registry.get_class(name)
+    ok, why = cls.availability() if hasattr(cls, "availability") else (True, "")
+    if not ok:
+        pytest.skip(f"{name}: {why}")
+    det = registry.load_detector(name)
+    pred = det.predict(odd_photo)
+    assert pred.prob.shape == odd_photo.shape[:2] and pred.prob.dtype == np.float32
+    assert 0.0 <= float(pred.prob.min()) and float(pred.prob.max()) <= 1.0 and 0.0 <= pred.score <= 1.0
+    assert 0.0 < det.threshold < 1.0
+    mask = prob_to_mask(pred.prob, threshold=det.threshold, dilate=0, min_region=0.0)
+    np.testing.assert_array_equal(mask > 0, pred.prob >= det.threshold)  # the mask is drawn at the reported threshold
+    with pytest.raises(ContractError):
+        det.predict(odd_photo.astype(np.float32))
+    with pytest.raises(ContractError):
+        det.predict(np.zeros((3, 3, 3), np.uint8))
