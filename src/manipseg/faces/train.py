@@ -188,11 +188,9 @@ def photo_pair(patch: PhotoPatch, rng: np.random.Generator, cfg: TrainConfig, sb
 
 
 def _face_box(lm: np.ndarray | None, side: int, margin: float) -> tuple[float, float, float, float]:
-    """The landmarks' box, or without landmarks the box a crop of ``margin`` was cut around."""
+    """The landmarks' box (``Face.frame_box``), or without landmarks the box a crop of ``margin`` was cut around."""
     if lm is not None:
-        x0, y0 = lm.min(axis=0)
-        x1, y1 = lm.max(axis=0)
-        return float(x0), float(y0), float(x1), float(y1)
+        return Face((0, 0, 0, 0), lm, 0.0).frame_box()
     inner = side / (1 + 2 * margin)
     off = (side - inner) / 2
     return off, off, off + inner, off + inner
