@@ -82,7 +82,7 @@ class MeanScore(Detector):
 def meanscore():
     registry.register("meanscore-test", "test detector")(MeanScore)
     yield "meanscore-test"
-    registry._ENTRIES.pop("meanscore-test")
+    registry.DETECTORS.remove("meanscore-test")
 
 
 def test_calibrate_cli_then_predict_gives_consistent_verdicts_and_masks(tmp_path, meanscore, capsys):

@@ -65,7 +65,7 @@ def test_register_and_load_by_name_and_config(tmp_path):
         with pytest.raises(FileNotFoundError):
             registry.load_detector(str(tmp_path / "missing.safetensors"))
     finally:
-        registry._ENTRIES.pop("constant-test")
+        registry.DETECTORS.remove("constant-test")
 
 
 def test_models_command_lists_every_detector(capsys):

@@ -479,6 +479,42 @@ def test_paste_fakes_in_training_batches_come_from_another_person(astronaut):
     assert labels.tolist() == [0, 0, 1, 1] and masks[2:].max() == 1.0
 
 
+def test_photo_level_paste_is_another_persons_face_pasted_at_the_photo_resolution(tmp_path, astronaut, coffee):
+    """With photo_blend and p_paste, the paste is made on the photo patch (the other person's photo patch as
+    source), then cropped: the crop's pixels change only where the (warped) mask is, and the fake's mask
+    covers the face."""
+    from manipseg.faces.data import FaceSet, photo_patch
+    from manipseg.faces.detect import Face
+    from manipseg.faces.train import TrainConfig, make_batch, photo_pair
+
+    faces, crops, lms, mats, paths = [], [], [], [], []
+    for k, (img, x0) in enumerate(((astronaut, 150), (coffee, 200))):
+        lm = template_landmarks(180) + (x0, 30)
+        path = tmp_path / f"p{k}.png"
+        cv2.imwrite(str(path), img[:, :, ::-1])
+        crop, crop_lm, m = crop_face(img, Face((x0, 30, x0 + 180, 210), lm, 1.0), 64, 0.3)
+        crops.append(crop), lms.append(crop_lm), mats.append(m), paths.append(str(path))
+    fs = FaceSet(np.stack(crops), np.stack(lms), np.array([0, 1]), np.array(["p0.png", "p1.png"]), np.array(paths),
+                 np.stack(mats))
+    patches = [photo_patch(fs, i, 0.3) for i in range(2)]
+    cfg = TrainConfig(p_resample=0, p_blur=0, p_jpeg=0, p_jitter=0, p_colour=0, photo_blend=1.0, p_paste=1.0,
+                      paste_feather=(0.0, 0.0), paste_colour=0.0, paste_partial=0.0, paste_misalign=0.0)
+    real, fake, mask = photo_pair(patches[0], np.random.default_rng(1), cfg, sbi.SBIConfig(), 64, augment=False,
+                                  paste_from=(fs, 0, patches))
+    np.testing.assert_array_equal(real, crops[0])
+    changed = np.abs(fake.astype(int) - real.astype(int)).max(2) > 0
+    assert changed[mask > 0.99].mean() > 0.9 and not changed[mask == 0].any()
+    assert 0.15 < (mask > 0.5).mean() < 0.8  # the face box's ellipse, not the whole crop
+    plain = photo_pair(patches[0], np.random.default_rng(1), dataclasses.replace(cfg, p_paste=0.0),
+                       sbi.SBIConfig(), 64, augment=False, paste_from=(fs, 0, patches))
+    sbi_fake = photo_pair(patches[0], np.random.default_rng(1), dataclasses.replace(cfg, p_paste=0.0),
+                          sbi.SBIConfig(), 64, augment=False)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, sbi_fake))  # no pastes: the old draws
+    batch, labels, masks = make_batch(fs, np.array([0, 1]), np.random.default_rng(2), cfg, sbi.SBIConfig(), 64,
+                                      patches=patches)
+    assert labels.tolist() == [0, 0, 1, 1] and masks[2:].max() == pytest.approx(1.0)
+
+
 def test_union_detector_keeps_every_dlib_face_and_adds_haar_boxes_with_landmarks(astronaut):
     pytest.importorskip("dlib")
     union = get_detector("union")

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _cfg(shared_data, tmp_path, role="blender", steps=4):
-    from manipseg.gan.pretrain import _validate
+    from manipseg.train.gan_pretrain import _validate
 
     return _validate({"role": role,
                       "data": {"root": str(shared_data), "sources": ["natural/sun-hays"], "size": 32,
@@ -28,7 +28,7 @@ def test_standalone_training_resumes_exactly(shared_data, tmp_path, role):
     import shutil
 
     from manipseg.gan.model import load_generator_file
-    from manipseg.gan.pretrain import GanRun
+    from manipseg.train.gan_pretrain import GanRun
     from manipseg.train import checkpoint as ckpt
 
     cfg = _cfg(shared_data, tmp_path, role)
@@ -46,7 +46,7 @@ def test_standalone_training_resumes_exactly(shared_data, tmp_path, role):
     snaps = sorted(p.name for p in (tmp_path / "full" / "snapshots").iterdir())
     assert snaps == ["G_00000000.safetensors", "G_00000002.safetensors", "G_00000004.safetensors"]
     if role == "blender":
-        from manipseg.gan.fig4 import fig4
+        from manipseg.train.gan_fig4 import fig4
         from manipseg.io import load_image
 
         png = load_image(fig4(tmp_path / "full", tmp_path / "fig4.png", rows=2, columns=3, cell=40))
@@ -54,7 +54,7 @@ def test_standalone_training_resumes_exactly(shared_data, tmp_path, role):
 
 
 def test_learned_kinds_match_their_classical_base(shared_data, tmp_path):
-    from manipseg.gan.kinds import LearnedDataset
+    from manipseg.generate.learned import LearnedDataset
     from manipseg.generate import ImagePool, make_sample
     from manipseg.generate.dataset import derive_seed
 
@@ -103,7 +103,7 @@ def test_generate_cli_with_gan_kinds(shared_data, tmp_path, monkeypatch):
 
 
 def test_compare_identity_generator_changes_nothing(shared_data, tmp_path):
-    from manipseg.gan.evaluate import compare
+    from manipseg.train.gan_evaluate import compare
     from manipseg.models.nets import build_network
     from manipseg.models.weights import save_weights
 

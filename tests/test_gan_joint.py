@@ -87,7 +87,7 @@ def test_joint_training_updates_g_logs_and_resumes(tmp_path):
 
 def test_gan_init_loads_a_pretrained_blender(tmp_path):
     from manipseg.gan import UNetGenerator, save_generator
-    from manipseg.gan.joint import JointGan
+    from manipseg.train.gan_joint import JointGan
 
     torch.manual_seed(0)
     g = UNetGenerator(width=4, depth=3, max_width=16)

@@ -154,7 +154,7 @@ class Flat(Detector):
 def flat_model():
     registry.register("flat-test", "test detector")(Flat)
     yield "flat-test"
-    registry._ENTRIES.pop("flat-test")
+    registry.DETECTORS.remove("flat-test")
 
 
 def test_missing_input_is_reported_in_summary_and_jsonl(tmp_path, coffee, flat_model, capsys):

@@ -28,7 +28,7 @@ class Gradient(Detector):
 def gradient_model():
     registry.register("gradient-test", "test detector")(Gradient)
     yield "gradient-test"
-    registry._ENTRIES.pop("gradient-test")
+    registry.DETECTORS.remove("gradient-test")
 
 
 def test_predict_writes_outputs_and_skips_corrupt(tmp_path, astronaut, gradient_model):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from manipseg.postprocess import boundary_of as boundary_cv
-from manipseg.train.refine import boundary_of, refine
+from manipseg.morphology import boundary_of
+from manipseg.train.refine import refine
 
 
 def _case():

@@ -52,7 +52,7 @@ def test_onnx_runtime_computes_what_torch_computes(weights, cache, astronaut):
     assert tiled_o.extras["tiles"] > 1
     np.testing.assert_allclose(tiled_o.prob, tiled_t.prob, atol=2e-4)
     # the graph was exported once into the cache, named by the weights' checksum
-    from manipseg.models.header import read_info
+    from manipseg.header import read_info
 
     sha, arch = read_header(weights)["sha256"], runtime.arch_of(read_info(weights))
     graph = runtime.cache_graph_path(sha, arch)
@@ -73,7 +73,7 @@ def test_a_stale_graph_beside_the_weights_is_not_used(weights, cache, tmp_path):
     det = GSRDetector.from_weights(weights, bf16=False, runtime="onnx")
     assert det._onnx.path != weights.with_suffix(".onnx")  # re-exported into the cache instead
     assert det._onnx.weights_sha256 == read_header(weights)["sha256"]
-    from manipseg.models.header import read_info
+    from manipseg.header import read_info
 
     arch = runtime.arch_of(read_info(weights))
     assert runtime.open_graph(weights, read_header(weights)["sha256"], arch).path == det._onnx.path
@@ -151,7 +151,7 @@ def test_once_onnx_is_chosen_the_detector_is_built_without_torch(weights, cache,
 
     # cache the graph (export) and a choice of ONNX Runtime for this machine
     det = GSRDetector.from_weights(weights, runtime="onnx")
-    from manipseg.models.header import read_info
+    from manipseg.header import read_info
 
     runtime._remember(runtime.speed_key(runtime.arch_of(read_info(weights)), True), {"torch": 2.0, "onnx": 1.0}, "onnx")
     code = (

@@ -184,9 +184,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]                      # rows after the checkpoint were replaced
 
     # the exported model is a working detector
-    from manipseg.models.weights import detector_from_weights
+    from manipseg.models.gsr import GSRDetector
 
-    det = detector_from_weights(tmp_path / "cut" / "model.safetensors")
+    det = GSRDetector.from_weights(tmp_path / "cut" / "model.safetensors")
     pred = det.predict(np.zeros((40, 50, 3), np.uint8) + 128)
     assert pred.prob.shape == (40, 50)
 

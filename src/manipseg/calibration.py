@@ -186,7 +186,7 @@ def weights_checksum(detector) -> str | None:
     w = weights_of(detector)
     if w is None:
         return None
-    from .models.header import WeightsError, read_header
+    from .header import WeightsError, read_header
 
     try:
         return read_header(w).get("sha256")

@@ -19,6 +19,8 @@ from typing import Iterator
 
 import torch
 
+from .machine import cpu_model
+
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -98,12 +100,6 @@ def bf16_supported(device: str = "cpu") -> bool:
     return bool(torch.allclose(out.float(), ref, rtol=0.05, atol=0.1 * float(ref.abs().max())))
 
 
-def _cpu_model() -> str:
-    from .parallel import cpu_model
-
-    return cpu_model()
-
-
 def measure_bf16_speedup(repeats: int = 5) -> float:
     """fp32 time / bf16 time of a small stack of 3x3 convolutions (the compact network's kind of layer,
     channels_last, forward only) on this CPU with the current thread count: > 1 means bf16 is faster."""
@@ -144,7 +140,7 @@ def bf16_faster(device: str = "cpu") -> bool:
         return False
     from .cache import read_json, remember
 
-    key = f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    key = f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
     entry = read_json("bf16.json").get(key)
     if isinstance(entry, dict) and "speedup" in entry:
         return float(entry["speedup"]) >= 1.1

@@ -372,3 +372,17 @@ def read_prob_png(path: str | os.PathLike) -> np.ndarray:
     if arr.dtype == np.uint16:
         return arr.astype(np.float32) / 65535.0
     return arr.astype(np.float32) / 255.0
+
+
+def output_stems(files: list[Path]) -> dict[Path, str]:
+    """Output stem per input; inputs sharing a stem (a.jpg, a.png, dir1/a.jpg) get ``a``, ``a-2``, ..."""
+    stems: dict[Path, str] = {}
+    used: set[str] = set()
+    for f in files:
+        stem, k = f.stem, 2
+        while stem in used:
+            stem = f"{f.stem}-{k}"
+            k += 1
+        used.add(stem)
+        stems[f] = stem
+    return stems

@@ -86,8 +86,9 @@ class Registry:
         """Every entry's value, in registration order (lazy targets are imported)."""
         return [self.get(n) for n in list(self._entries)]
 
-    def unknown(self, name: str) -> Exception:
-        known = [*self.also, *self.names()]
+    def unknown(self, name: str, also: Iterable[str] = ()) -> Exception:
+        """The error for ``name``; ``also``: more names to list and suggest (e.g. a server's own model label)."""
+        known = [*self.also, *sorted(set(also) - set(self._entries)), *self.names()]
         message = f"unknown {self.what} {name!r}.{did_you_mean(str(name), known, self.cutoff)} " \
                   f"Known {self.plural}: {', '.join(known)}."
         return (self.error or UnknownNameError)(message)

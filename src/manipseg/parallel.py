@@ -20,6 +20,8 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+from .machine import cpu_count
+
 
 #: seconds to wait for Ray workers to start (load their model) before giving up
 READY_TIMEOUT = 600.0
@@ -27,26 +29,6 @@ READY_TIMEOUT = 600.0
 
 class PoolError(RuntimeError):
     """A worker could not be started or died (not a failure of one item: tasks report those themselves)."""
-
-
-def cpu_count() -> int:
-    """CPUs this process may use (the affinity mask where the platform has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; the platform's processor name elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 from .calibration import verdict_of
 from .contract import ContractError, Detector
 from .io import (DEFAULT_MAX_PIXELS, ImageLoadError, atomic_write, decode_image, encode_jpeg, encode_png,
-                 is_output_file, prob_to_u16, read_image_bytes, write_bytes_atomic)
+                 is_output_file, output_stems, prob_to_u16, read_image_bytes, write_bytes_atomic)
 from .parallel import PoolSpec, WorkerPool, absolute_if_file, pinned_environment, worker_detector
 from .postprocess import prob_to_mask
 from .visualize import overlay
@@ -101,20 +101,6 @@ def _earlier_results(jsonl: Path, model: str, threshold: float, out_dir: Path, w
         if all((out_dir / f"{r['stem']}{suffix}").is_file() for suffix in outputs):
             kept[r["input"]] = r
     return kept
-
-
-def output_stems(files: list[Path]) -> dict[Path, str]:
-    """Output stem per input; inputs sharing a stem (a.jpg, a.png, dir1/a.jpg) get ``a``, ``a-2``, ..."""
-    stems: dict[Path, str] = {}
-    used: set[str] = set()
-    for f in files:
-        stem, k = f.stem, 2
-        while stem in used:
-            stem = f"{f.stem}-{k}"
-            k += 1
-        used.add(stem)
-        stems[f] = stem
-    return stems
 
 
 #: the outputs a user can ask for (``--outputs``); the thumbnail is always written (the report shows it)

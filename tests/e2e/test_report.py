@@ -50,7 +50,7 @@ def batch(tmp_path):
                      "--out", str(out), "--no-progress"]) == 1  # one input failed
         yield out
     finally:
-        registry._ENTRIES.pop("bright-test")
+        registry.DETECTORS.remove("bright-test")
 
 
 def test_index_is_queryable_and_complete(batch):

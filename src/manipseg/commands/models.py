@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import registry
 
-    from ..models.header import read_info
+    from ..header import read_info
 
     default = registry.default_model()
     rows = []

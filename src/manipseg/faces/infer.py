@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..io import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageLoadError, atomic_write, load_image, prob_to_u16, save_jpeg, save_png
+from ..io import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageLoadError, atomic_write, list_images, load_image, output_stems,
+                  prob_to_u16, save_jpeg, save_png)
 from ..visualize import heatmap as colour_heatmap
 from .detect import Face, FaceDetector, box_iou, crop_face, crop_to_image, get_detector
 from .model import AdapGRNet, FaceNetConfig
@@ -237,8 +238,6 @@ def analyse_video(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str, every:
 
 def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
     """Files, directories (images and videos inside, non-recursive) and globs; (files, problems)."""
-    from ..io import list_images
-
     files, problems, plain = [], [], []
     for item in inputs:
         p = Path(item)
@@ -262,8 +261,6 @@ def run_faces(an: FaceAnalyzer, files: list[Path], out_dir: Path, every: int = 1
               progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[dict[str, Any]]:
     """Analyse every file; failures are recorded with an ``error`` key and the batch goes on."""
     from tqdm import tqdm
-
-    from ..predict import output_stems
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = output_stems(files)

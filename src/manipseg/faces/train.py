@@ -167,17 +167,24 @@ def shrink(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
 
 
 def photo_pair(patch: PhotoPatch, rng: np.random.Generator, cfg: TrainConfig, sbi: SBIConfig, size: int,
-               augment: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(real crop, its SBI's crop, blend mask in crop pixels): the SBI is made on the photo patch at the
+               augment: bool = True, paste_from: "tuple[FaceSet, int, list[PhotoPatch]] | None" = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(real crop, its fake's crop, blend mask in crop pixels): the fake is made on the photo patch at the
     photo's resolution, then both are cropped by one bilinear warp (the crop map of ``crop_face``, with the
-    random flip and jitter folded in) — what ``manipseg faces`` does with a face blended in a photo.
+    random flip and jitter folded in) — what ``manipseg faces`` does with a face altered in a photo. The fake
+    is the patch's SBI or, with ``paste_from`` = (face set, this face's index, every face's patch) and
+    probability ``cfg.p_paste``, another person's face pasted at the photo's resolution (:func:`paste_fake`).
     Without ``augment`` no flip, colour change or jitter (validation)."""
     image, lm = patch.image, patch.landmarks
     if augment and rng.random() < 0.5:
         image, lm = flip(image, lm)
     if augment and rng.random() < cfg.p_colour:
         image = color_transform(image, rng, sbi)
-    fake, mask, _ = self_blend(image, lm, rng, sbi)
+    if paste_from is not None and cfg.p_paste and rng.random() < cfg.p_paste:
+        fs, i, patches = paste_from
+        fake, mask = paste_fake(fs, i, image, lm, rng, cfg, patches=patches)
+    else:
+        fake, mask, _ = self_blend(image, lm, rng, sbi)
     m = np.vstack([crop_matrix(Face((0, 0, 0, 0), lm, 0.0), size, cfg.margin), [0, 0, 1]])
     j = jitter_matrix(rng, cfg, size, size) if augment else None
     if j is not None:
@@ -197,10 +204,11 @@ def _face_box(lm: np.ndarray | None, side: int, margin: float) -> tuple[float, f
 
 
 def paste_fake(fs: FaceSet, i: int, crop: np.ndarray, lm: np.ndarray | None, rng: np.random.Generator,
-               cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``crop`` with another person's face (a random crop of ``fs`` of another identity) pasted by its box
-    (:func:`face_paste`): the box's size and position off by up to ``paste_misalign``, an edge drawn from
-    ``paste_feather``, colour-matched or not, the whole face or its upper / lower part."""
+               cfg: TrainConfig, patches: list[PhotoPatch] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``crop`` with another person's face (a random crop of ``fs`` of another identity, or with ``patches``
+    that face's photo patch, at its photo's resolution) pasted by its box (:func:`face_paste`): the box's
+    size and position off by up to ``paste_misalign``, an edge drawn from ``paste_feather``, colour-matched
+    or not, the whole face or its upper / lower part."""
     others = np.flatnonzero(fs.identity != fs.identity[i])
     j = int(rng.choice(others)) if len(others) else i
     side = crop.shape[0]
@@ -210,13 +218,13 @@ def paste_fake(fs: FaceSet, i: int, crop: np.ndarray, lm: np.ndarray | None, rng
     cx = (tx0 + tx1) / 2 + rng.uniform(-cfg.paste_misalign, cfg.paste_misalign) * bw
     cy = (ty0 + ty1) / 2 + rng.uniform(-cfg.paste_misalign, cfg.paste_misalign) * bh
     box = (cx - scale * bw / 2, cy - scale * bh / 2, cx + scale * bw / 2, cy + scale * bh / 2)
-    source = fs.crops[j]
+    source, source_lm = (fs.crops[j], fs.lm(j)) if patches is None else (patches[j].image, patches[j].landmarks)
     if rng.random() < 0.5:
         source = np.ascontiguousarray(source[:, ::-1])  # the box of a mirrored face is the mirrored box
-        sx0, sy0, sx1, sy1 = _face_box(fs.lm(j), source.shape[0], cfg.margin)
+        sx0, sy0, sx1, sy1 = _face_box(source_lm, source.shape[0], cfg.margin)
         source_box = (source.shape[1] - sx1, sy0, source.shape[1] - sx0, sy1)
     else:
-        source_box = _face_box(fs.lm(j), source.shape[0], cfg.margin)
+        source_box = _face_box(source_lm, source.shape[0], cfg.margin)
     lo, hi = cfg.paste_feather
     part = PARTS[int(rng.choice(2)) + 1] if rng.random() < cfg.paste_partial else "full"
     fake, mask, _ = face_paste(crop, box, source, source_box, feather=float(rng.uniform(lo, hi)),
@@ -238,7 +246,7 @@ def make_batch(fs: FaceSet, idx: np.ndarray, rng: np.random.Generator, cfg: Trai
     reals, fakes, masks = [], [], []
     for i in idx:
         if patches is not None and (cfg.photo_blend >= 1 or rng.random() < cfg.photo_blend):
-            real, fake, mask = photo_pair(patches[int(i)], rng, cfg, sbi, size)
+            real, fake, mask = photo_pair(patches[int(i)], rng, cfg, sbi, size, paste_from=(fs, int(i), patches))
             reals.append(post_augment(real, rng, cfg))
             fakes.append(post_augment(fake, rng, cfg))
             masks.append(mask / max(float(mask.max()), 1e-6))
@@ -362,8 +370,6 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
         raise ValueError(f"blend_size {cfg.blend_size} must be 0 or at least the network's input size {net_cfg.size}")
     if cfg.photo_blend and cfg.blend_size:
         raise ValueError("photo_blend and blend_size exclude each other (photo_blend blends at the photo's resolution)")
-    if cfg.p_paste and cfg.photo_blend:
-        raise ValueError("p_paste makes pastes on the cached crops: use it with photo_blend 0")
     lo, hi = cfg.paste_feather
     if not 0 <= lo <= hi:
         raise ValueError(f"paste_feather must be a range 0 <= low <= high (pixels), got {cfg.paste_feather}")

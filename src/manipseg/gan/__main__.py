@@ -37,19 +37,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.cmd == "train":
-            from .pretrain import GanRun, load_config
+            from ..train.gan_pretrain import GanRun, load_config
 
             overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
             cfg = load_config(args.config, overrides)
             step = GanRun(cfg, args.out, args.device).run(resume=args.resume)
             print(f"trained to step {step}; generator: {args.out}/generator.safetensors")
         elif args.cmd == "fig4":
-            from .fig4 import fig4
+            from ..train.gan_fig4 import fig4
 
             path = fig4(args.run_dir, args.out, rows=args.rows, columns=args.columns, cell=args.cell)
             print(f"wrote {path}")
         else:
-            from .evaluate import compare
+            from ..train.gan_evaluate import compare
 
             res = compare(args.generator, args.model, args.sources, n=args.n, size=args.size, seed=args.seed,
                           composite_width=args.composite_width)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..train.refine import dilate
+from ..morphology import dilate
 from .losses import Weights, adv_discriminator, adv_generator, generator_loss, masked_l1
 from .nets import PatchDiscriminator, UNetGenerator, pad_to_multiple
 

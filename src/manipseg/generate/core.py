@@ -62,7 +62,7 @@ class _Retry(Exception):
     """The drawn parameters gave an unusable K; draw again."""
 
 
-def _rng_for(kind: str, seed: int) -> np.random.Generator:
+def rng_for(kind: str, seed: int) -> np.random.Generator:
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(kind.encode())]))
@@ -401,7 +401,7 @@ def self_blend(image: np.ndarray, region: np.ndarray, seed: int, config: GenConf
     if not region.any():
         raise ValueError("region is empty")
     cfg = as_config(config)
-    rng = _rng_for("sbi", seed)
+    rng = rng_for("sbi", seed)
     for attempt in range(max_tries):
         meta: dict[str, Any] = {"kind": "sbi", "seed": int(seed), "size": list(image.shape[:2])}
         try:
@@ -510,7 +510,7 @@ def make_sample(kind: str, seed: int, pool: ImagePool, size: int = 256,
     if len(pool) == 0:
         raise ValueError("the image pool is empty")
     cfg = as_config(config)
-    rng = _rng_for(kind, seed)
+    rng = rng_for(kind, seed)
     last = ""
     for attempt in range(max_tries):
         meta: dict[str, Any] = {"kind": kind, "seed": int(seed), "size": int(size)}

@@ -49,7 +49,7 @@ class GenerateSpec:
         from .dataset import SyntheticDataset
 
         if {"gan", "inpaint-gan"} & set(self.kinds):
-            from ..gan.kinds import LearnedDataset
+            from .learned import LearnedDataset
 
             return LearnedDataset(self.sources, self.kinds, size=self.size, length=self.n, seed=self.seed,
                                   config=GenConfig.from_dict(self.config), generator=self.generator,

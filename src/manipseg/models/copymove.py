@@ -204,7 +204,8 @@ class CopyMoveDetector(Detector):
     """Duplicated regions within the image (SIFT + g2NN + RANSAC + dense ZNCC), source and target both marked."""
 
     name = "copymove"
-    summary = "Copy-move: SIFT/g2NN self-matching, RANSAC transforms, dense ZNCC map of source and target."
+    summary = ("Copy-move: SIFT/g2NN self-matching, RANSAC transforms checked pixel by pixel (look-alike objects "
+               "rejected), dense ZNCC map of source and target.")
     threshold = 0.5  # every verified region is >= 0.5, everything else is 0
     min_region = 0.0005
 

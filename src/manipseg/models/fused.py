@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..contract import Detector, Prediction
+from ..registry import get_class, load_detector
 
 MODES = ("max", "noisy-or")
 
@@ -69,8 +70,6 @@ def combine(a: np.ndarray | float, b: np.ndarray | float, mode: str, weight: flo
 def _resolve(detector: str | Path | Detector, device: str) -> Detector:
     if isinstance(detector, Detector):
         return detector
-    from ..registry import load_detector
-
     return load_detector(str(detector), device=device)
 
 
@@ -86,8 +85,6 @@ class FusedDetector(Detector):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        from ..registry import get_class
-
         ok, why = get_class(cls.default_artifact).availability()
         return ok, (f"its artifact detector {cls.default_artifact!r} is unavailable: {why}" if not ok else "")
 

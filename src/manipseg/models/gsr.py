@@ -73,7 +73,7 @@ class GSRDetector(Detector):
         except RuntimeChoiceError as exc:
             raise ContractError(str(exc)) from exc
         if fast is not None:  # ONNX Runtime already chosen on this machine: torch is not needed at all
-            from .header import read_info
+            from ..header import read_info
 
             info = {**read_info(weights), "path": str(weights)}
             self._check_arch(info.get("arch"), weights)
@@ -110,7 +110,7 @@ class GSRDetector(Detector):
             self.model = self.model.to(memory_format=torch.channels_last)
         sha = None
         if weights is not None:
-            from .header import WeightsError, read_header
+            from ..header import WeightsError, read_header
 
             try:
                 sha = read_header(weights).get("sha256")
@@ -128,7 +128,7 @@ class GSRDetector(Detector):
     @classmethod
     def from_weights(cls, path: str | os.PathLike, device: str = "cpu", **config: Any) -> "GSRDetector":
         """The detector class matching the architecture stored in ``path``."""
-        from .header import WeightsError, read_info
+        from ..header import WeightsError, read_info
 
         try:
             arch = read_info(path).get("arch")
@@ -160,7 +160,7 @@ class GSRDetector(Detector):
     def default_threshold(cls) -> float:
         path = WEIGHTS_DIR / f"{cls.name}.safetensors"
         if path.is_file():
-            from .header import WeightsError, read_info
+            from ..header import WeightsError, read_info
 
             try:
                 return float(read_info(path).get("threshold", cls.threshold))
@@ -251,7 +251,7 @@ class GSRDetector(Detector):
 
 class GSRCompactDetector(GSRDetector):
     name = "gsr-compact"
-    summary = "GSR-Net training scheme with the compact CPU network (boundary branch, SRM stem); needs weights."
+    summary = "GSR-Net scheme with the compact CPU network (boundary branch, SRM stem); trained weights bundled."
     arch = "compact"
     default_tile = 2048
 

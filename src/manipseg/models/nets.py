@@ -33,6 +33,7 @@ from kornia.filters import guided_blur
 from torch import nn
 
 from ..names import Registry
+from .pretrained import VGG16_LAYERS, load_packaged_vgg16
 
 #: the segmentation network architectures (filled below, where they are defined)
 ARCHITECTURES = Registry("network architecture", cutoff=0.5)
@@ -244,14 +245,6 @@ def _init_weights(module: nn.Module) -> None:
 
 
 # -- GSR-Net: DeepLab VGG-16 (BN) + ASPP ---------------------------------------------------------------
-VGG16_LAYERS: list[tuple[str, int, int, int]] = [
-    # (name, in, out, dilation)
-    ("conv1_1", 3, 64, 1), ("conv1_2", 64, 64, 1),
-    ("conv2_1", 64, 128, 1), ("conv2_2", 128, 128, 1),
-    ("conv3_1", 128, 256, 1), ("conv3_2", 256, 256, 1), ("conv3_3", 256, 256, 1),
-    ("conv4_1", 256, 512, 1), ("conv4_2", 512, 512, 1), ("conv4_3", 512, 512, 1),
-    ("conv5_1", 512, 512, 2), ("conv5_2", 512, 512, 2), ("conv5_3", 512, 512, 2),
-]
 
 
 class VGGConv(nn.Module):
@@ -314,8 +307,6 @@ class GSRVGG16(SegNet):
         _init_weights(self)
         self.init_report: dict[str, list[str]] | None = None
         if init is not None:  # construction-time only, so not recorded in arch_kwargs
-            from .pretrained import load_packaged_vgg16
-
             self.init_report = load_packaged_vgg16(self, init)
 
     def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

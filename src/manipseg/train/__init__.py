@@ -2,5 +2,7 @@
 
 Modules: :mod:`.config` (validated YAML/TOML configs), :mod:`.data` (sample stream, flips, G(M) hook),
 :mod:`.refine` (Eqs. 8-9), :mod:`.losses`, :mod:`.checkpoint`, :mod:`.validate`, :mod:`.realdata`
-(real forgeries) and :mod:`.loop` (the trainer, single process or DDP).
+(real forgeries), :mod:`.loop` (the trainer, single process or DDP) and the GAN's training:
+:mod:`.gan_pretrain` (G and D alone, ``python -m manipseg.gan train``), :mod:`.gan_joint` (with the segmenter),
+:mod:`.gan_evaluate` and :mod:`.gan_fig4`.
 """

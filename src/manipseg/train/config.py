@@ -84,7 +84,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_images": 50,             # cap on the folder's images per validation
         "max_side": 1024,             # folder images are downscaled to this longest side
     },
-    "gan": {                          # GSR-Net's blender G(K, M) + D trained jointly (manipseg.gan.joint)
+    "gan": {                          # GSR-Net's blender G(K, M) + D trained jointly (manipseg.train.gan_joint)
         "enabled": None,              # None = on when data.generated_fraction > 0 and data.generator is unset
         "generator": {"width": 16, "depth": 5, "max_width": 128, "identity_init": True},
         "discriminator": {"width": 32},

@@ -296,7 +296,7 @@ class Trainer:
             if self.dist.enabled:
                 raise TrainingError("joint GAN training (gan.enabled) runs in one process; pre-train the blender "
                                     "with python -m manipseg.gan train and use it through data.generator under DDP")
-            from ..gan.joint import JointGan
+            from .gan_joint import JointGan
 
             self.gan = JointGan(self.cfg["gan"], self.device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))

@@ -45,8 +45,8 @@ def fig4(run_dir: str | os.PathLike, out: str | os.PathLike, rows: int = 4, colu
 
     from ..io import save_png
     from ..visualize import grid
-    from .model import load_generator_file, to_signed
-    from .pretrain import _validate, validation_batch
+    from ..gan.model import load_generator_file, to_signed
+    from .gan_pretrain import _validate, validation_batch
 
     run_dir = Path(run_dir)
     raw = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))

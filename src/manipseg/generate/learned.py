@@ -19,10 +19,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..generate.config import as_config
-from ..generate.core import Sample, _rng_for, make_sample
-from ..generate.dataset import SyntheticDataset, derive_seed
-from ..generate.post import apply_post
+from .config import as_config
+from .core import Sample, make_sample, rng_for
+from .dataset import SyntheticDataset, derive_seed
+from .post import apply_post
 from ..postprocess import boundary_of
 
 #: learned kind -> the engine kind whose geometry it starts from
@@ -59,7 +59,7 @@ class LearnedDataset(SyntheticDataset):
 
     def _net(self, role: str):
         if role not in self._nets:
-            from .model import Blender, Inpainter
+            from ..gan.model import Blender, Inpainter
 
             self._nets[role] = (Blender(self.generator_path, self.device, self.composite_width) if role == "blender"
                                 else Inpainter(self.inpainter_path, self.device))
@@ -95,7 +95,7 @@ class LearnedDataset(SyntheticDataset):
             meta["composite_width"] = self.composite_width
         else:
             meta["method"] = "inpaint-gan"
-        (out, target, source), meta["post"] = apply_post(_rng_for(kind, seed), [out, raw.target, raw.source], cfg.post)
+        (out, target, source), meta["post"] = apply_post(rng_for(kind, seed), [out, raw.target, raw.source], cfg.post)
         return Sample(image=np.ascontiguousarray(out), mask=raw.mask, boundary=boundary_of(raw.mask, cfg.boundary_width),
                       target=None if target is None else np.ascontiguousarray(target),
                       source=None if source is None else np.ascontiguousarray(source), meta=meta)

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..train import checkpoint as ckpt
-from ..train.config import ConfigError, _closest, apply_overrides, load_raw, resolve_path
-from .model import BlenderGAN, GanSettings, InpainterGAN, save_generator, to_signed
+from . import checkpoint as ckpt
+from .config import ConfigError, _closest, apply_overrides, load_raw, resolve_path
+from ..gan.model import BlenderGAN, GanSettings, InpainterGAN, save_generator, to_signed
 
 log = logging.getLogger("manipseg.gan")
 
@@ -121,7 +121,7 @@ def _prepare(batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torc
 
 
 def _val_stats(pair, val: dict[str, torch.Tensor], role: str) -> dict[str, float]:
-    from .losses import loss_bg, masked_l1
+    from ..gan.losses import loss_bg, masked_l1
 
     image, mask, target, _ = _prepare(val, pair.device)
     pair.G.eval()
@@ -147,7 +147,7 @@ class GanRun:
         import yaml
         from torch.utils.data import DataLoader
 
-        from ..train.data import StepSampler
+        from .data import StepSampler
 
         cfg, t = self.cfg, self.cfg["train"]
         if t["threads"]:

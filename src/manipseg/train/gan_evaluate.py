@@ -24,7 +24,7 @@ def _f1(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def blender_edge_width(path: str) -> int:
     """The edge width a blender was trained with (5 when its metadata does not say)."""
-    from .model import load_generator_file
+    from ..gan.model import load_generator_file
 
     cfg = load_generator_file(path, "blender")[1].get("config") or {}
     return int((cfg.get("loss") or cfg.get("gan") or {}).get("edge_width", 5))
@@ -34,10 +34,10 @@ def compare(generator: str, model: str, sources: Sequence[str], n: int = 48, siz
             composite_width: int = 5, root: str | None = None) -> dict[str, float]:
     from ..generate import SyntheticDataset
     from ..models.weights import network_from_weights
-    from ..train.config import resolve_path
-    from ..train.validate import predict_probs, score
-    from .losses import edge_mask, loss_bg
-    from .model import Blender, to_signed
+    from .config import resolve_path
+    from .validate import predict_probs, score
+    from ..gan.losses import edge_mask, loss_bg
+    from ..gan.model import Blender, to_signed
 
     ds = SyntheticDataset([str(resolve_path(s, root)) for s in sources], ["splice"], size, n, seed)
     items = [ds[i] for i in range(n)]
