@@ -100,6 +100,38 @@ def test_weights_roundtrip_and_role_check(tmp_path):
         load_generator_file(bad)
 
 
+def test_generator_files_use_the_one_weights_format_with_kind_and_checksum(tmp_path):
+    """save_generator writes manipseg.models.weights' format (kind gan-generator, checksum): a flipped byte is
+    caught, a segmenter loader refuses the file by name, and the GAN's earlier header format still loads."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from manipseg.header import read_info
+    from manipseg.models.weights import WeightsError, network_from_weights
+
+    torch.manual_seed(3)
+    g = UNetGenerator(width=4, depth=2, max_width=8)
+    path = save_generator(tmp_path / "g.safetensors", g, "inpainter", {"step": 2})
+    info = read_info(path)
+    assert info["kind"] == "gan-generator" and info["arch"] == "gan-unet" and info["training"]["role"] == "inpainter"
+    with pytest.raises(WeightsError, match="gan-generator"):
+        network_from_weights(path)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # inside the last tensor
+    (tmp_path / "bad.safetensors").write_bytes(bytes(data))
+    with pytest.raises(GeneratorWeightsError, match="checksum mismatch"):
+        load_generator_file(tmp_path / "bad.safetensors")
+    legacy = tmp_path / "legacy.safetensors"
+    save_file({k: v.contiguous() for k, v in g.state_dict().items()}, str(legacy),
+              metadata={"format": "manipseg-gan", "role": "inpainter", "generator": json.dumps(g.config),
+                        "meta": json.dumps({"step": 2})})
+    old, meta = load_generator_file(legacy, "inpainter")
+    new, meta_new = load_generator_file(path, "inpainter")
+    assert meta == meta_new == {"step": 2, "role": "inpainter"}
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+
+
 def test_blender_and_inpainter_keep_pixels_outside_their_regions():
     torch.manual_seed(2)
     g = UNetGenerator(width=4, depth=2, max_width=8)

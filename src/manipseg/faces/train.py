@@ -456,8 +456,8 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
                     "data": cfg.faces, "extra_faces": list(cfg.extra_faces), "margin": cfg.margin}
             if m["auc"] > best:
                 best = m["auc"]
-                save_weights(run_dir / "best.safetensors", net, ARCH, net_cfg.to_dict(), meta)
-            save_weights(run_dir / "last.safetensors", net, ARCH, net_cfg.to_dict(), meta)
+                save_weights(run_dir / "best.safetensors", net, ARCH, net_cfg.to_dict(), meta, kind="face-classifier")
+            save_weights(run_dir / "last.safetensors", net, ARCH, net_cfg.to_dict(), meta, kind="face-classifier")
             state = {"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                      "minutes": minutes()}
             atomic_write(last, lambda tmp, s=state: torch.save(s, tmp))

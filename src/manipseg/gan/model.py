@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from ..header import WeightsError, read_header
+from ..models.weights import kind_of, load_weights, save_weights
 from ..morphology import dilate
 from .losses import Weights, adv_discriminator, adv_generator, generator_loss, masked_l1
 from .nets import PatchDiscriminator, UNetGenerator, pad_to_multiple
@@ -179,40 +181,65 @@ class InpainterGAN(_Pair):
 
 
 # -- weights files -------------------------------------------------------------------------------------------
+#: the architecture name of the generators in a weights file (:mod:`manipseg.models.weights`, kind ``gan-generator``)
+GENERATOR_ARCH = "gan-unet"
+
+
 def save_generator(path: str | os.PathLike, G: UNetGenerator, role: str, meta: dict[str, Any] | None = None) -> Path:
-    """Write G's weights (fp32) and metadata to ``path`` (.safetensors) atomically."""
-    from safetensors.torch import save_file
-
-    from ..io import atomic_write
-
+    """Write G's weights (fp32) and metadata to ``path`` (.safetensors) atomically, in the one weights format
+    (:func:`manipseg.models.weights.save_weights`: kind ``gan-generator``, its ``role``, a checksum)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in G.state_dict().items()}
-    header = {"format": "manipseg-gan", "role": role, "generator": json.dumps(G.config),
-              "meta": json.dumps(meta or {}, default=str)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
-    return path
+    G_fp32 = G if all(p.dtype == torch.float32 for p in G.state_dict().values()) else _fp32_copy(G)
+    return save_weights(path, G_fp32, GENERATOR_ARCH, G.config, {**(meta or {}), "role": role}, kind="gan-generator")
+
+
+def _fp32_copy(G: UNetGenerator) -> UNetGenerator:
+    copy = UNetGenerator(**G.config)
+    copy.load_state_dict({k: v.detach().float().cpu() for k, v in G.state_dict().items()})
+    return copy
 
 
 def load_generator_file(path: str | os.PathLike, role: str | None = None,
                         device: str | torch.device = "cpu") -> tuple[UNetGenerator, dict[str, Any]]:
-    """A generator saved by :func:`save_generator` (eval mode) and its metadata; checks ``role``."""
-    from safetensors import SafetensorError, safe_open
-
+    """A generator saved by :func:`save_generator` (eval mode) and its metadata; checks the checksum and
+    ``role``. Files of the GAN's own earlier format (``manipseg-gan`` header, no checksum) are still read."""
     path = Path(path)
     if not path.is_file():
         raise GeneratorWeightsError(f"generator weights not found: {path}")
     try:
+        header = read_header(path)
+    except WeightsError as exc:
+        raise GeneratorWeightsError(f"{path}: not a readable .safetensors file ({exc})") from None
+    if header.get("format") == "manipseg-gan":
+        return _load_legacy(path, header, role, device)
+    try:
+        tensors, info = load_weights(path)
+    except WeightsError as exc:
+        raise GeneratorWeightsError(str(exc)) from None
+    if kind_of(info) != "gan-generator":
+        raise GeneratorWeightsError(f"{path}: holds a {kind_of(info)} network, not a GAN generator; "
+                                    "train one with: python -m manipseg.gan train configs/gan_blender.yaml")
+    meta = dict(info.get("training") or {})
+    if role is not None and meta.get("role") != role:
+        raise GeneratorWeightsError(f"{path}: holds a {meta.get('role')!r} generator, expected a {role!r} one")
+    G = UNetGenerator(**info.get("arch_kwargs", {}))
+    try:
+        G.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise GeneratorWeightsError(f"{path}: weights do not match the stored architecture ({exc})") from exc
+    return G.to(device).eval(), meta
+
+
+def _load_legacy(path: Path, header: dict[str, Any], role: str | None,
+                 device: str | torch.device) -> tuple[UNetGenerator, dict[str, Any]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
-            header = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError) as exc:
         raise GeneratorWeightsError(f"{path}: not a readable .safetensors file ({exc})") from exc
-    if header.get("format") != "manipseg-gan":
-        raise GeneratorWeightsError(f"{path}: not a manipseg GAN generator (no 'manipseg-gan' header); "
-                                    "train one with: python -m manipseg.gan train configs/gan_blender.yaml")
     if role is not None and header.get("role") != role:
         raise GeneratorWeightsError(f"{path}: holds a {header.get('role')!r} generator, expected a {role!r} one")
     G = UNetGenerator(**json.loads(header["generator"]))

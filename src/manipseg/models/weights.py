@@ -2,8 +2,10 @@
 
 A weights file holds the network's state dict and, in the safetensors metadata:
 
-* ``manipseg``: JSON ``{"format": 1, "arch": ..., "arch_kwargs": {...}, "threshold": ..., "training": {...}}``
-  (``metadata`` passed to :func:`save_weights` is stored under ``"training"``, except ``threshold``);
+* ``manipseg``: JSON ``{"format": 1, "kind": ..., "arch": ..., "arch_kwargs": {...}, "threshold": ...,
+  "training": {...}}`` (``metadata`` passed to :func:`save_weights` is stored under ``"training"``, except
+  ``threshold``); ``kind`` says which family of networks ``arch`` names (:data:`KINDS`: the segmentation networks,
+  the face classifier, the GAN's generators) — files written before it existed are read by their ``arch``;
 * ``sha256``: the SHA-256 of all tensors (names, dtypes, shapes and bytes, in sorted name order), checked on
   load so that a corrupted or truncated file gives a clear error instead of silently wrong predictions.
 """
@@ -20,8 +22,18 @@ from torch import nn
 
 from ..header import FORMAT_VERSION, WeightsError, read_header, read_info
 
-__all__ = ["FORMAT_VERSION", "WeightsError", "read_header", "read_info", "save_weights", "load_weights", "ship",
-           "network_from_weights", "tensors_sha256"]
+__all__ = ["FORMAT_VERSION", "KINDS", "WeightsError", "read_header", "read_info", "save_weights", "load_weights",
+           "ship", "network_from_weights", "tensors_sha256", "kind_of"]
+
+#: the families of networks one weights format holds: ``segmenter`` (:mod:`manipseg.models.nets`, the detectors'
+#: networks), ``face-classifier`` (:mod:`manipseg.faces.model`), ``gan-generator`` (:mod:`manipseg.gan.nets`)
+KINDS = ("segmenter", "face-classifier", "gan-generator")
+_KIND_OF_ARCH = {"adapgrnet-face": "face-classifier", "gan-unet": "gan-generator"}
+
+
+def kind_of(info: Mapping[str, Any]) -> str:
+    """The ``kind`` of a weights file's description (older files, without one, by their ``arch``)."""
+    return str(info.get("kind") or _KIND_OF_ARCH.get(str(info.get("arch")), "segmenter"))
 
 
 def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -49,12 +61,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def save_weights(path: str | os.PathLike, model: nn.Module, arch: str, arch_kwargs: Mapping[str, Any],
-                 metadata: Mapping[str, Any] | None = None) -> Path:
+                 metadata: Mapping[str, Any] | None = None, kind: str = "segmenter") -> Path:
     """Write ``model``'s weights and description to a safetensors file, atomically.
 
     ``metadata`` (JSON-serialisable) describes the training run; its ``threshold`` key, if any, becomes the
-    detector's default decision threshold (0.5 otherwise).
+    detector's default decision threshold (0.5 otherwise). ``kind``: one of :data:`KINDS`.
     """
+    if kind not in KINDS:
+        raise ValueError(f"weights kind must be one of {', '.join(KINDS)}, got {kind!r}")
     from safetensors.torch import save
 
     from ..io import atomic_write
@@ -63,7 +77,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, arch: str, arch_kwar
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     meta = dict(metadata or {})
     threshold = float(meta.pop("threshold", 0.5))
-    info = {"format": FORMAT_VERSION, "arch": arch, "arch_kwargs": _jsonable(dict(arch_kwargs)),
+    info = {"format": FORMAT_VERSION, "kind": kind, "arch": arch, "arch_kwargs": _jsonable(dict(arch_kwargs)),
             "threshold": threshold, "training": _jsonable(meta)}
     header = {"manipseg": json.dumps(info, sort_keys=True), "sha256": tensors_sha256(tensors)}
     data = save(tensors, metadata=header)
@@ -139,6 +153,11 @@ def network_from_weights(path: str | os.PathLike) -> tuple[nn.Module, dict[str, 
     from .nets import build_network
 
     state, info = load_weights(path)
+    if kind_of(info) != "segmenter":
+        raise WeightsError(f"{path}: holds a {kind_of(info)} network ({info.get('arch')!r}), not a segmentation "
+                           "network: " + {"face-classifier": "use it with `manipseg faces --weights FILE`",
+                                          "gan-generator": "use it as a generation kind's generator (manipseg.gan)"
+                                          }.get(kind_of(info), "see manipseg.models.weights.KINDS"))
     try:
         net = build_network(info["arch"], **info.get("arch_kwargs", {}))
     except (KeyError, ValueError) as exc:
