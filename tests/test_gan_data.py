@@ -97,7 +97,7 @@ def test_generate_cli_with_gan_kinds(shared_data, tmp_path, monkeypatch):
     assert code == 0
     kinds = [json.loads(line)["kind"] for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(kinds) == 3 and set(kinds) <= {"gan", "splice"}
-    monkeypatch.setattr(manipseg.gan.model, "shipped_weights", lambda role: None)
+    monkeypatch.setattr(manipseg.gan.model, "bundled_weights", lambda role: None)
     assert main(["generate", "--sources", str(shared_data / "natural/sun-hays"), "--n", "1", "--kinds", "inpaint-gan",
                  "--out", str(tmp_path / "o2")]) == 2
 

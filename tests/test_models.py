@@ -9,7 +9,8 @@ from scipy.ndimage import uniform_filter
 from manipseg import registry
 from manipseg.contract import ContractError
 from manipseg.device import DeviceError, autocast, bf16_faster, bf16_supported, resolve_device
-from manipseg.models import gsr
+import manipseg.paths
+
 from manipseg.models.gsr import GSRCompactDetector, GSRDetector, GSRVGG16Detector
 from manipseg.models.tiling import _ramp, image_score, tile_layout
 from manipseg.models.nets import (SRMStemConv, SegNet, _srm_kernels, build_network, fold_batchnorm, guided_residual,
@@ -377,7 +378,7 @@ def test_detector_contract(tmp_path, astronaut, monkeypatch):
         det.predict(img.astype(np.float32))
     with pytest.raises(ContractError, match="expects 'gsr-vgg16'"):
         GSRVGG16Detector.from_pretrained(path)
-    monkeypatch.setattr(gsr, "WEIGHTS_DIR", tmp_path / "none")
+    monkeypatch.setattr(manipseg.paths, "WEIGHTS_DIR", tmp_path / "none")
     with pytest.raises(ContractError, match="no trained weights are bundled"):
         registry.create("gsr-compact")
     with pytest.raises(ContractError, match="needs trained weights"):

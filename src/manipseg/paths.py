@@ -26,3 +26,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 def shipped(filename: str) -> Path:
     """The path of a file in the package's weights folder (it may not exist)."""
     return WEIGHTS_DIR / filename
+
+
+def bundled(filename: str) -> Path | None:
+    """The file of the package's weights folder if this install has it (weights, calibrations, ONNX graphs)."""
+    path = shipped(filename)
+    return path if path.is_file() else None

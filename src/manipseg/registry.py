@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .calibration import attach
 from .contract import Detector, load_config_file
 from .names import Registry, UnknownNameError
-from .paths import shipped
+from .paths import bundled
 
 
 class UnknownDetectorError(UnknownNameError):
@@ -135,8 +135,7 @@ PREFERRED_MODELS = (("gsr-fused", "gsr-compact"), ("gsr-compact", "gsr-compact")
 
 def bundled_weights(name: str) -> Path | None:
     """The trained weights file shipped in the package for detector ``name``, if there is one."""
-    path = shipped(f"{name}.safetensors")
-    return path if path.is_file() else None
+    return bundled(f"{name}.safetensors")
 
 
 def default_model() -> str:

@@ -71,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
                                    ("inpaint-gan", "--inpainter", args.inpainter, "inpainter")):
         if kind in kinds:
             if not path:
-                from ..gan.model import shipped_weights
+                from ..gan.model import bundled_weights
 
-                path = shipped_weights(role)
+                path = bundled_weights(role)
                 if path is not None:
                     setattr(args, flag[2:], str(path))
             if not path:

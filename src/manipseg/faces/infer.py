@@ -27,6 +27,7 @@ import torch
 
 from ..io import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageLoadError, atomic_write, list_images, load_image, output_stems,
                   prob_to_u16, save_jpeg, save_png)
+from ..paths import shipped
 from ..visualize import heatmap as colour_heatmap
 from .detect import Face, FaceDetector, box_iou, crop_face, crop_to_image, get_detector
 from .model import AdapGRNet, FaceNetConfig
@@ -38,8 +39,7 @@ NO_FACE = "no face found"
 
 
 def bundled_weights() -> Path:
-    from ..paths import shipped
-
+    """The face classifier shipped with the package (the path, whether or not this install has it)."""
     return shipped("faces-adapgrnet.safetensors")
 
 

@@ -25,6 +25,7 @@ import torch
 from ..header import WeightsError, read_header
 from ..models.weights import kind_of, load_weights, save_weights
 from ..morphology import dilate
+from ..paths import bundled
 from .losses import Weights, adv_discriminator, adv_generator, generator_loss, masked_l1
 from .nets import PatchDiscriminator, UNetGenerator, pad_to_multiple
 
@@ -314,19 +315,16 @@ class Inpainter(_Runner):
         return holes * raw + (1.0 - holes) * images
 
 
-def shipped_weights(role: str) -> Path | None:
+def bundled_weights(role: str) -> Path | None:
     """The generator shipped with the package (``manipseg/weights/gan-<role>.safetensors``), if present."""
-    from ..paths import shipped
-
-    path = shipped(f"gan-{role}.safetensors")
-    return path if path.is_file() else None
+    return bundled(f"gan-{role}.safetensors")
 
 
 def load_blender(path: str | None = None, device: str = "cpu", composite_width: int = 5) -> Blender:
     """Factory for the training loop's G(M) hook: ``data.generator: manipseg.gan.model:load_blender`` with
     ``data.generator_args: {path: FILE.safetensors}`` (no path: the shipped blender)."""
     if path is None:
-        path = shipped_weights("blender")
+        path = bundled_weights("blender")
         if path is None:
             raise GeneratorWeightsError("no blender weights given and none shipped with this install; pass path=")
     return Blender(path, device=device, composite_width=composite_width)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from .nets import SegNet
 
-from ..paths import WEIGHTS_DIR
+from ..paths import shipped
 
 
 class GSRDetector(Detector):
@@ -141,7 +141,7 @@ class GSRDetector(Detector):
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> "GSRDetector":
         """Weights from ``path``, or the file shipped with manipseg for this detector's name."""
         if path is None:
-            path = WEIGHTS_DIR / f"{cls.name}.safetensors"
+            path = shipped(f"{cls.name}.safetensors")
             if not path.is_file():
                 raise ContractError(
                     f"no trained weights are bundled for detector {cls.name!r} (looked for {path}). Train a model "
@@ -151,14 +151,14 @@ class GSRDetector(Detector):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        path = WEIGHTS_DIR / f"{cls.name}.safetensors"
+        path = shipped(f"{cls.name}.safetensors")
         if cls.name and path.is_file():
             return True, ""
         return False, f"no trained weights are bundled for {cls.name!r}; train them and pass the file as a model path"
 
     @classmethod
     def default_threshold(cls) -> float:
-        path = WEIGHTS_DIR / f"{cls.name}.safetensors"
+        path = shipped(f"{cls.name}.safetensors")
         if path.is_file():
             from ..header import WeightsError, read_info
 
