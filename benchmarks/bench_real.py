@@ -16,7 +16,7 @@ shipped), and one row per detector is appended to ``docs/real-forgeries.md`` (th
 header when missing). MISD and NoSo are for evaluation only: never train on them.
 
     python benchmarks/bench_real.py --model runs/real/control/model.safetensors --row control \\
-        --config configs/real/control.yaml --budget "1000 x 8, 17 min"
+        --config configs/segment/real/control.yaml --budget "1000 x 8, 17 min"
     python benchmarks/bench_real.py --model gsr-compact --row shipped --budget "5000 x 8 (scratch), 74 min"
     python benchmarks/bench_real.py --model W --no-table --json out.json   # print only
 """
@@ -38,7 +38,7 @@ TABLE_HEADER = [
 ]
 HELDOUT_CMD = ["generate", "--sources", "{data}/natural/sun-hays", "{data}/natural/imagenet-sample", "--n", "200",
                "--kinds", "splice,copymove,poisson,removal,sbi,enhance,gan", "--size", "256", "--seed", "778",
-               "--config", str(REPO / "configs" / "generate_heldout.yaml"), "--out", "{out}"]
+               "--config", str(REPO / "configs" / "generate" / "generate_heldout.yaml"), "--out", "{out}"]
 
 
 def _f(v, digits: int = 3) -> str:

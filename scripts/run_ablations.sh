@@ -9,14 +9,14 @@ heldout="$runs/heldout256"
 if [ ! -f "$heldout/manifest.jsonl" ]; then
   manipseg generate --sources "$data/natural/sun-hays" "$data/natural/imagenet-sample" --n 200 \
     --kinds splice,copymove,poisson,removal,sbi,enhance,gan --size 256 --seed 778 \
-    --config configs/generate_heldout.yaml --out "$heldout"
+    --config configs/generate/generate_heldout.yaml --out "$heldout"
 fi
 rows=()
 for name in abl_dl_cp abl_gs abl_gsr; do
   run="$runs/$name"
   if [ ! -f "$run/model.safetensors" ]; then
     if [ -d "$run/checkpoints" ]; then resume=--resume; else resume=; fi
-    manipseg train "configs/$name.yaml" --out "$run" $resume
+    manipseg train "configs/segment/$name.yaml" --out "$run" $resume
   fi
   for ds in heldout256 noso; do
     src="$heldout"; [ "$ds" = noso ] && src="$data/dev/noso"

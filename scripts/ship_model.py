@@ -13,7 +13,7 @@ validation set (``manipseg generate`` output; never a real benchmark that is rep
 without in-run validation:
 
     manipseg generate --sources $D/natural/sun-hays $D/natural/imagenet-sample --n 200 --size 256 --seed 1000003 \
-        --kinds splice,copymove,poisson,removal,sbi,enhance,composite --config configs/generate_heldout.yaml --out runs/val256
+        --kinds splice,copymove,poisson,removal,sbi,enhance,composite --config configs/generate/generate_heldout.yaml --out runs/val256
     python scripts/ship_model.py runs/real/long --weights snapshots/model_00030000.safetensors --name gsr-compact \
         --threshold-set runs/val256 --card "..."
 """

@@ -5,7 +5,7 @@ import pytest
 
 from manipseg.train.config import ConfigError, load_config, resolve_path, validate
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "segment"
 
 
 def _write(tmp_path, text, name="c.yaml"):

@@ -1,6 +1,6 @@
 """Train the face classifier on Self-Blended Images of real faces only.
 
-``python -m manipseg.faces.train --config configs/faces.yaml --run-dir RUN_DIR`` (resumes from
+``python -m manipseg.faces.train --config configs/faces/faces.yaml --run-dir RUN_DIR`` (resumes from
 ``RUN_DIR/last.pt`` when present). Every batch pairs each real crop with its own SBI (the paper's pairing);
 reals and fakes get the same random post-processing (resampling, blur, JPEG), so that degradation is not
 the cue. Real faces: the identity-split face set (its held-out part is never touched here, it is for
@@ -469,7 +469,7 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m manipseg.faces.train", description=__doc__.splitlines()[0])
-    p.add_argument("--config", type=Path, default=None, help="YAML of TrainConfig options (configs/faces.yaml)")
+    p.add_argument("--config", type=Path, default=None, help="YAML of TrainConfig options (configs/faces/faces.yaml)")
     p.add_argument("--run-dir", type=Path, required=True, help="where logs, checkpoints and weights go")
     p.add_argument("--init", type=Path, default=None, help="start from these weights (fine-tuning)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

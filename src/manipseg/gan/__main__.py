@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m manipseg.gan", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train G + D alone (blender or inpainter), resumable")
-    t.add_argument("config", help="GAN config, e.g. configs/gan_blender.yaml or configs/gan_inpainter.yaml")
+    t.add_argument("config", help="GAN config, e.g. configs/gan/gan_blender.yaml or configs/gan/gan_inpainter.yaml")
     t.add_argument("--out", "-o", required=True, help="run directory (checkpoints, train.csv, snapshots/)")
     t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     t.add_argument("--steps", type=int, default=None, help="override train.steps")

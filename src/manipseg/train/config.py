@@ -3,7 +3,7 @@
 A config file is a nested mapping whose sections and keys must appear in :data:`DEFAULTS`; unknown keys
 raise :class:`ConfigError` naming the file, the dotted key and the closest known key. ``extends: FILE``
 (a path relative to the file, or a list of them) merges a base config underneath (the ablation configs
-in ``configs/`` extend ``configs/base.yaml``). Command-line overrides use dotted keys
+in ``configs/`` extend ``configs/segment/base.yaml``). Command-line overrides use dotted keys
 (``--set train.steps=200``) and are parsed as YAML scalars.
 
 String values that name files may use ``$VARIABLES`` and ``~``; relative paths in ``data`` and

@@ -1,6 +1,6 @@
 """Standalone training of the blender G(K, M) + D, or of the inpainter G_inp + D (no segmenter).
 
-``python -m manipseg.gan train configs/gan_blender.yaml --out RUN_DIR [--resume]``
+``python -m manipseg.gan train configs/gan/gan_blender.yaml --out RUN_DIR [--resume]``
 
 Data come from the generation engine: copy-pastes (``splice``: M, K, T and the aligned S) for the
 blender, authentic images with removal-shaped holes (``removal``: K and T) for the inpainter. Sample
