@@ -160,3 +160,90 @@ def test_core_tables_import_no_detector_module_at_import_time(module):
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     imported = {t for n in top for t in _targets(modules(), module, n, False)}
     assert not {m for m in imported if LAYERS.get(package(m), 0) > 0}, imported
+
+
+#: the only reasons to import inside a function: a dependency that is optional (an extra) or costs start-up time
+#: that most commands do not need. Everything else is imported at the top of its module.
+LAZY_REASONS = {
+    "torch": "about 1.5 s to import; not needed when ONNX Runtime runs the network",
+    "safetensors": "its torch half imports torch",
+    "kornia": "imports torch",
+    "onnxruntime": "optional runtime; half a second to import",
+    "onnx": "only to export graphs",
+    "ray": "optional extra [ray]",
+    "dlib": "optional extra [faces]",
+    "face_recognition_models": "optional extra [faces]",
+    "h5py": "optional, only to read the packaged HED VGG-16",
+    "skimage": "start-up cost; only a few commands need it",
+    "sklearn": "start-up cost; only a few commands need it",
+    "scipy": "start-up cost; only a few detectors need it",
+    "pywt": "start-up cost; NOI only",
+    "matplotlib": "start-up cost; only evaluation plots",
+    "fastapi": "optional extra [serve]",
+    "uvicorn": "optional extra [serve]",
+    "starlette": "optional extra [serve]",
+    "cv2": "start-up cost of the command line (`manipseg --help`, listings)",
+}
+
+
+def _top_level_heavy(mods: dict[str, Path]) -> dict[str, str]:
+    """Internal module -> the lazy-worthy dependency it imports (directly or through other modules) when imported."""
+    tops: dict[str, tuple[set[str], set[str]]] = {}
+    for name, path in mods.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        ext, internal = set(), set()
+        for n in tree.body:
+            if isinstance(n, ast.Import):
+                ext |= {a.name.split(".")[0] for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and not n.level and not (n.module or "").startswith("manipseg"):
+                ext.add((n.module or "").split(".")[0])
+            if isinstance(n, (ast.Import, ast.ImportFrom)):
+                internal |= set(_targets(mods, name, n, path.name == "__init__.py"))
+        tops[name] = (ext, internal)
+    out: dict[str, str] = {}
+
+    def heavy(m: str, seen: frozenset) -> str:
+        if m in out:
+            return out[m]
+        ext, internal = tops[m]
+        found = next((e for e in sorted(ext) if e in LAZY_REASONS), "")
+        for t in sorted(internal):
+            if found:
+                break
+            if t not in seen:
+                found = heavy(t, seen | {m})
+        out[m] = found
+        return found
+
+    for m in mods:
+        heavy(m, frozenset())
+    return out
+
+
+def test_function_level_imports_only_for_optional_or_costly_dependencies():
+    """Outside the entry points (whose imports are all lazy, for the command line's start-up), an import inside a
+    function must be of a dependency in LAZY_REASONS, or of a manipseg module that imports one when imported."""
+    mods = modules()
+    heavy = _top_level_heavy(mods)
+    wrong = []
+    for name, path in mods.items():
+        if is_entry_point(name):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for n in ast.walk(fn):
+                if not isinstance(n, (ast.Import, ast.ImportFrom)):
+                    continue
+                internal = _targets(mods, name, n, path.name == "__init__.py")
+                if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("manipseg")):
+                    if not any(heavy.get(t) for t in internal):
+                        wrong.append(f"{name}:{n.lineno} imports {', '.join(internal)} inside a function, which "
+                                     "imports nothing costly: move it to the top of the module")
+                    continue
+                root = (n.names[0].name if isinstance(n, ast.Import) else n.module or "").split(".")[0]
+                if root not in LAZY_REASONS:
+                    wrong.append(f"{name}:{n.lineno} imports {root} inside a function: move it to the top of the "
+                                 "module, or give its reason in LAZY_REASONS")
+    assert not wrong, "\n".join(wrong)

@@ -16,6 +16,7 @@ false-alarm rates measured on *other* authentic photos (never the calibration im
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from .header import WeightsError, read_header
+from .io import atomic_write
+from .paths import shipped
 
 VERDICTS = ("likely manipulated", "inconclusive", "no clear sign")
 #: used when a detector has no calibration: its pixel threshold decides, and the verdict says so
@@ -60,8 +65,6 @@ class Calibration:
         return asdict(self)
 
     def save(self, path: str | os.PathLike) -> Path:
-        from .io import atomic_write
-
         text = json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
         return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
@@ -160,7 +163,6 @@ def sidecar_path(weights: str | os.PathLike) -> Path:
 
 def bundled_path(name: str) -> Path:
     """Where the calibration of a bundled detector lives (``weights/<name>.calibration.json``)."""
-    from .paths import shipped
 
     return shipped(f"{name}.calibration.json")
 
@@ -186,7 +188,6 @@ def weights_checksum(detector) -> str | None:
     w = weights_of(detector)
     if w is None:
         return None
-    from .header import WeightsError, read_header
 
     try:
         return read_header(w).get("sha256")
@@ -197,7 +198,6 @@ def weights_checksum(detector) -> str | None:
 def attach(detector, name_or_path: str) -> None:
     """Give ``detector`` the calibration that goes with ``name_or_path`` (``detector.calibration``), unless it
     was made for other weights (then none, with a warning: calibrate again)."""
-    import logging
 
     cal = find_calibration(name_or_path)
     if cal is not None and cal.weights_sha256 and cal.weights_sha256 != weights_checksum(detector):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
+import yaml
 
 
 class ContractError(ValueError):
@@ -139,8 +140,6 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if path.suffix.lower() == ".json":
         data = json.loads(text)
     else:
-        import yaml
-
         data = yaml.safe_load(text)
     if not isinstance(data, dict):
         raise ContractError(f"{path}: expected a mapping of options at the top level")

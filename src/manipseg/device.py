@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from .cache import read_json, remember
 from .machine import cpu_model
 
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -103,7 +105,6 @@ def bf16_supported(device: str = "cpu") -> bool:
 def measure_bf16_speedup(repeats: int = 5) -> float:
     """fp32 time / bf16 time of a small stack of 3x3 convolutions (the compact network's kind of layer,
     channels_last, forward only) on this CPU with the current thread count: > 1 means bf16 is faster."""
-    import time
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, 32, 192, 192, generator=gen).contiguous(memory_format=torch.channels_last)
@@ -138,7 +139,6 @@ def bf16_faster(device: str = "cpu") -> bool:
         return bf16_supported("cuda")
     if dev.type != "cpu" or not bf16_supported("cpu"):
         return False
-    from .cache import read_json, remember
 
     key = f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
     entry = read_json("bf16.json").get(key)

@@ -10,6 +10,7 @@ samples are scaled to 8 bits by ``round(v / 257)``, CMYK is converted with Pillo
 """
 from __future__ import annotations
 
+import glob
 import io
 import os
 import tempfile
@@ -226,7 +227,6 @@ def list_images(inputs: list[str], recursive: bool = False) -> Listing:
     """Expand files, directories (image suffixes; sub-folders only with ``recursive``) and globs into a
     sorted, de-duplicated list of files. manipseg's own output files found in a folder are left out.
     Unpacks as ``(files, problems)``; see :class:`Listing`."""
-    import glob
 
     files: list[Path] = []
     problems: list[tuple[str, str]] = []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Iterable
 
 #: the manipulation kinds the generator makes (one list, read by generate, the training configs and the CLI)
@@ -75,8 +76,6 @@ class Registry:
     def get(self, name: str) -> object:
         value, target, summary = self._entry(name)
         if value is None:
-            import importlib
-
             module, _, attr = str(target).partition(":")
             value = getattr(importlib.import_module(module), attr)
             self._entries[name] = (value, target, summary)

@@ -14,14 +14,19 @@ reads (a model's weights) must exist at the same path on every node; items carry
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import signal
+import sys
 from collections import deque
-from pathlib import Path
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from . import registry
 from .machine import cpu_count
-
 
 #: seconds to wait for Ray workers to start (load their model) before giving up
 READY_TIMEOUT = 600.0
@@ -60,7 +65,6 @@ class PoolSpec:
 
 def set_threads(threads: int) -> None:
     """Limit torch, OpenCV and the BLAS / OpenMP pools of this process to ``threads``."""
-    import sys
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)  # read by torch and ONNX Runtime sessions created from now on
@@ -95,7 +99,6 @@ def worker_detector(model: str, device: str, env: dict[str, str]) -> Any:
     """A worker's copy of the driver's detector: loaded from ``model`` under the driver's pinned decisions
     (``env``, from :func:`pinned_environment`)."""
     os.environ.update(env)
-    from . import registry
 
     return registry.load_detector(model, device=device)
 
@@ -105,8 +108,6 @@ _STATE: dict[str, Any] = {}
 
 
 def _init_process(factory: Callable[..., Any], args: tuple, threads: int) -> None:
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     set_threads(threads)
     try:
@@ -148,9 +149,6 @@ class WorkerPool:
         if spec.ray:
             self._start_ray()
         elif spec.workers > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
             self._executor = ProcessPoolExecutor(
                 spec.workers, mp_context=mp.get_context("spawn"), initializer=_init_process,
                 initargs=(self.factory, self.args, spec.threads_per_worker()))
@@ -226,9 +224,6 @@ class WorkerPool:
                 yield task(self._state, item)
 
     def _imap_futures(self, task, items, ordered: bool, window: int) -> Iterator[Any]:
-        from concurrent.futures import FIRST_COMPLETED, wait
-        from concurrent.futures.process import BrokenProcessPool
-
         pending: deque = deque()
         it = iter(items)
         exhausted = False

@@ -13,21 +13,25 @@ exactly the results that a new run would reproduce.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+from tqdm import tqdm
 
-from .calibration import verdict_of
+from .calibration import Calibration, verdict_of, weights_checksum
 from .contract import ContractError, Detector
 from .io import (DEFAULT_MAX_PIXELS, ImageLoadError, atomic_write, decode_image, encode_jpeg, encode_png,
                  is_output_file, output_stems, prob_to_u16, read_image_bytes, write_bytes_atomic)
 from .parallel import PoolSpec, WorkerPool, absolute_if_file, pinned_environment, worker_detector
 from .postprocess import prob_to_mask
+from .report import write_index, write_report
 from .visualize import overlay
 
 log = logging.getLogger(__name__)
@@ -67,8 +71,6 @@ OUTPUTS = (".prob.png", ".mask.png", ".overlay.jpg", ".thumb.jpg")
 
 
 def file_sha256(path: Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -116,8 +118,6 @@ def analyse(detector: Detector, data: bytes, name: str, stem: str, threshold: fl
     (this process, or the driver of a worker pool) writes the files atomically, so a worker on another
     machine needs neither the input's path nor the output folder. The 16-bit map and the mask are encoded
     in a second thread while the overlay is drawn (OpenCV releases the GIL): 12 MP, 1.4 s -> 0.9 s."""
-    import hashlib
-    from concurrent.futures import ThreadPoolExecutor
 
     wanted = set(outputs) | {".thumb.jpg"}
     t0 = time.perf_counter()
@@ -212,10 +212,6 @@ def run_batch(detector: Detector, files: Iterable[Path], out_dir: Path, threshol
     one was given) and uses this process's bf16 and runtime decisions, so every backend writes the same bytes. Inputs
     are read here and sent to the workers; outputs come back encoded and are written here, atomically.
     """
-    from tqdm import tqdm
-
-    from .calibration import weights_checksum
-    from .report import write_index, write_report
 
     pool = pool or PoolSpec()
     if pool.parallel and not model:
@@ -312,8 +308,6 @@ def _worker_state(model: str, device: str, calibration: str | None, env: dict[st
     settings."""
     detector = worker_detector(model, device, env)
     if calibration:
-        from .calibration import Calibration
-
         detector.calibration = Calibration.load(calibration)
     return (detector, *state)
 

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from .io import atomic_write
+
 COLUMNS = [("input", "TEXT"), ("sha256", "TEXT"), ("model", "TEXT"), ("weights_sha256", "TEXT"),
            ("score", "REAL"), ("verdict", "TEXT"), ("score_threshold", "REAL"), ("false_alarm_rate", "REAL"),
            ("threshold", "REAL"), ("width", "INTEGER"), ("height", "INTEGER"), ("tampered_fraction", "REAL"),
@@ -123,7 +125,6 @@ def write_report(out_dir: Path, records: list[dict[str, Any]], title: str = "man
             f"<span id=shown>{len(cards)}</span> shown, highest score first. Scores and marks are clues for a "
             f"person to check, not proof.</p><p class=counts>{counts}</p><div class=filters>{boxes}</div>"
             f"<div class=grid>{''.join(cards)}</div><script>{_SCRIPT}</script></body></html>\n")
-    from .io import atomic_write
 
     return atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
 

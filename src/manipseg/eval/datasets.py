@@ -39,10 +39,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+from PIL import Image
 
-from ..io import IMAGE_SUFFIXES, load_image
-from ..io import MASK_CONVENTIONS as CONVENTIONS
 from ..io import read_mask  # noqa: F401 - the mask reader of every dataset format (manipseg.io)
+from ..io import IMAGE_SUFFIXES
+from ..io import MASK_CONVENTIONS as CONVENTIONS
+from ..io import load_image
 from ..names import Registry
 
 MASK_SUFFIXES = ("_mask", "-mask", "_gt", "-gt", "_groundtruth", "_GT", "_Mask", "mask", "_edgemask", "forged")
@@ -158,7 +160,6 @@ _EXIF_TRANSPOSE = {5: "TRANSPOSE", 6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_
 def _apply_exif_orientation(mask: np.ndarray, image_path: Path) -> np.ndarray | None:
     """The mask turned by the image's EXIF orientation when that orientation swaps width and height
     (the image is loaded upright, its mask was drawn on the stored pixels); None otherwise."""
-    from PIL import Image
 
     with Image.open(image_path) as img:
         orientation = img.getexif().get(0x0112, 1)

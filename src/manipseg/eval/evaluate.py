@@ -24,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from ..contract import Detector
 from ..io import ImageLoadError, atomic_write, prob_to_u16, save_png
@@ -109,7 +110,6 @@ def evaluate(dataset: Dataset, detector: Detector, attacks: list[Attack] | None 
     ``pool`` spreads the images over worker processes or Ray (:mod:`manipseg.parallel`); every worker loads
     its own detector from ``model_label`` (the name or file ``detector`` came from) with this process's bf16
     and runtime decisions, and results are gathered in dataset order, so the report is the same as in one process."""
-    from tqdm import tqdm
 
     pool = pool or PoolSpec()
     if pool.parallel and not model_label:

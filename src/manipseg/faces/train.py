@@ -26,9 +26,12 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import yaml
 
-from ..io import atomic_write
+from ..calibration import threshold_at_rate
+from ..io import atomic_write, load_image
 from ..paths import data_root
+from ..train.config import apply_overrides
 from .data import (FaceSet, PhotoPatch, collect_faces, concat, merge_small_identities, photo_patch, prepare_faces,
                    split_by_identity, split_groups)
 from .detect import Face, crop_matrix
@@ -81,9 +84,6 @@ class TrainConfig:
     def load(cls, path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> "TrainConfig":
         """Options of the YAML file ``path`` (defaults without it), then ``overrides`` ``KEY=VALUE`` (VALUE
         read as YAML; ``model.KEY=VALUE`` sets a network option), applied as ``manipseg train --set`` does."""
-        import yaml
-
-        from ..train.config import apply_overrides
 
         data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path is not None else {}
         data = apply_overrides(data, list(overrides))
@@ -297,7 +297,6 @@ def build_eval_set(fs: FaceSet, seed: int = 1234, cfg: TrainConfig | None = None
 
 def photo_patches(fs: FaceSet, margin: float) -> list[PhotoPatch]:
     """:func:`photo_patch` of every face of ``fs``, each photo read once."""
-    from ..io import load_image
 
     photos: dict[str, np.ndarray] = {}
     out = []
@@ -358,7 +357,6 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
 
 
 def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, init: Path | None = None) -> Path:
-    from ..calibration import threshold_at_rate
     from ..device import autocast
     from ..models.weights import save_weights
     from .metrics import binary_metrics, eer_threshold

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..io import atomic_write
+from ..io import atomic_write, load_image, save_png
 from ..parallel import PoolSpec, WorkerPool
 from .config import GenConfig
 
@@ -178,7 +178,6 @@ def write_preview(out: str | Path, records: list[dict], count: int = 16, cell: i
     """Contact sheet ``preview.png``: one row per sample (forgery / mask / boundary / authentic target)."""
     import cv2
 
-    from ..io import load_image, save_png
     from ..visualize import grid
 
     out = Path(out)

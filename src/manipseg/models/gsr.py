@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 
     from .nets import SegNet
 
+from ..header import WeightsError, read_header, read_info
 from ..paths import shipped
+from .dct import dct_features, jpeg_history
+from .runtime import RuntimeChoiceError, choose, without_torch
 
 
 class GSRDetector(Detector):
@@ -59,7 +62,6 @@ class GSRDetector(Detector):
             raise ContractError(f"tile size must be a multiple of 8 and at least 64 pixels, got {tile}")
         if not 0 <= overlap < tile // 2:
             raise ContractError(f"overlap must be in [0, tile/2), got {overlap} for tile {tile}")
-        from .runtime import RuntimeChoiceError, without_torch
 
         self.tile, self.overlap = int(tile), int(overlap)
         self.max_pixels = int(max_pixels) if max_pixels is not None else self.tile * self.tile
@@ -73,7 +75,6 @@ class GSRDetector(Detector):
         except RuntimeChoiceError as exc:
             raise ContractError(str(exc)) from exc
         if fast is not None:  # ONNX Runtime already chosen on this machine: torch is not needed at all
-            from ..header import read_info
 
             info = {**read_info(weights), "path": str(weights)}
             self._check_arch(info.get("arch"), weights)
@@ -95,7 +96,6 @@ class GSRDetector(Detector):
 
         from ..device import bf16_faster, bf16_supported, resolve_device
         from .nets import fold_batchnorm
-        from .runtime import RuntimeChoiceError, choose
 
         self.torch_device = resolve_device(device)
         info: dict[str, Any] = {}
@@ -110,8 +110,6 @@ class GSRDetector(Detector):
             self.model = self.model.to(memory_format=torch.channels_last)
         sha = None
         if weights is not None:
-            from ..header import WeightsError, read_header
-
             try:
                 sha = read_header(weights).get("sha256")
             except WeightsError:
@@ -128,7 +126,6 @@ class GSRDetector(Detector):
     @classmethod
     def from_weights(cls, path: str | os.PathLike, device: str = "cpu", **config: Any) -> "GSRDetector":
         """The detector class matching the architecture stored in ``path``."""
-        from ..header import WeightsError, read_info
 
         try:
             arch = read_info(path).get("arch")
@@ -160,8 +157,6 @@ class GSRDetector(Detector):
     def default_threshold(cls) -> float:
         path = shipped(f"{cls.name}.safetensors")
         if path.is_file():
-            from ..header import WeightsError, read_info
-
             try:
                 return float(read_info(path).get("threshold", cls.threshold))
             except WeightsError:
@@ -196,8 +191,6 @@ class GSRDetector(Detector):
 
         history = None
         if getattr(self.model, "dct_stream", False):
-            from .dct import jpeg_history
-
             history = jpeg_history(image)  # tiles are measured against the whole image's JPEG history
 
         def run_torch(tile: np.ndarray, x0: int, y0: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -215,8 +208,6 @@ class GSRDetector(Detector):
         if history is None:
             return None
         import torch
-
-        from .dct import dct_features
 
         (dx, dy), steps = history
         feats = dct_features(np.ascontiguousarray(tile), grid=((dx - x0) % 8, (dy - y0) % 8), steps=steps)

@@ -33,6 +33,7 @@ from kornia.filters import guided_blur
 from torch import nn
 
 from ..names import Registry
+from .dct import CHANNELS
 from .pretrained import VGG16_LAYERS, load_packaged_vgg16
 
 #: the segmentation network architectures (filled below, where they are defined)
@@ -210,8 +211,6 @@ class SegNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected a [B, 3, H, W] tensor, got shape {tuple(x.shape)}")
         if self.dct_stream:
-            from .dct import CHANNELS
-
             want = (x.shape[0], CHANNELS, -(-x.shape[-2] // 8), -(-x.shape[-1] // 8))
             if dct is None or tuple(dct.shape) != want:
                 raise ValueError(f"this network has a DCT stream: pass dct= of shape {want} "
@@ -450,8 +449,6 @@ class CompactNet(SegNet):
         self.heads = TwoHeads([2 * w, 4 * w, 8 * w], 4 * w, head_channels, boundary_channels, boundary_branch)
         self.dct_stream = bool(dct_stream)
         if dct_stream:
-            from .dct import CHANNELS
-
             # the JPEG-trace maps (stride 8) -> features, concatenated with stage 4 and projected back to its
             # width; the projection starts as [identity | 0], so a network initialised from weights without the
             # stream computes exactly what it did until the stream has learned something

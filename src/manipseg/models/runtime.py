@@ -20,17 +20,23 @@ This module imports torch only inside the functions that export or measure.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
 import time
+import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..cache import cache_dir
+from ..cache import cache_dir, read_json, remember
+from ..header import FORMAT_VERSION, WeightsError, read_header, read_info
+from ..io import atomic_write
 from ..machine import cpu_model
 
 log = logging.getLogger(__name__)
@@ -65,7 +71,6 @@ def requested_runtime(requested: str) -> str:
 def arch_sha256(arch: dict[str, Any]) -> str:
     """A checksum of the architecture description (name and options): with the weights' checksum it names
     a graph, since options without tensors (dilation rates...) change what the network computes."""
-    import hashlib
 
     return hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -114,7 +119,6 @@ def _core(net):
 def export_onnx(net, path: str | os.PathLike, weights_sha256: str | None = None) -> Path:
     """Export ``net`` (a non-DCT :class:`~manipseg.models.nets.SegNet`, batch norm folded here) to ONNX at
     ``path`` (written atomically), recording ``weights_sha256`` and the stride in the graph's metadata."""
-    import warnings
 
     import torch
 
@@ -122,7 +126,6 @@ def export_onnx(net, path: str | os.PathLike, weights_sha256: str | None = None)
         import onnx
     except ImportError as exc:
         raise RuntimeChoiceError("exporting a network to ONNX needs the onnx package: pip install onnx") from exc
-    from ..io import atomic_write
     from .nets import fold_batchnorm
 
     if getattr(net, "dct_stream", False):
@@ -134,8 +137,6 @@ def export_onnx(net, path: str | os.PathLike, weights_sha256: str | None = None)
     # their plain convolution + ReLU path is
     outputs = ["seg", "boundary"] if len(core(*args)) == 2 else ["seg"]
     axes = {"image": {1: "h", 2: "w"}, **{o: {2: "h", 3: "w"} for o in outputs}}
-
-    import inspect
 
     # the TorchScript exporter (torch >= 2.5 defaults to the dynamo one, which needs onnxscript)
     extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
@@ -160,7 +161,6 @@ def export_onnx(net, path: str | os.PathLike, weights_sha256: str | None = None)
 def export_beside(weights: str | os.PathLike) -> Path:
     """Export the network of a weights file to ``<weights>.onnx`` beside it (what ships with the bundled
     weights, so users need only onnxruntime); returns the graph's path."""
-    from ..header import read_header
     from .weights import network_from_weights
 
     net, _ = network_from_weights(weights)
@@ -256,7 +256,6 @@ def open_graph(weights: str | os.PathLike | None, weights_sha256: str, arch: dic
 
 def speed_key(arch: dict[str, Any], bf16: bool) -> str:
     """What the measured choice depends on: CPU, threads, library versions, bf16 allowed, architecture."""
-    from importlib.metadata import PackageNotFoundError, version
 
     def ver(pkg: str) -> str:
         try:
@@ -272,8 +271,6 @@ def speed_key(arch: dict[str, Any], bf16: bool) -> str:
 
 @functools.lru_cache(maxsize=None)
 def cached_choice(key: str) -> str | None:
-    from ..cache import read_json
-
     entry = read_json("runtime.json").get(key)
     if not isinstance(entry, dict):
         return None
@@ -288,8 +285,6 @@ def _decide(times: dict[str, float]) -> str:
 
 
 def _remember(key: str, times: dict[str, float], runtime: str) -> None:
-    from ..cache import remember
-
     remember("runtime.json", key, {"runtime": runtime, **{f"{k}_s": round(v, 4) for k, v in times.items()}})
     cached_choice.cache_clear()
 
@@ -303,9 +298,6 @@ def without_torch(requested: str, weights: str | os.PathLike, device: str, bf16:
     """The ONNX session to run these weights with, when that is already decided without torch: ``onnx``
     requested (or forced) and a graph exists, or ``auto`` with a cached choice of ONNX Runtime. None means
     "build the torch network" (which may still measure and choose ONNX Runtime: :func:`choose`)."""
-    from ..header import WeightsError, read_header, read_info
-
-    from ..header import FORMAT_VERSION
 
     requested = requested_runtime(requested)
     if requested == "torch" or str(device) != "cpu" or not onnxruntime_available():
@@ -328,7 +320,6 @@ def measure(net, onnx_net: OnnxNetwork, bf16: bool, side: int = 384, repeats: in
     import torch
 
     from ..device import autocast
-
     from .tiling import normalisation
 
     image = torch.randint(0, 256, (1, side, side, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

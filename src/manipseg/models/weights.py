@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..header import FORMAT_VERSION, WeightsError, read_header, read_info
+from ..io import atomic_write
 
 __all__ = ["FORMAT_VERSION", "KINDS", "WeightsError", "read_header", "read_info", "save_weights", "load_weights",
            "ship", "network_from_weights", "tensors_sha256", "kind_of"]
@@ -70,8 +71,6 @@ def save_weights(path: str | os.PathLike, model: nn.Module, arch: str, arch_kwar
     if kind not in KINDS:
         raise ValueError(f"weights kind must be one of {', '.join(KINDS)}, got {kind!r}")
     from safetensors.torch import save
-
-    from ..io import atomic_write
 
     module = getattr(model, "module", model)  # unwrap DistributedDataParallel
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
@@ -131,8 +130,6 @@ def ship(run_weights: str | os.PathLike, dest: str | os.PathLike, card: str, thr
     optionally a new decision ``threshold`` (with a note saying where it came from). ``half`` stores the
     floating-point tensors as float16 (half the size; loaded back into float32 networks)."""
     from safetensors.torch import save
-
-    from ..io import atomic_write
 
     tensors, info = load_weights(run_weights)
     if half:

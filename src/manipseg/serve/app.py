@@ -8,6 +8,7 @@ import logging
 import math
 import re
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -261,8 +262,6 @@ def create_app(settings: Settings | None = None, preload: bool = True,
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
-        from importlib.resources import files
-
         return FileResponse(str(files(__package__) / "static" / "index.html"), media_type="text/html")
 
     app.mount("/static", StaticFiles(packages=[(__package__, "static")]), name="static")

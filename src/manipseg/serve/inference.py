@@ -21,6 +21,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from .. import registry
+from ..calibration import verdict_of
 from ..contract import Detector
 from ..io import ImageLoadError, decode_image, prob_to_u16
 from .errors import ApiError
@@ -274,7 +275,6 @@ def analyze(data: bytes, filename: str, spec: str, threshold: float | None, sett
             pool: DetectorPool, images: tuple[str, ...] = DEFAULT_IMAGES) -> dict[str, Any]:
     """Decode, predict, post-process and encode one upload (``images``: which PNGs to return).
     Runs on a worker thread."""
-    from ..calibration import verdict_of
     from ..postprocess import prob_to_mask
     from ..predict import caption
     from ..visualize import heatmap, overlay

@@ -14,10 +14,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+
 from ..names import GENERATION_KINDS, did_you_mean
+from ..paths import data_root
 
 #: the generation kinds the synthetic engine knows (``splice`` is the paper's copy-paste CP).
 GENERATED_KINDS = GENERATION_KINDS  # the generator's kinds (manipseg.names)
@@ -132,12 +136,8 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
         if suffix == ".json":
             data = json.loads(text)
         elif suffix == ".toml":
-            import tomllib
-
             data = tomllib.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text)
     except Exception as exc:  # the parsers raise several unrelated exception types
         raise ConfigError(f"{path}: cannot parse config: {exc}") from exc
@@ -176,7 +176,6 @@ def load_raw(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str,
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``"train.steps=200"`` -> (["train", "steps"], 200)."""
-    import yaml
 
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
@@ -352,7 +351,6 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 def resolve_path(value: str | os.PathLike, root: str | os.PathLike | None) -> Path:
     """Expand ``$VARS`` and ``~``; a relative path is taken under ``root`` (the data root)."""
-    from ..paths import data_root
 
     expanded = os.path.expandvars(str(value))
     if "$" in expanded:

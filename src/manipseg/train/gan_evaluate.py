@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .config import resolve_path
+
 
 def _f1(pred: np.ndarray, gt: np.ndarray) -> float:
     tp = np.count_nonzero(pred & gt)
@@ -32,12 +34,11 @@ def blender_edge_width(path: str) -> int:
 
 def compare(generator: str, model: str, sources: Sequence[str], n: int = 48, size: int = 256, seed: int = 777,
             composite_width: int = 5, root: str | None = None) -> dict[str, float]:
-    from ..generate import SyntheticDataset
-    from ..models.weights import network_from_weights
-    from .config import resolve_path
-    from .validate import predict_probs, score
     from ..gan.losses import edge_mask, loss_bg
     from ..gan.model import Blender, to_signed
+    from ..generate import SyntheticDataset
+    from ..models.weights import network_from_weights
+    from .validate import predict_probs, score
 
     ds = SyntheticDataset([str(resolve_path(s, root)) for s in sources], ["splice"], size, n, seed)
     items = [ds[i] for i in range(n)]

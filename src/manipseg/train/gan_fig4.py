@@ -15,6 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import yaml
+
+from ..io import save_png
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
@@ -41,11 +44,9 @@ def snapshots(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 def fig4(run_dir: str | os.PathLike, out: str | os.PathLike, rows: int = 4, columns: int = 5, cell: int = 160) -> Path:
     """Write the grid PNG to ``out`` and return its path."""
-    import yaml
 
-    from ..io import save_png
-    from ..visualize import grid
     from ..gan.model import load_generator_file, to_signed
+    from ..visualize import grid
     from .gan_pretrain import _validate, validation_batch
 
     run_dir = Path(run_dir)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..gan.model import Blender, BlenderGAN, GanSettings, load_generator_file, save_generator, to_signed
+from .config import DEFAULTS
 
 STAT_KEYS = {"g_total": "gan_total", "g_bg": "gan_bg", "g_grad": "gan_grad", "g_edge": "gan_edge",
              "g_adv": "gan_adv", "d_loss": "gan_d"}
@@ -24,8 +25,6 @@ class JointGan:
     """G, D and their optimisers for a segmentation run; callable as the G(M) hook."""
 
     def __init__(self, cfg: dict[str, Any], device: str | torch.device = "cpu") -> None:
-        from .config import DEFAULTS
-
         # partial architecture mappings are completed from the defaults (e.g. {width: 8} keeps identity_init)
         settings = GanSettings.from_dict({
             "generator": {**DEFAULTS["gan"]["generator"], **cfg["generator"]},

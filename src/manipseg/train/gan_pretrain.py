@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
+from ..gan.model import BlenderGAN, GanSettings, InpainterGAN, save_generator, to_signed
 from . import checkpoint as ckpt
 from .config import ConfigError, _closest, apply_overrides, load_raw, resolve_path
-from ..gan.model import BlenderGAN, GanSettings, InpainterGAN, save_generator, to_signed
 
 log = logging.getLogger("manipseg.gan")
 
@@ -144,7 +145,6 @@ class GanRun:
         self.cfg, self.run_dir, self.device = cfg, Path(run_dir), resolve_device(device)
 
     def run(self, resume: bool = False) -> int:
-        import yaml
         from torch.utils.data import DataLoader
 
         from .data import StepSampler

@@ -23,6 +23,8 @@ import logging
 import math
 import os
 import random
+import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import resolve_path
@@ -55,7 +59,6 @@ def _loader_worker_ignores_interrupts(worker_id: int) -> None:
     """Data-loader workers leave Ctrl-C and SIGTERM to the trainer: a job scheduler (or ``kill`` of the
     process group) signals every process of the run, and a worker dying first would crash the trainer with
     "DataLoader worker killed by signal" before it could write its checkpoint. The trainer's exit ends them."""
-    import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -466,9 +469,6 @@ class Trainer:
         ``resume`` continues it or ``force`` starts over (its checkpoints and weights are removed first).
         Ctrl-C / SIGTERM writes a checkpoint of the last completed step and raises
         :class:`TrainingInterrupted`."""
-        import shutil
-
-        import yaml
 
         t = self.cfg["train"]
         steps = int(t["steps"])
@@ -493,7 +493,6 @@ class Trainer:
             csvlog = CsvLog(self.run_dir / "train.csv", start if resume else None)
             writer = _tensorboard(self.run_dir) if self.cfg["log"]["tensorboard"] else None
         loader, sampler = self._loader(start, steps)
-        from tqdm import tqdm
 
         bar = tqdm(total=steps, initial=start, disable=not (main and self.cfg["log"]["progress"]),
                    unit="step", dynamic_ncols=True)

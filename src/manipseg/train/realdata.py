@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..eval.datasets import open_dataset
 from ..io import ImageLoadError
 from ..postprocess import boundary_of
 
@@ -16,8 +17,6 @@ log = logging.getLogger("manipseg.train")
 
 
 def _tampered(path: str | os.PathLike, fmt: str):
-    from ..eval.datasets import open_dataset
-
     ds = open_dataset(path, fmt)
     keep = [i for i, s in enumerate(ds.samples) if not s.authentic and s.mask_path is not None]
     if not keep:

@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from ..models.dct import dct_batch
+
 
 def score(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str, float]:
     """Best-dataset and per-image F1/MCC/AUC (:mod:`manipseg.eval.metrics`) and the all-tampered baseline."""
@@ -45,7 +47,6 @@ def dct_input(model: torch.nn.Module, images: np.ndarray, device: torch.device) 
     net = getattr(model, "module", model)  # DistributedDataParallel wraps the network
     if not getattr(net, "dct_stream", False):
         return None
-    from ..models.dct import dct_batch
 
     return torch.from_numpy(dct_batch(images)).to(device)
 
