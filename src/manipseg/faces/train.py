@@ -382,6 +382,7 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
                  int(np.median([p.image.shape[0] for p in train_patches])))
     eval_crops, eval_labels = build_eval_set(val_set, cfg=cfg, size=net_cfg.size, patches=val_patches)
 
+    torch.manual_seed(cfg.seed)  # the initial weights: the same seed, the same run
     net = AdapGRNet(net_cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, best, minutes_before = 0, -1.0, 0.0
