@@ -182,6 +182,7 @@ LAZY_REASONS = {
     "fastapi": "optional extra [serve]",
     "uvicorn": "optional extra [serve]",
     "starlette": "optional extra [serve]",
+    "tomllib": "Python 3.11+ only (the package supports 3.10): only .toml configs need it",
     "cv2": "start-up cost of the command line (`manipseg --help`, listings)",
 }
 

@@ -191,3 +191,13 @@ def test_every_builtin_detector_keeps_the_contract(name, odd_photo):
         det.predict(odd_photo.astype(np.float32))
     with pytest.raises(ContractError):
         det.predict(np.zeros((3, 3, 3), np.uint8))
+
+
+def test_a_detector_whose_module_cannot_be_imported_is_listed_as_unavailable():
+    registry.DETECTORS.add("broken-import-test", target="manipseg.no_such_module:Nothing")
+    try:
+        entry = next(e for e in registry.entries() if e.name == "broken-import-test")
+        assert entry.summary.startswith("unavailable: cannot import manipseg.no_such_module:Nothing")
+        assert registry.get_class("noi").summary in {e.summary for e in registry.entries()}
+    finally:
+        registry.DETECTORS.remove("broken-import-test")

@@ -37,8 +37,12 @@ class Entry:
 
     @property
     def summary(self) -> str:
-        """The class's own one-line summary (imports its module; no detector module imports torch)."""
-        return str(get_class(self.name).summary)
+        """The class's own one-line summary (imports its module; no detector module imports torch), or why the
+        module cannot be imported (a listing shows every detector, importable or not)."""
+        try:
+            return str(get_class(self.name).summary)
+        except (ImportError, AttributeError) as exc:
+            return f"unavailable: cannot import {self.target} ({exc})"
 
     def load(self) -> type[Detector]:
         return get_class(self.name)

@@ -14,7 +14,6 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from .. import registry
-
     from ..header import read_info
 
     default = registry.default_model()

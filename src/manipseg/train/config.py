@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -136,6 +135,8 @@ def read_file(path: str | os.PathLike) -> dict[str, Any]:
         if suffix == ".json":
             data = json.loads(text)
         elif suffix == ".toml":
+            import tomllib  # Python 3.11+ only: the .toml configs need it, the YAML ones do not
+
             data = tomllib.loads(text)
         else:
             data = yaml.safe_load(text)
