@@ -124,10 +124,12 @@ def test_cli_reports_and_skips_broken_image(dataset_dir, tmp_path, capsys):
     assert rep["runs"]["clean"]["detector"]["protocols"]["best_dataset"]["f1"] == pytest.approx(F1_MID)
 
 
-def test_cli_errors(dataset_dir, tmp_path, capsys):
+def test_cli_errors(dataset_dir, tmp_path, capsys, monkeypatch):
     assert main(["evaluate", str(dataset_dir), "--model", "test-halves", "--attack", "jpg:50"]) == 2
     assert "Did you mean 'jpeg'" in capsys.readouterr().err
     assert main(["evaluate", str(dataset_dir), "--model", "test-halves", "--format", "casia"]) == 2
     assert "Known formats" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
     assert main(["evaluate", str(dataset_dir), "--model", "nio"]) == 2
+    assert not (tmp_path / "manipseg-eval").exists()  # a usage error creates no output folder
     assert "noi" in capsys.readouterr().err

@@ -55,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     from .common import out_dir_or_none, pool_or_none
 
-    if out_dir_or_none(args.out) is None:
-        return 2
     pool = pool_or_none(args)
     if pool is None:
         return 2
@@ -65,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         detector = registry.load_detector(model, device=args.device)
     except (registry.UnknownDetectorError, FileNotFoundError, ValueError) as exc:
         return fail(str(exc))
+    if out_dir_or_none(args.out) is None:  # after the model: a mistyped --model leaves no empty folder behind
+        return 2
     print(f"evaluating {model!r} on {args.dataset} ({dataset.format}: {dataset.n_tampered} tampered, "
           f"{dataset.n_authentic} authentic); runs: clean{''.join(', ' + a.name for a in attacks)}")
     from ..parallel import PoolError
