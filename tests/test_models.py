@@ -441,3 +441,25 @@ def test_craft_backbone_loads_with_batch_norm():
     via_option = build_network("gsr-vgg16", init="craft", **SMALL["gsr-vgg16"])
     assert torch.equal(via_option.vgg["conv2_1"].conv.weight, net.vgg["conv2_1"].conv.weight)
     assert "init" not in via_option.arch_kwargs and via_option.init_report["loaded"] == report["loaded"]
+
+
+def test_min_side_upsamples_small_images_only_and_returns_maps_at_their_size(tmp_path, astronaut):
+    """min_side: a photo whose shorter side is below it is analysed up-sampled (bicubic) and its maps brought back
+    (area) — the same as doing it by hand — while a photo at or above it is analysed at its own pixels."""
+    import cv2
+
+    net = _net("compact")
+    path = save_weights(tmp_path / "m.safetensors", net, net.arch, net.arch_kwargs)
+    plain = GSRCompactDetector(weights=path, runtime="torch", bf16=False)
+    det = GSRCompactDetector(weights=path, runtime="torch", bf16=False, min_side=96)
+    small = np.ascontiguousarray(astronaut[100:164, 120:216])  # 64 x 96: up-sampled by 1.5
+    pred = det.predict(small)
+    assert pred.prob.shape == (64, 96) and pred.extras["upsampled"] == pytest.approx(1.5)
+    by_hand = cv2.resize(plain.predict(cv2.resize(small, (144, 96), interpolation=cv2.INTER_CUBIC)).prob, (96, 64),
+                         interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(pred.prob, by_hand, atol=1e-6)
+    assert not np.allclose(pred.prob, plain.predict(small).prob, atol=1e-3)
+    large = np.ascontiguousarray(astronaut[:120, :150])
+    np.testing.assert_array_equal(det.predict(large).prob, plain.predict(large).prob)
+    with pytest.raises(ContractError, match="min_side"):
+        GSRCompactDetector(weights=path, min_side=2.5)

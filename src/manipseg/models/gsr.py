@@ -19,6 +19,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import cv2
 import numpy as np
 
 from ..contract import ContractError, Detector, Prediction
@@ -49,15 +50,22 @@ class GSRDetector(Detector):
 
     def __init__(self, device: str = "cpu", weights: str | os.PathLike | None = None, model: SegNet | None = None,
                  threshold: float | None = None, tile: int | None = None, overlap: int | None = None, max_pixels: int | None = None,
-                 bf16: bool = True, boundary: bool = True, runtime: str = "auto", **config: Any) -> None:
+                 bf16: bool = True, boundary: bool = True, runtime: str = "auto", min_side: int | None = None,
+                 **config: Any) -> None:
         tile = int(tile) if tile is not None else self.default_tile
         overlap = int(overlap) if overlap is not None else self.default_overlap
         super().__init__(device=device, weights=str(weights) if weights is not None else None, tile=tile,
                          overlap=overlap, max_pixels=max_pixels, bf16=bf16, boundary=boundary, runtime=runtime,
-                         **config)
+                         min_side=min_side, **config)
         if config:
             raise ContractError(f"unknown option(s) for detector {self.name!r}: {', '.join(sorted(config))}; "
-                                "known: weights, threshold, tile, overlap, max_pixels, bf16, boundary, runtime")
+                                "known: weights, threshold, tile, overlap, max_pixels, bf16, boundary, runtime, min_side")
+        if min_side is not None and (isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 8):
+            raise ContractError(f"min_side must be a whole number of pixels >= 8 (or None), got {min_side!r}")
+        #: images whose shorter side is below this are up-sampled (bicubic) to it before the network and the maps
+        #: brought back (area); None: every image at its own pixels. The calibration shipped with the weights
+        #: was measured without it.
+        self.min_side = min_side
         if tile % 8 or tile < 64:
             raise ContractError(f"tile size must be a multiple of 8 and at least 64 pixels, got {tile}")
         if not 0 <= overlap < tile // 2:
@@ -166,9 +174,16 @@ class GSRDetector(Detector):
     # -- prediction ---------------------------------------------------------------------------------------
     def _predict(self, image: np.ndarray) -> Prediction:
         t0 = time.perf_counter()
+        h, w = image.shape[:2]
+        factor = self.min_side / min(h, w) if self.min_side and min(h, w) < self.min_side else 1.0
+        if factor > 1.0:  # a small photo: its objects brought nearer the sizes the network was trained on
+            image = cv2.resize(image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_CUBIC)
         seg, boundary, n_tiles = self.predict_maps(image)
+        if factor > 1.0:
+            seg = cv2.resize(seg, (w, h), interpolation=cv2.INTER_AREA)
+            boundary = None if boundary is None else cv2.resize(boundary, (w, h), interpolation=cv2.INTER_AREA)
         extras: dict[str, Any] = {"tiles": n_tiles, "bf16": self.use_bf16, "runtime": self.runtime,
-                                  "seconds": time.perf_counter() - t0}
+                                  "upsampled": factor, "seconds": time.perf_counter() - t0}
         if boundary is not None:
             extras["boundary"] = boundary
         return Prediction(prob=seg, score=image_score(seg), extras=extras)
