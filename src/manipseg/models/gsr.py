@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .nets import SegNet
 
 from ..header import WeightsError, read_header, read_info
-from ..paths import shipped
+from ..paths import bundled, shipped
 from .dct import dct_features, jpeg_history
 from .runtime import RuntimeChoiceError, choose, without_torch
 
@@ -156,15 +156,14 @@ class GSRDetector(Detector):
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
-        path = shipped(f"{cls.name}.safetensors")
-        if cls.name and path.is_file():
+        if cls.name and bundled(f"{cls.name}.safetensors") is not None:
             return True, ""
         return False, f"no trained weights are bundled for {cls.name!r}; train them and pass the file as a model path"
 
     @classmethod
     def default_threshold(cls) -> float:
-        path = shipped(f"{cls.name}.safetensors")
-        if path.is_file():
+        path = bundled(f"{cls.name}.safetensors")
+        if path is not None:
             try:
                 return float(read_info(path).get("threshold", cls.threshold))
             except WeightsError:
