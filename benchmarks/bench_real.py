@@ -66,16 +66,18 @@ def score(detector, dataset_path: Path) -> dict:
             "n": report["dataset"]["n_samples"]}
 
 
-def candidates(model: str, fused: bool, device: str, min_side: int | None = None):
+def candidates(model: str, fused: bool, device: str, min_side: int | None = None, max_side: int | None = None):
     """(label, detector) pairs: the network alone and, for a network, inside gsr-fused."""
     from manipseg.models.fused import GSRFusedDetector
     from manipseg.registry import load_detector
 
     net = load_detector(model, device=device)
-    if min_side is not None:
-        if not hasattr(net, "min_side"):
-            raise SystemExit(f"--min-side applies to the GSR networks, not to {model!r}")
-        net.min_side = int(min_side)
+    for option, value in (("min_side", min_side), ("max_side", max_side)):
+        if value is None:
+            continue
+        if not hasattr(net, option):
+            raise SystemExit(f"--{option.replace('_', '-')} applies to the GSR networks, not to {model!r}")
+        setattr(net, option, int(value) or None)
     out = [(model if not model.endswith(".safetensors") else "network", net)]
     if fused and hasattr(net, "boundary"):
         out.append(("gsr-fused with it", GSRFusedDetector(device=device, artifact=net)))
@@ -131,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
     p.add_argument("--device", default="cpu")
     p.add_argument("--min-side", type=int, default=None, metavar="PX",
-                   help="up-sample images whose shorter side is below PX before the network (GSRDetector min_side)")
+                   help="up-sample images whose shorter side is below PX before the network (GSRDetector min_side; "
+                        "0: none; default: the detector's own)")
+    p.add_argument("--max-side", type=int, default=None, metavar="PX",
+                   help="down-sample images whose shorter side is above PX before the network (GSRDetector "
+                        "max_side; 0: none; default: the detector's own)")
     args = p.parse_args(argv)
 
     from manipseg.paths import data_root
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.row or (Path(args.model).parent.name if args.model.endswith(".safetensors") else args.model)
     heldout = None if args.no_generated else ensure_heldout(Path(args.heldout), data)
     rows, everything = [], {}
-    for label, det in candidates(args.model, not args.no_fused, args.device, args.min_side):
+    for label, det in candidates(args.model, not args.no_fused, args.device, args.min_side, args.max_side):
         t0 = time.perf_counter()
         res = {"misd": score(det, misd), "noso": score(det, noso)}
         if heldout is not None and label != "gsr-fused with it":

@@ -155,3 +155,32 @@ def test_a_calibration_for_other_weights_is_not_used(tmp_path, caplog):
     cal.weights_sha256 = weights_checksum(registry.load_detector(str(w)))
     cal.save(sidecar_path(w))
     assert registry.load_detector(str(w)).calibration == cal
+
+
+def test_a_calibration_measured_at_another_working_size_is_not_used(tmp_path, caplog):
+    """The network's scores change with its working size (min_side / max_side): a calibration records the one it
+    was measured at, and a detector running at another is left uncalibrated, with a warning."""
+    import torch
+
+    from manipseg.calibration import sidecar_path, weights_checksum, working_size_of
+    from manipseg.models.nets import build_network
+    from manipseg.models.weights import save_weights
+
+    torch.manual_seed(0)
+    net = build_network("compact", width=4, head_channels=4, boundary_channels=4)
+    w = save_weights(tmp_path / "n.safetensors", net, "compact", net.arch_kwargs, {"threshold": 0.5})
+    det = registry.load_detector(str(w))
+    here = working_size_of(det)
+    assert here == {"min_side": det.min_side, "max_side": det.max_side}
+    other = {"min_side": (det.min_side or 0) + 64, "max_side": None}
+    cal = calibrate_scores(str(w), [0.1, 0.2, 0.3], weights_sha256=weights_checksum(det), working_size=other)
+    cal.save(sidecar_path(w))
+    assert Calibration.load(sidecar_path(w)).working_size == other  # written and read back
+    assert registry.load_detector(str(w)).calibration is None
+    assert "working size" in caplog.text
+    cal.working_size = here
+    cal.save(sidecar_path(w))
+    assert registry.load_detector(str(w)).calibration == cal
+    fused = registry.create("fused", artifact=det)
+    assert working_size_of(fused) == here  # a fusion reports its network's
+    assert working_size_of(registry.create("noi")) is None

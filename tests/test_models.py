@@ -316,8 +316,8 @@ def test_tiling_and_blending_are_exact_for_a_local_network(astronaut, size):
     torch.manual_seed(0)
     net = _LocalNet()
     img = astronaut[: size[0], : size[1]]
-    whole = GSRDetector(model=net, bf16=False).predict(img)
-    tiled = GSRDetector(model=net, bf16=False, tile=128, overlap=32).predict(img)
+    whole = GSRDetector(model=net, bf16=False, min_side=0).predict(img)
+    tiled = GSRDetector(model=net, bf16=False, min_side=0, tile=128, overlap=32).predict(img)
     assert tiled.extras["tiles"] >= 10
     np.testing.assert_allclose(tiled.prob, whole.prob, atol=1e-6)
     np.testing.assert_allclose(tiled.extras["boundary"], whole.extras["boundary"], atol=1e-6)
@@ -326,8 +326,8 @@ def test_tiling_and_blending_are_exact_for_a_local_network(astronaut, size):
 def test_tiled_inference_matches_untiled(astronaut):
     net = _net("compact").eval()
     img = astronaut[:300, :411]
-    whole = GSRDetector(model=net, bf16=False).predict(img)
-    tiled = GSRDetector(model=net, bf16=False, tile=256, overlap=120).predict(img)
+    whole = GSRDetector(model=net, bf16=False, min_side=0).predict(img)
+    tiled = GSRDetector(model=net, bf16=False, min_side=0, tile=256, overlap=120).predict(img)
     assert whole.extras["tiles"] == 1 and tiled.extras["tiles"] == 6
     diff = np.abs(whole.prob - tiled.prob)
     assert whole.prob.std() > 0.05  # the maps are not trivially flat
@@ -340,14 +340,14 @@ def test_detector_probability_is_the_softmax_of_the_network_output(astronaut):
     torch.manual_seed(3)
     net = _net("compact").eval()
     img = astronaut[:101, :157]  # not a multiple of the stride: padding and crop
-    det = GSRDetector(model=net, bf16=False)
+    det = GSRDetector(model=net, bf16=False, min_side=0)
     pred = det.predict(img)
     x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         out = det.model(normalise(x))
     np.testing.assert_allclose(pred.prob, torch.softmax(out["seg"], 1)[0, 1].numpy(), atol=1e-5)
     np.testing.assert_allclose(pred.extras["boundary"], torch.softmax(out["boundary"], 1)[0, 1].numpy(), atol=1e-5)
-    lean = GSRDetector(model=net, bf16=False, boundary=False).predict(img)
+    lean = GSRDetector(model=net, bf16=False, min_side=0, boundary=False).predict(img)
     assert "boundary" not in lean.extras
     np.testing.assert_array_equal(lean.prob, pred.prob)
 
@@ -443,23 +443,35 @@ def test_craft_backbone_loads_with_batch_norm():
     assert "init" not in via_option.arch_kwargs and via_option.init_report["loaded"] == report["loaded"]
 
 
-def test_min_side_upsamples_small_images_only_and_returns_maps_at_their_size(tmp_path, astronaut):
-    """min_side: a photo whose shorter side is below it is analysed up-sampled (bicubic) and its maps brought back
-    (area) — the same as doing it by hand — while a photo at or above it is analysed at its own pixels."""
+def test_working_size_resizes_only_photos_outside_it_and_returns_maps_at_their_size(tmp_path, astronaut):
+    """min_side / max_side: a photo whose shorter side is below min_side is analysed up-sampled (bicubic) and its
+    maps brought back (area), one above max_side down-sampled (area) and brought back (linear) — the same as doing
+    it by hand — while a photo within the bounds is analysed at its own pixels; 0 turns a bound off."""
     import cv2
 
     net = _net("compact")
     path = save_weights(tmp_path / "m.safetensors", net, net.arch, net.arch_kwargs)
-    plain = GSRCompactDetector(weights=path, runtime="torch", bf16=False)
-    det = GSRCompactDetector(weights=path, runtime="torch", bf16=False, min_side=96)
+    plain = GSRCompactDetector(weights=path, runtime="torch", bf16=False, min_side=0, max_side=0)
+    assert plain.min_side is None and plain.max_side is None
+    det = GSRCompactDetector(weights=path, runtime="torch", bf16=False, min_side=96, max_side=200)
     small = np.ascontiguousarray(astronaut[100:164, 120:216])  # 64 x 96: up-sampled by 1.5
     pred = det.predict(small)
-    assert pred.prob.shape == (64, 96) and pred.extras["upsampled"] == pytest.approx(1.5)
+    assert pred.prob.shape == (64, 96) and pred.extras["working_scale"] == pytest.approx(1.5)
     by_hand = cv2.resize(plain.predict(cv2.resize(small, (144, 96), interpolation=cv2.INTER_CUBIC)).prob, (96, 64),
                          interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(pred.prob, by_hand, atol=1e-6)
     assert not np.allclose(pred.prob, plain.predict(small).prob, atol=1e-3)
-    large = np.ascontiguousarray(astronaut[:120, :150])
-    np.testing.assert_array_equal(det.predict(large).prob, plain.predict(large).prob)
+    within = np.ascontiguousarray(astronaut[:120, :150])
+    np.testing.assert_array_equal(det.predict(within).prob, plain.predict(within).prob)
+    big = np.ascontiguousarray(astronaut[:400, :300])  # shorter side 300: down-sampled by 2/3 to 200 x 267
+    pred = det.predict(big)
+    assert pred.prob.shape == (400, 300) and pred.extras["working_scale"] == pytest.approx(2 / 3)
+    by_hand = cv2.resize(plain.predict(cv2.resize(big, (200, 267), interpolation=cv2.INTER_AREA)).prob, (300, 400),
+                         interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(pred.prob, np.clip(by_hand, 0, 1), atol=1e-6)
     with pytest.raises(ContractError, match="min_side"):
         GSRCompactDetector(weights=path, min_side=2.5)
+    with pytest.raises(ContractError, match="max_side"):
+        GSRCompactDetector(weights=path, max_side=4)
+    with pytest.raises(ContractError, match="must not exceed"):
+        GSRCompactDetector(weights=path, min_side=512, max_side=256)

@@ -53,6 +53,9 @@ class Calibration:
     #: None: ``threshold`` lets ``floor(false_alarm_rate * n_images)`` calibration photos through; else the
     #: confidence at which ``false_alarm_rate`` is an upper bound (one-sided Clopper-Pearson)
     confidence: float | None = None
+    #: the working size of the detector's network when the scores were measured ({"min_side", "max_side"}; None
+    #: for detectors without one, and in files written before it was recorded): scores change with it
+    working_size: dict[str, int | None] | None = None
 
     def verdict(self, score: float) -> str:
         if score >= self.threshold:
@@ -135,7 +138,8 @@ def threshold_at_rate(scores: Sequence[float], rate: float, confidence: float | 
 
 def calibrate_scores(detector: str, scores: Sequence[float], rate: float = 0.05, inconclusive_rate: float = 0.25,
                      sources: Iterable[str] = (), weights_sha256: str | None = None,
-                     confidence: float | None = None) -> Calibration:
+                     confidence: float | None = None,
+                     working_size: dict[str, int | None] | None = None) -> Calibration:
     """Thresholds at ``rate`` ("likely manipulated") and ``inconclusive_rate`` of the authentic ``scores``; with
     ``confidence`` the "likely manipulated" threshold is set so the rate holds at that confidence
     (:func:`allowed_false_alarms`)."""
@@ -145,7 +149,7 @@ def calibrate_scores(detector: str, scores: Sequence[float], rate: float = 0.05,
     lo = min(hi, threshold_at_rate(scores, inconclusive_rate))
     return Calibration(detector=detector, threshold=hi, low_threshold=lo, false_alarm_rate=float(rate),
                        inconclusive_rate=float(inconclusive_rate), n_images=len(scores), sources=list(sources),
-                       weights_sha256=weights_sha256, confidence=confidence)
+                       weights_sha256=weights_sha256, confidence=confidence, working_size=working_size)
 
 
 def measure(cal: Calibration, scores: Sequence[float]) -> dict[str, float]:
@@ -183,6 +187,15 @@ def weights_of(detector) -> str | None:
     return None
 
 
+def working_size_of(detector) -> dict[str, int | None] | None:
+    """The working size (``min_side`` / ``max_side``) of the detector's network (its own, or its artifact
+    detector's), if it has one."""
+    for d in (detector, getattr(detector, "artifact", None)):
+        if d is not None and hasattr(d, "min_side") and hasattr(d, "max_side"):
+            return {"min_side": d.min_side, "max_side": d.max_side}
+    return None
+
+
 def weights_checksum(detector) -> str | None:
     """The recorded SHA-256 of the detector's weights (read from the file's header), if it has weights."""
     w = weights_of(detector)
@@ -204,6 +217,12 @@ def attach(detector, name_or_path: str) -> None:
         logging.getLogger(__name__).warning(
             "the calibration of %s was made for other weights (run manipseg calibrate again); verdicts are "
             "uncalibrated", name_or_path)
+        cal = None
+    elif cal is not None and cal.working_size is not None and cal.working_size != working_size_of(detector):
+        logging.getLogger(__name__).warning(
+            "the calibration of %s was measured with the network's working size %s, the detector now uses %s (run "
+            "manipseg calibrate again); verdicts are uncalibrated", name_or_path, cal.working_size,
+            working_size_of(detector))
         cal = None
     detector.calibration = cal
 

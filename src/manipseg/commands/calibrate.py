@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .. import registry
-    from ..calibration import CalibrationError, calibrate_scores, measure, sidecar_path, weights_checksum
+    from ..calibration import (CalibrationError, calibrate_scores, measure, sidecar_path, weights_checksum,
+                               working_size_of)
     from ..paths import data_root
     from .common import detector_or_none
 
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         cal = calibrate_scores(detector.name if not name.endswith(".safetensors") else name, scores, args.rate,
                                args.inconclusive_rate, sources=[str(Path(a)) for a in authentic],
                                weights_sha256=weights_checksum(detector),
-                               confidence=args.confidence or None)
+                               confidence=args.confidence or None, working_size=working_size_of(detector))
     except CalibrationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -47,25 +47,32 @@ class GSRDetector(Detector):
     #: default tile overlap; a quarter of it is discarded at inner tile edges (should exceed the receptive field's
     #: effective reach)
     default_overlap: ClassVar[int] = 128
+    #: working size: a photo whose shorter side is below ``default_min_side`` is analysed up-sampled to it (the
+    #: networks were trained on native-pixel windows of photos about 480-640 px high), one whose shorter side is
+    #: above ``default_max_side`` down-sampled to it (None: no bound). Chosen on MISD without loss on NoSo
+    #: (docs/real-forgeries.md, "Working size"); the shipped calibrations were measured at these settings.
+    default_min_side: ClassVar[int | None] = 512
+    default_max_side: ClassVar[int | None] = None
 
     def __init__(self, device: str = "cpu", weights: str | os.PathLike | None = None, model: SegNet | None = None,
                  threshold: float | None = None, tile: int | None = None, overlap: int | None = None, max_pixels: int | None = None,
                  bf16: bool = True, boundary: bool = True, runtime: str = "auto", min_side: int | None = None,
-                 **config: Any) -> None:
+                 max_side: int | None = None, **config: Any) -> None:
         tile = int(tile) if tile is not None else self.default_tile
         overlap = int(overlap) if overlap is not None else self.default_overlap
         super().__init__(device=device, weights=str(weights) if weights is not None else None, tile=tile,
                          overlap=overlap, max_pixels=max_pixels, bf16=bf16, boundary=boundary, runtime=runtime,
-                         min_side=min_side, **config)
+                         min_side=min_side, max_side=max_side, **config)
         if config:
-            raise ContractError(f"unknown option(s) for detector {self.name!r}: {', '.join(sorted(config))}; "
-                                "known: weights, threshold, tile, overlap, max_pixels, bf16, boundary, runtime, min_side")
-        if min_side is not None and (isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 8):
-            raise ContractError(f"min_side must be a whole number of pixels >= 8 (or None), got {min_side!r}")
-        #: images whose shorter side is below this are up-sampled (bicubic) to it before the network and the maps
-        #: brought back (area); None: every image at its own pixels. The calibration shipped with the weights
-        #: was measured without it.
-        self.min_side = min_side
+            raise ContractError(f"unknown option(s) for detector {self.name!r}: {', '.join(sorted(config))}; known: "
+                                "weights, threshold, tile, overlap, max_pixels, bf16, boundary, runtime, min_side, max_side")
+        #: images whose shorter side is below ``min_side`` are up-sampled (bicubic) to it before the network and
+        #: the maps brought back (area); above ``max_side`` down-sampled (area) and the maps brought back (linear).
+        #: None: the class default; 0: no bound (every image at its own pixels).
+        self.min_side = self._side("min_side", min_side, self.default_min_side)
+        self.max_side = self._side("max_side", max_side, self.default_max_side)
+        if self.min_side and self.max_side and self.min_side > self.max_side:
+            raise ContractError(f"min_side ({self.min_side}) must not exceed max_side ({self.max_side})")
         if tile % 8 or tile < 64:
             raise ContractError(f"tile size must be a multiple of 8 and at least 64 pixels, got {tile}")
         if not 0 <= overlap < tile // 2:
@@ -91,6 +98,24 @@ class GSRDetector(Detector):
             info = self._build_torch(device, weights, model, bool(bf16), runtime)
         self.info = info
         self.threshold = float(threshold if threshold is not None else info.get("threshold", self.threshold))
+
+    @staticmethod
+    def _side(option: str, value: int | None, default: int | None) -> int | None:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not (value == 0 or value >= 8):
+            raise ContractError(f"{option} must be a whole number of pixels >= 8, 0 for no bound, or None for the "
+                                f"detector's default, got {value!r}")
+        return value or None
+
+    def working_scale(self, height: int, width: int) -> float:
+        """The factor the network's input is resized by for a ``height`` x ``width`` image (1.0: native)."""
+        short = min(height, width)
+        if self.min_side and short < self.min_side:
+            return self.min_side / short
+        if self.max_side and short > self.max_side:
+            return self.max_side / short
+        return 1.0
 
     def _check_arch(self, arch: str | None, weights) -> None:
         if self.arch is not None and arch != self.arch:
@@ -174,15 +199,17 @@ class GSRDetector(Detector):
     def _predict(self, image: np.ndarray) -> Prediction:
         t0 = time.perf_counter()
         h, w = image.shape[:2]
-        factor = self.min_side / min(h, w) if self.min_side and min(h, w) < self.min_side else 1.0
-        if factor > 1.0:  # a small photo: its objects brought nearer the sizes the network was trained on
-            image = cv2.resize(image, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_CUBIC)
+        factor = self.working_scale(h, w)
+        if factor != 1.0:  # objects brought nearer the sizes the network was trained on
+            size = (max(1, round(w * factor)), max(1, round(h * factor)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if factor > 1.0 else cv2.INTER_AREA)
         seg, boundary, n_tiles = self.predict_maps(image)
-        if factor > 1.0:
-            seg = cv2.resize(seg, (w, h), interpolation=cv2.INTER_AREA)
-            boundary = None if boundary is None else cv2.resize(boundary, (w, h), interpolation=cv2.INTER_AREA)
+        if factor != 1.0:
+            back = cv2.INTER_AREA if factor > 1.0 else cv2.INTER_LINEAR
+            seg = np.clip(cv2.resize(seg, (w, h), interpolation=back), 0.0, 1.0)
+            boundary = None if boundary is None else np.clip(cv2.resize(boundary, (w, h), interpolation=back), 0.0, 1.0)
         extras: dict[str, Any] = {"tiles": n_tiles, "bf16": self.use_bf16, "runtime": self.runtime,
-                                  "upsampled": factor, "seconds": time.perf_counter() - t0}
+                                  "working_scale": factor, "seconds": time.perf_counter() - t0}
         if boundary is not None:
             extras["boundary"] = boundary
         return Prediction(prob=seg, score=image_score(seg), extras=extras)
