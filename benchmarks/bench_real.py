@@ -33,8 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TABLE_HEADER = [
     "| row | detector | config | budget | MISD F1 / MCC (best dataset) | MISD per-image best F1 | MISD permuted F1 best / 0.5 "
-    "| MISD F1 at own thr. | MISD image AUC | TPR / FPR at thr. | TPR at 5 % FPR | NoSo F1 / MCC | generated F1 / MCC | date |",
-    "|" + "---|" * 14,
+    "| MISD F1 at own thr. | MISD image AUC | TPR / FPR at pixel thr. | TPR / FPR at calibrated verdict | TPR at 5 % FPR "
+    "| NoSo F1 / MCC | generated F1 / MCC | date |",
+    "|" + "---|" * 15,
 ]
 HELDOUT_CMD = ["generate", "--sources", "{data}/natural/sun-hays", "{data}/natural/imagenet-sample", "--n", "200",
                "--kinds", "splice,copymove,poisson,removal,sbi,enhance,gan", "--size", "256", "--seed", "778",
@@ -68,7 +69,8 @@ def score(detector, dataset_path: Path) -> dict:
 
 def candidates(model: str, fused: bool, device: str, min_side: int | None = None, max_side: int | None = None):
     """(label, detector) pairs: the network alone and, for a network, inside gsr-fused."""
-    from manipseg.models.fused import GSRFusedDetector
+    from manipseg.calibration import attach
+    from manipseg.models.fused import GSRFusedDetector, GSRFusedVGG16Detector
     from manipseg.registry import load_detector
 
     net = load_detector(model, device=device)
@@ -78,9 +80,15 @@ def candidates(model: str, fused: bool, device: str, min_side: int | None = None
         if not hasattr(net, option):
             raise SystemExit(f"--{option.replace('_', '-')} applies to the GSR networks, not to {model!r}")
         setattr(net, option, int(value) or None)
+        attach(net, model)  # its calibration holds only at the working size it was measured at
     out = [(model if not model.endswith(".safetensors") else "network", net)]
     if fused and hasattr(net, "boundary"):
-        out.append(("gsr-fused with it", GSRFusedDetector(device=device, artifact=net)))
+        # the fusion that ships with this network, with its calibration when it was made for these weights and
+        # this working size (else uncalibrated, with a warning)
+        cls = GSRFusedVGG16Detector if net.name == GSRFusedVGG16Detector.default_artifact else GSRFusedDetector
+        det = cls(device=device, artifact=net)
+        attach(det, cls.name)
+        out.append(("gsr-fused with it", det))
     return out
 
 
@@ -92,7 +100,9 @@ def row_cells(name: str, label: str, config: str, budget: str, res: dict) -> str
              f"{_f(bd['f1'])} / {_f(bd['mcc'])}", _f(bi["f1"]),
              f"{_f(m['permuted']['f1_best_image'])} / {_f(m['permuted']['f1_fixed_0.5'])}",
              f"{_f(m['own']['f1'])} (t={m['own']['threshold']:.2f})", _f(im.get("auc")),
-             f"{_f(im.get('tpr_at_threshold'))} / {_f(im.get('fpr_at_threshold'))}", _f(im.get("tpr_at_fpr_5")),
+             f"{_f(im.get('tpr_at_threshold'))} / {_f(im.get('fpr_at_threshold'))}",
+             (f"{_f(im.get('tpr_at_verdict'))} / {_f(im.get('fpr_at_verdict'))} (s={im['verdict_threshold']:.2f})"
+              if "verdict_threshold" in im else "–"), _f(im.get("tpr_at_fpr_5")),
              (f"{_f(n['protocols']['best_dataset']['f1'])} / {_f(n['protocols']['best_dataset']['mcc'])}" if n else "–"),
              (f"{_f(g['protocols']['best_dataset']['f1'])} / {_f(g['protocols']['best_dataset']['mcc'])}" if g else "–"),
              time.strftime("%Y-%m-%d")]

@@ -184,3 +184,37 @@ def test_a_calibration_measured_at_another_working_size_is_not_used(tmp_path, ca
     fused = registry.create("fused", artifact=det)
     assert working_size_of(fused) == here  # a fusion reports its network's
     assert working_size_of(registry.create("noi")) is None
+
+
+def test_calibrate_a_fusion_and_its_network_in_one_pass(tmp_path, meanscore, capsys):
+    """--network-out: the network inside a fused detector is calibrated from the same predictions — the same
+    thresholds as calibrating that network on its own — and the option is refused for a detector without one."""
+    from manipseg.models.fused import FusedDetector
+
+    auth, other = tmp_path / "auth", tmp_path / "other"
+    auth.mkdir()
+    other.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        save_png(auth / f"a{i:02d}.png", np.full((32, 32, 3), 10 + 5 * i, np.uint8))
+    for i in range(6):
+        save_png(other / f"o{i}.png", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+
+    class FusedMean(FusedDetector):
+        name = "fusedmean-test"
+        default_artifact = meanscore
+
+    registry.register("fusedmean-test", "test fusion")(FusedMean)
+    try:
+        common = ["--authentic", str(auth), "--report", str(other), "--no-progress", "--confidence", "0"]
+        assert main(["calibrate", "--model", "fusedmean-test", "--out", str(tmp_path / "f.json"),
+                     "--network-out", str(tmp_path / "n.json"), *common]) == 0
+        assert main(["calibrate", "--model", meanscore, "--out", str(tmp_path / "alone.json"), *common]) == 0
+    finally:
+        registry.DETECTORS.remove("fusedmean-test")
+    fused, net, alone = (Calibration.load(tmp_path / f) for f in ("f.json", "n.json", "alone.json"))
+    assert fused.detector == "fusedmean-test" and net.detector == meanscore
+    assert (net.threshold, net.low_threshold, net.measured) == (alone.threshold, alone.low_threshold, alone.measured)
+    assert str(other) in net.measured and net.measured[str(other)]["n"] == 6
+    assert main(["calibrate", "--model", meanscore, "--network-out", str(tmp_path / "x.json"), *common]) == 2
+    assert "needs a fused detector" in capsys.readouterr().err

@@ -23,12 +23,17 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="false-alarm rate below which scores are 'inconclusive' rather than 'no clear sign' (default 0.25)")
     p.add_argument("--out", "-o", default=None,
                    help="calibration file to write (default: beside a weights file, or ./<name>.calibration.json)")
+    p.add_argument("--network-out", default=None, metavar="FILE",
+                   help="for a fused detector: also write the calibration of its network alone (e.g. gsr-vgg16 "
+                        "inside gsr-fused-vgg16) to FILE, from the same pass over the photos")
     p.add_argument("--data", default=None, help="data root (default: $MANIPSEG_DATA or ../shared/data)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
 
-def _scores(detector, folders: list[str], progress: bool, log) -> tuple[list[float], list[str]]:
+def _scores(detector, folders: list[str], progress: bool, log) -> tuple[list[float], list[float], list[str]]:
+    """The detector's image scores on the photos of ``folders``, its artifact detector's (a fusion's network,
+    from the same prediction; empty for other detectors), and the photos that could not be scored."""
     from tqdm import tqdm
 
     from ..io import ImageLoadError, list_images, load_image
@@ -36,14 +41,18 @@ def _scores(detector, folders: list[str], progress: bool, log) -> tuple[list[flo
     listing = list_images(folders, recursive=True)
     for item, why in listing.problems:
         log.error("%s: %s", item, why)
-    scores, failed = [], []
+    scores, network, failed = [], [], []
     for path in tqdm(listing.files, unit="img", disable=not progress, desc=f"calibrate [{detector.name}]"):
         try:
-            scores.append(float(detector.predict(load_image(path)).score))
+            pred = detector.predict(load_image(path))
         except (ImageLoadError, ValueError, OSError) as exc:
             failed.append(f"{path}: {exc}")
             log.error("skipped %s: %s", path, exc)
-    return scores, failed
+            continue
+        scores.append(float(pred.score))
+        if "artifact" in pred.extras:
+            network.append(float(pred.extras["artifact"]["score"]))
+    return scores, network, failed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,27 +90,40 @@ def run(args: argparse.Namespace) -> int:
     detector = detector_or_none(name, args.device)
     if detector is None:
         return 2
+    network = getattr(detector, "artifact", None)
+    if args.network_out and network is None:
+        print(f"error: --network-out needs a fused detector (one with a network inside), not {name!r}", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else (sidecar_path(name) if name.endswith(".safetensors")
                                            else Path(f"{Path(name).stem}.calibration.json"))
-    scores, failed = _scores(detector, authentic, not args.no_progress, log)
-    try:
-        cal = calibrate_scores(detector.name if not name.endswith(".safetensors") else name, scores, args.rate,
-                               args.inconclusive_rate, sources=[str(Path(a)) for a in authentic],
-                               weights_sha256=weights_checksum(detector),
-                               confidence=args.confidence or None, working_size=working_size_of(detector))
-    except CalibrationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    cal.measured["calibration photos"] = measure(cal, scores)
+    scores, net_scores, failed = _scores(detector, authentic, not args.no_progress, log)
+    targets = [(name, detector.name, detector, scores, out)]
+    if args.network_out:
+        targets.append((network.name, network.name, network, net_scores, Path(args.network_out)))
+    cals = []
+    for label, cal_name, det, sc, _ in targets:
+        try:
+            cal = calibrate_scores(cal_name if not label.endswith(".safetensors") else label, sc, args.rate,
+                                   args.inconclusive_rate, sources=[str(Path(a)) for a in authentic],
+                                   weights_sha256=weights_checksum(det), confidence=args.confidence or None,
+                                   working_size=working_size_of(det))
+        except CalibrationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        cal.measured["calibration photos"] = measure(cal, sc)
+        cals.append(cal)
     for folder in report:
-        rs, rf = _scores(detector, [folder], not args.no_progress, log)
+        rs, rn, rf = _scores(detector, [folder], not args.no_progress, log)
         failed += rf
-        cal.measured[str(Path(folder))] = measure(cal, rs)
-    cal.save(out)
-    bound = f", an upper bound at {100 * cal.confidence:.0f} % confidence" if cal.confidence else ""
-    print(f"{name}: 'likely manipulated' at score >= {cal.threshold:.4f} (at most {100 * cal.false_alarm_rate:.0f} % "
-          f"of {cal.n_images} authentic photos{bound}), 'no clear sign' below {cal.low_threshold:.4f}; written to {out}")
-    for where, m in cal.measured.items():
-        print(f"  {where}: {m['n']} photos, {100 * m['flagged']:.1f} % flagged, "
-              f"{100 * m['inconclusive_or_flagged']:.1f} % inconclusive or flagged")
+        for cal, got in zip(cals, (rs, rn)):
+            cal.measured[str(Path(folder))] = measure(cal, got)
+    for cal, (label, _, _, _, path) in zip(cals, targets):
+        cal.save(path)
+        bound = f", an upper bound at {100 * cal.confidence:.0f} % confidence" if cal.confidence else ""
+        print(f"{label}: 'likely manipulated' at score >= {cal.threshold:.4f} (at most {100 * cal.false_alarm_rate:.0f} % "
+              f"of {cal.n_images} authentic photos{bound}), 'no clear sign' below {cal.low_threshold:.4f}; "
+              f"written to {path}")
+        for where, m in cal.measured.items():
+            print(f"  {where}: {m['n']} photos, {100 * m['flagged']:.1f} % flagged, "
+                  f"{100 * m['inconclusive_or_flagged']:.1f} % inconclusive or flagged")
     return 1 if failed else 0
