@@ -218,3 +218,30 @@ def test_calibrate_a_fusion_and_its_network_in_one_pass(tmp_path, meanscore, cap
     assert str(other) in net.measured and net.measured[str(other)]["n"] == 6
     assert main(["calibrate", "--model", meanscore, "--network-out", str(tmp_path / "x.json"), *common]) == 2
     assert "needs a fused detector" in capsys.readouterr().err
+
+
+def test_a_detector_config_sets_the_network_working_size_and_is_calibrated_beside_it(tmp_path, capsys):
+    """A YAML config naming the default with options of its network (here its working size) builds it on the
+    bundled weights; the bundled calibration does not follow it (another working size), and `manipseg calibrate`
+    on the config writes one beside it that `predict` then uses."""
+    import yaml
+
+    from manipseg.calibration import sidecar_path
+
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "gsr-fused", "artifact_options": {"min_side": 0, "max_side": 64}}))
+    det = registry.load_detector(str(cfg))
+    assert det.artifact.name == "gsr-compact" and (det.artifact.min_side, det.artifact.max_side) == (None, 64)
+    assert det.calibration is None
+    with pytest.raises(ValueError, match="artifact_options must be a mapping"):
+        registry.create("gsr-fused", artifact_options=[1])
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        save_png(auth / f"a{i}.png", rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    assert main(["calibrate", "--model", str(cfg), "--authentic", str(auth), "--report", "--confidence", "0",
+                 "--no-progress"]) == 0
+    cal = Calibration.load(sidecar_path(cfg))
+    assert cal.working_size == {"min_side": None, "max_side": 64} and cal.n_images == 6
+    assert registry.load_detector(str(cfg)).calibration == cal

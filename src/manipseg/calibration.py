@@ -172,9 +172,11 @@ def bundled_path(name: str) -> Path:
 
 
 def find_calibration(name_or_path: str) -> Calibration | None:
-    """The calibration that goes with a detector name or a weights file, if one exists."""
+    """The calibration that goes with a detector name, or a weights or detector-config file (beside it), if one
+    exists."""
     p = Path(name_or_path)
-    candidate = sidecar_path(p) if p.suffix.lower() == ".safetensors" else bundled_path(name_or_path)
+    beside = p.suffix.lower() in {".safetensors", ".yaml", ".yml", ".json"}
+    candidate = sidecar_path(p) if beside else bundled_path(name_or_path)
     return Calibration.load(candidate) if candidate.is_file() else None
 
 

@@ -22,7 +22,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inconclusive-rate", type=float, default=0.25,
                    help="false-alarm rate below which scores are 'inconclusive' rather than 'no clear sign' (default 0.25)")
     p.add_argument("--out", "-o", default=None,
-                   help="calibration file to write (default: beside a weights file, or ./<name>.calibration.json)")
+                   help="calibration file to write (default: beside a weights or detector-config file, or "
+                        "./<name>.calibration.json)")
     p.add_argument("--network-out", default=None, metavar="FILE",
                    help="for a fused detector: also write the calibration of its network alone (e.g. gsr-vgg16 "
                         "inside gsr-fused-vgg16) to FILE, from the same pass over the photos")
@@ -94,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.network_out and network is None:
         print(f"error: --network-out needs a fused detector (one with a network inside), not {name!r}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else (sidecar_path(name) if name.endswith(".safetensors")
-                                           else Path(f"{Path(name).stem}.calibration.json"))
+    beside = Path(name).suffix.lower() in {".safetensors", ".yaml", ".yml", ".json"}  # a file: next to it
+    out = Path(args.out) if args.out else (sidecar_path(name) if beside else Path(f"{Path(name).stem}.calibration.json"))
     scores, net_scores, failed = _scores(detector, authentic, not args.no_progress, log)
     targets = [(name, detector.name, detector, scores, out)]
     if args.network_out:

@@ -67,9 +67,13 @@ def combine(a: np.ndarray | float, b: np.ndarray | float, mode: str, weight: flo
     raise ValueError(f"fusion mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
-def _resolve(detector: str | Path | Detector, device: str) -> Detector:
+def _resolve(detector: str | Path | Detector, device: str, options: dict[str, Any] | None = None) -> Detector:
     if isinstance(detector, Detector):
+        if options:
+            raise ValueError("options for a detector instance: configure the instance itself")
         return detector
+    if options:  # a registered name with options of its own (e.g. the network's working size)
+        return get_class(str(detector)).from_config(dict(options), device=device)
     return load_detector(str(detector), device=device)
 
 
@@ -91,24 +95,29 @@ class FusedDetector(Detector):
     def __init__(self, device: str = "cpu", artifact: str | Path | Detector | None = None,
                  similarity: str | Path | Detector = "copymove", mode: str = "max",
                  similarity_weight: float = 1.0, parallel_pixels: float = 4e6,
-                 artifact_weight_on_copy: float = 0.5) -> None:
+                 artifact_weight_on_copy: float = 0.5, artifact_options: dict[str, Any] | None = None,
+                 similarity_options: dict[str, Any] | None = None) -> None:
         artifact = self.default_artifact if artifact is None else artifact
         super().__init__(device=device, artifact=str(getattr(artifact, "name", artifact)),
                          similarity=str(getattr(similarity, "name", similarity)), mode=mode,
                          similarity_weight=similarity_weight, parallel_pixels=parallel_pixels,
-                         artifact_weight_on_copy=artifact_weight_on_copy)
+                         artifact_weight_on_copy=artifact_weight_on_copy, artifact_options=artifact_options,
+                         similarity_options=similarity_options)
+        for label, options in (("artifact_options", artifact_options), ("similarity_options", similarity_options)):
+            if options is not None and not isinstance(options, dict):
+                raise ValueError(f"{label} must be a mapping of the detector's options, got {options!r}")
         if not 0.0 <= artifact_weight_on_copy <= 1.0:
             raise ValueError(f"artifact_weight_on_copy must be in [0, 1], got {artifact_weight_on_copy}")
         if mode not in MODES:
             raise ValueError(f"fusion mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not 0.0 <= similarity_weight <= 1.0:
             raise ValueError(f"similarity_weight must be in [0, 1], got {similarity_weight}")
-        self.artifact = _resolve(artifact, device)
+        self.artifact = _resolve(artifact, device, artifact_options)
         if not isinstance(artifact, Detector) and hasattr(self.artifact, "boundary"):
             # a GSR network built here: its boundary map is not part of the fused output, so it is not computed
             # (a detector instance passed in by the caller is left as configured)
             self.artifact.boundary = False
-        self.similarity = _resolve(similarity, device)
+        self.similarity = _resolve(similarity, device, similarity_options)
         self.mode = mode
         self.similarity_weight = float(similarity_weight)
         self.parallel_pixels = float(parallel_pixels)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import cv2
 import numpy as np
 
-from ..contract import ContractError, Detector, Prediction
+from ..contract import ContractError, Detector, Prediction, load_config_file
 from .tiling import image_score, normalisation, normalise_array, tiled_maps
 
 if TYPE_CHECKING:
@@ -166,6 +167,22 @@ class GSRDetector(Detector):
             arch = None  # loading the weights reports what is wrong with the file
         target = _ARCH_CLASSES.get(arch, GSRDetector) if cls is GSRDetector else cls
         return target(device=device, weights=path, **config)
+
+    @classmethod
+    def from_config(cls, config: "Mapping[str, Any] | str | os.PathLike", device: str = "cpu") -> "GSRDetector":
+        """Options from a mapping or a JSON/YAML file (e.g. ``{name: gsr-compact, min_side: 0}``); without
+        ``weights`` the file bundled for this detector's name is used."""
+        if isinstance(config, (str, os.PathLike)):
+            config = load_config_file(Path(config))
+        config = dict(config)
+        config.pop("name", None)
+        if config.get("weights") is None and config.get("model") is None and cls.arch is not None:
+            path = bundled(f"{cls.name}.safetensors")
+            if path is None:
+                raise ContractError(f"no trained weights are bundled for detector {cls.name!r}: give weights: PATH "
+                                    "in the config")
+            config["weights"] = path
+        return cls(device=device, **config)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> "GSRDetector":
