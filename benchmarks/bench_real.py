@@ -74,12 +74,12 @@ def candidates(model: str, fused: bool, device: str, min_side: int | None = None
     from manipseg.registry import load_detector
 
     net = load_detector(model, device=device)
-    for option, value in (("min_side", min_side), ("max_side", max_side)):
-        if value is None:
-            continue
+    options = {k: v for k, v in (("min_side", min_side), ("max_side", max_side)) if v is not None}
+    for option, value in options.items():
         if not hasattr(net, option):
             raise SystemExit(f"--{option.replace('_', '-')} applies to the GSR networks, not to {model!r}")
         setattr(net, option, int(value) or None)
+    if options:
         attach(net, model)  # its calibration holds only at the working size it was measured at
     out = [(model if not model.endswith(".safetensors") else "network", net)]
     if fused and hasattr(net, "boundary"):

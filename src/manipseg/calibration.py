@@ -27,7 +27,7 @@ import numpy as np
 
 from .header import WeightsError, read_header
 from .io import atomic_write
-from .paths import shipped
+from .paths import MODEL_FILE_SUFFIXES, shipped
 
 VERDICTS = ("likely manipulated", "inconclusive", "no clear sign")
 #: used when a detector has no calibration: its pixel threshold decides, and the verdict says so
@@ -175,8 +175,7 @@ def find_calibration(name_or_path: str) -> Calibration | None:
     """The calibration that goes with a detector name, or a weights or detector-config file (beside it), if one
     exists."""
     p = Path(name_or_path)
-    beside = p.suffix.lower() in {".safetensors", ".yaml", ".yml", ".json"}
-    candidate = sidecar_path(p) if beside else bundled_path(name_or_path)
+    candidate = sidecar_path(p) if p.suffix.lower() in MODEL_FILE_SUFFIXES else bundled_path(name_or_path)
     return Calibration.load(candidate) if candidate.is_file() else None
 
 

@@ -22,6 +22,10 @@ def data_root(override: str | os.PathLike | None = None) -> Path:
 #: the trained weights (and their calibrations, ONNX graphs) shipped inside the package
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
+#: suffixes of the files a model can be given as (trained weights, or a detector config); a calibration of
+#: one of them lives beside it
+MODEL_FILE_SUFFIXES = frozenset({".safetensors", ".yaml", ".yml", ".json"})
+
 
 def shipped(filename: str) -> Path:
     """The path of a file in the package's weights folder (it may not exist)."""

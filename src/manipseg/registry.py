@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .calibration import attach
 from .contract import Detector, load_config_file
 from .names import Registry, UnknownNameError
-from .paths import bundled
+from .paths import MODEL_FILE_SUFFIXES, bundled
 
 
 class UnknownDetectorError(UnknownNameError):
@@ -103,7 +103,7 @@ def _load_detector(name_or_path: str, device: str) -> Detector:
     if name_or_path in DETECTORS:
         return create(name_or_path, device=device)
     path = Path(name_or_path)
-    if path.suffix.lower() in {".safetensors", ".yaml", ".yml", ".json"}:
+    if path.suffix.lower() in MODEL_FILE_SUFFIXES:
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         if path.suffix.lower() == ".safetensors":

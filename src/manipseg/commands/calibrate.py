@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import registry
     from ..calibration import (CalibrationError, calibrate_scores, measure, sidecar_path, weights_checksum,
                                working_size_of)
-    from ..paths import data_root
+    from ..paths import MODEL_FILE_SUFFIXES, data_root
     from .common import detector_or_none
 
     log = logging.getLogger("manipseg.calibrate")
@@ -95,16 +95,17 @@ def run(args: argparse.Namespace) -> int:
     if args.network_out and network is None:
         print(f"error: --network-out needs a fused detector (one with a network inside), not {name!r}", file=sys.stderr)
         return 2
-    beside = Path(name).suffix.lower() in {".safetensors", ".yaml", ".yml", ".json"}  # a file: next to it
+    beside = Path(name).suffix.lower() in MODEL_FILE_SUFFIXES  # a model file: its calibration next to it
     out = Path(args.out) if args.out else (sidecar_path(name) if beside else Path(f"{Path(name).stem}.calibration.json"))
     scores, net_scores, failed = _scores(detector, authentic, not args.no_progress, log)
-    targets = [(name, detector.name, detector, scores, out)]
+    # (what the output names, the calibration's detector, the detector, its scores, where it is written)
+    targets = [(name, name if name.endswith(".safetensors") else detector.name, detector, scores, out)]
     if args.network_out:
         targets.append((network.name, network.name, network, net_scores, Path(args.network_out)))
     cals = []
-    for label, cal_name, det, sc, _ in targets:
+    for _, cal_name, det, sc, _ in targets:
         try:
-            cal = calibrate_scores(cal_name if not label.endswith(".safetensors") else label, sc, args.rate,
+            cal = calibrate_scores(cal_name, sc, args.rate,
                                    args.inconclusive_rate, sources=[str(Path(a)) for a in authentic],
                                    weights_sha256=weights_checksum(det), confidence=args.confidence or None,
                                    working_size=working_size_of(det))

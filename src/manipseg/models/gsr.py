@@ -175,26 +175,25 @@ class GSRDetector(Detector):
         if isinstance(config, (str, os.PathLike)):
             config = load_config_file(Path(config))
         config = dict(config)
-        config.pop("name", None)
         if config.get("weights") is None and config.get("model") is None and cls.arch is not None:
-            path = bundled(f"{cls.name}.safetensors")
-            if path is None:
-                raise ContractError(f"no trained weights are bundled for detector {cls.name!r}: give weights: PATH "
-                                    "in the config")
-            config["weights"] = path
-        return cls(device=device, **config)
+            config["weights"] = cls._bundled_weights()
+        return super().from_config(config, device=device)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "cpu") -> "GSRDetector":
         """Weights from ``path``, or the file shipped with manipseg for this detector's name."""
+        return cls.from_weights(cls._bundled_weights() if path is None else path, device=device)
+
+    @classmethod
+    def _bundled_weights(cls) -> Path:
+        """The weights file shipped for this detector's name, or a ContractError saying what to do."""
+        path = bundled(f"{cls.name}.safetensors")
         if path is None:
-            path = shipped(f"{cls.name}.safetensors")
-            if not path.is_file():
-                raise ContractError(
-                    f"no trained weights are bundled for detector {cls.name!r} (looked for {path}). Train a model "
-                    "with `manipseg train CONFIG.yaml` and pass the resulting .safetensors file as --model PATH "
-                    "(or GSRDetector.from_weights(PATH)).")
-        return cls.from_weights(path, device=device)
+            raise ContractError(
+                f"no trained weights are bundled for detector {cls.name!r} (looked for "
+                f"{shipped(f'{cls.name}.safetensors')}). Train a model with `manipseg train CONFIG.yaml` and pass the "
+                "resulting .safetensors file as --model PATH (or GSRDetector.from_weights(PATH)).")
+        return path
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
