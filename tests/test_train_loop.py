@@ -235,3 +235,69 @@ def test_snapshots_and_model_init(tmp_path):
 
     with pytest.raises(TrainingError, match="no tensor that fits"):
         init_from_weights(Other(), res.model_path)
+
+
+# -- distillation ----------------------------------------------------------------------------------------------
+def test_distillation_loss_is_the_kl_divergence_and_zero_at_the_teacher():
+    from manipseg.train.losses import distillation_loss
+
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 2, 5, 6, generator=g), torch.randn(2, 2, 5, 6, generator=g)
+    assert distillation_loss(t.clone(), t).item() == pytest.approx(0.0, abs=1e-7)
+    ref = F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="none", log_target=True).sum(1).mean()
+    assert distillation_loss(s, t).item() == pytest.approx(ref.item(), rel=1e-6)
+    ref2 = F.kl_div(F.log_softmax(s / 2, 1), F.log_softmax(t / 2, 1), reduction="none", log_target=True).sum(1).mean()
+    assert distillation_loss(s, t, temperature=2.0).item() == pytest.approx(4 * ref2.item(), rel=1e-6)
+    # a teacher map of another size is resized to the student's; gradients reach the student only
+    s.requires_grad_(True)
+    big = F.interpolate(t, size=(10, 12), mode="bilinear", align_corners=False)
+    distillation_loss(s, big).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="logits must be"):
+        distillation_loss(s[:, :1], t)
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        distillation_loss(s, t[:1])
+
+
+def test_a_teacher_adds_its_weighted_kl_term_and_pulls_the_student_towards_it(tmp_path):
+    teacher = _trainer(_cfg(train={"steps": 3}, checkpoint={"every": 0}), tmp_path / "teacher").run().model_path
+    plain = _trainer(_cfg(train={"steps": 1}, checkpoint={"every": 0}), tmp_path / "plain", export=False).run()
+    kd_cfg = _cfg(train={"steps": 1}, checkpoint={"every": 0}, distill={"teacher": str(teacher), "weight": 3.0})
+    taught = _trainer(kd_cfg, tmp_path / "taught", export=False).run()
+    import csv
+
+    row = next(csv.DictReader((tmp_path / "taught" / "train.csv").open()))
+    kd = float(row["loss_distill"])
+    assert kd > 0
+    # step 1 starts from the same weights and data: the only difference is 3 x the distillation term
+    assert taught.losses[0] - plain.losses[0] == pytest.approx(3.0 * kd, rel=1e-4)
+
+    # trained on the distillation term (a large weight, a fast learning rate), the student's maps approach the teacher's
+    from manipseg.models.weights import network_from_weights
+    from manipseg.models.nets import normalise
+    from manipseg.train.losses import distillation_loss
+
+    t_net, _ = network_from_weights(teacher)
+    batch = torch.stack([Squares()[i]["image"] for i in range(50_00, 50_08)]).float()
+
+    def gap(run_dir):
+        s_net, _ = network_from_weights(run_dir / "model.safetensors")
+        with torch.no_grad():
+            x = normalise(batch)
+            return distillation_loss(s_net(x)["seg"], t_net(x)["seg"]).item()
+
+    for name, distill in (("free", {}), ("pulled", {"teacher": str(teacher), "weight": 100.0})):
+        cfg = _cfg(model={"dropout": 0.0}, train={"steps": 30, "lr": 3e-3, "seed": 11}, checkpoint={"every": 0},
+                   distill=distill)
+        _trainer(cfg, tmp_path / name).run()
+    assert gap(tmp_path / "pulled") < 0.7 * gap(tmp_path / "free")   # measured: 0.35 against 0.62
+
+
+def test_distillation_settings_are_checked(tmp_path):
+    from manipseg.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="distill.weight must be > 0"):
+        _cfg(distill={"teacher": "t.safetensors", "weight": 0.0})
+    cfg = _cfg(train={"steps": 1}, distill={"teacher": str(tmp_path / "missing.safetensors")})
+    with pytest.raises(TrainingError, match="distill.teacher: .*missing.safetensors"):
+        _trainer(cfg, tmp_path / "run").run()

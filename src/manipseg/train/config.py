@@ -99,6 +99,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "init": None,                 # a pre-trained blender .safetensors to start G from
         "composite_width": 5,         # G(K, M) kept inside K dilated by this; M elsewhere (0 = G's whole image)
     },
+    "distill": {                      # knowledge distillation from a trained teacher network (off when unset)
+        "teacher": None,              # a segmenter .safetensors (e.g. src/manipseg/weights/gsr-vgg16.safetensors)
+        "weight": 1.0,                # factor on the distillation term, added to the ground-truth losses
+        "temperature": 1.0,           # softmax temperature of both maps (the term is scaled by T^2)
+    },
     "checkpoint": {
         "every": 500,                 # steps; the final step is always saved
         "keep": 3,                    # most recent checkpoints kept
@@ -335,6 +340,10 @@ def _cross_check(cfg: dict[str, Any], origin: str) -> None:
         raise ConfigError(f"{origin}: validation.size must be a multiple of 16 and >= 32, got {v['size']}")
     for key in ("every", "generated", "max_images", "max_side"):
         _positive(cfg, origin, "validation", key, allow_zero=True)
+    k = cfg["distill"]
+    if k["teacher"] is not None:
+        _positive(cfg, origin, "distill", "weight")
+        _positive(cfg, origin, "distill", "temperature")
     _positive(cfg, origin, "checkpoint", "every", allow_zero=True)
     _positive(cfg, origin, "checkpoint", "keep")
     if v["kinds"] is not None:

@@ -39,13 +39,13 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .config import resolve_path
 from .data import StepSampler, TrainingSet, apply_generator, generated_selection, load_generator
-from .losses import gsr_loss
+from .losses import distillation_loss, gsr_loss
 from .refine import refine
 from .validate import dct_input, predict_probs, score
 
 log = logging.getLogger("manipseg.train")
 
-CSV_FIELDS = ["step", "loss", "loss_seg", "loss_boundary", "loss_refine", "lr", "imgs_per_s",
+CSV_FIELDS = ["step", "loss", "loss_seg", "loss_boundary", "loss_refine", "loss_distill", "lr", "imgs_per_s",
               "val_f1_dataset", "val_mcc_dataset", "val_f1_image", "val_mcc_image", "val_baseline_f1",
               "folder_f1_dataset", "folder_mcc_dataset", "folder_f1_image", "folder_mcc_image",
               "folder_baseline_f1", "gan_total", "gan_bg", "gan_grad", "gan_edge", "gan_adv", "gan_d"]
@@ -157,6 +157,29 @@ def init_from_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict[s
     new = sorted(k for k in own if k not in set(loaded))
     skipped = sorted(k for k in tensors if k not in own or own[k].shape != tensors[k].shape)
     return {"loaded": sorted(loaded), "new": new, "skipped": skipped}
+
+
+def load_teacher(cfg: dict[str, Any], device: torch.device) -> torch.nn.Module | None:
+    """The frozen teacher network of ``distill.teacher`` (eval mode, no gradients), or None when unset.
+
+    A weights file, not data: a relative path is relative to the working folder (as ``model.init``)."""
+    from ..models.weights import WeightsError, network_from_weights
+
+    path = cfg["distill"]["teacher"]
+    if path is None:
+        return None
+    path = Path(os.path.expanduser(os.path.expandvars(str(path))))
+    try:
+        with torch.random.fork_rng(devices=[]):  # building it draws initial weights: leave the run's RNG alone
+            teacher, _ = network_from_weights(path)
+    except (WeightsError, OSError) as exc:
+        raise TrainingError(f"distill.teacher: {exc}") from None
+    teacher = teacher.to(device).float().eval()
+    if cfg["train"]["channels_last"]:
+        teacher = teacher.to(memory_format=torch.channels_last)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
 
 
 def _lr_lambda(schedule: str, warmup: int, steps: int) -> Callable[[int], float]:
@@ -320,6 +343,7 @@ class Trainer:
 
             self.net = DistributedDataParallel(model, device_ids=None if self.device.type == "cpu" else [self.device])
         self.generator = load_generator(d["generator"], d["generator_args"]) if d["generated_fraction"] > 0 else None
+        self.teacher = load_teacher(self.cfg, self.device)
         if self.gan is not None:
             self.generator = self.gan
         return start
@@ -385,6 +409,8 @@ class Trainer:
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         stats = {"loss": 0.0, "loss_seg": 0.0, "loss_boundary": 0.0, "loss_refine": 0.0}
+        if self.teacher is not None:
+            stats["loss_distill"] = 0.0
         sample_weight = None
         for p in range(passes):
             last = p == passes - 1
@@ -397,12 +423,21 @@ class Trainer:
                 with autocast(dev, enabled=bool(t["bf16"])):
                     out = self.net(x, dct) if dct is not None else self.net(x)
                 losses = gsr_loss(out, mask, boundary, sample_weight=sample_weight, **loss_kw)
+                if self.teacher is not None and p == 0:  # the teacher's map of the input the student sees
+                    with torch.no_grad(), autocast(dev, enabled=bool(t["bf16"])):
+                        tdct = dct_input(self.teacher, image.cpu().numpy(), dev)
+                        taught = self.teacher(x, tdct) if tdct is not None else self.teacher(x)
+                    kd = distillation_loss(out["seg"], taught["seg"], float(self.cfg["distill"]["temperature"]))
+                    losses = {**losses, "total": losses["total"] + float(self.cfg["distill"]["weight"]) * kd,
+                              "distill": kd}
                 weight = 1.0 if p == 0 else float(r["weight"])
                 (weight * losses["total"]).backward()
             values = {k: float(v.detach().item()) for k, v in losses.items()}
             stats["loss"] += weight * values["total"]
             if p == 0:
                 stats["loss_seg"], stats["loss_boundary"] = values["seg"], values["boundary"]
+                if "distill" in values:
+                    stats["loss_distill"] = values["distill"]
             else:
                 stats["loss_refine"] += values["total"]
             if not last:

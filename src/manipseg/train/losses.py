@@ -52,3 +52,23 @@ def gsr_loss(outputs: Mapping[str, torch.Tensor | None], mask: torch.Tensor, bou
     else:
         bnd = two_class_ce(bnd_logits, boundary, boundary_class_weights, sample_weight)
     return {"total": seg_weight * seg + boundary_weight * bnd, "seg": seg, "boundary": bnd}
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean per-pixel KL divergence KL(teacher || student) of the two-class maps at ``temperature``, scaled by
+    ``temperature**2`` (Hinton et al. 2015), so that its gradient keeps its size across temperatures.
+
+    ``student`` and ``teacher``: logits ``[B, 2, H, W]``; a teacher map of another size is resized (bilinear, on
+    its logits) to the student's. Zero when the student reproduces the teacher."""
+    if student.dim() != 4 or student.shape[1] != 2 or teacher.dim() != 4 or teacher.shape[1] != 2:
+        raise ValueError(f"logits must be [B, 2, H, W], got {tuple(student.shape)} and {tuple(teacher.shape)}")
+    if teacher.shape[0] != student.shape[0]:
+        raise ValueError(f"batch sizes differ: student {student.shape[0]}, teacher {teacher.shape[0]}")
+    teacher = teacher.detach().float()
+    if teacher.shape[2:] != student.shape[2:]:
+        teacher = F.interpolate(teacher, size=student.shape[2:], mode="bilinear", align_corners=False)
+    t = float(temperature)
+    log_p_s = F.log_softmax(student.float() / t, dim=1)
+    log_p_t = F.log_softmax(teacher / t, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+    return kl.mean() * t * t
