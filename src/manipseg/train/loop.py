@@ -17,16 +17,12 @@ model, optimizer, scheduler, step and every RNG state, so ``--resume`` continues
 from __future__ import annotations
 
 import contextlib
-import csv
-import io as _io
 import logging
 import math
 import os
 import random
-import shutil
 import signal
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,11 +30,12 @@ import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import resolve_path
 from .data import StepSampler, TrainingSet, apply_generator, generated_selection, load_generator
+from .engine import Clock, Engine, Plan, Recipe, Result, StepCheckpoints, TrainingError
+from .engine import TrainingInterrupted  # noqa: F401  (part of this module's API since before the engine)
 from .losses import distillation_loss, gsr_loss
 from .refine import refine
 from .validate import dct_input, predict_probs, score
@@ -51,10 +48,6 @@ CSV_FIELDS = ["step", "loss", "loss_seg", "loss_boundary", "loss_refine", "loss_
               "folder_baseline_f1", "gan_total", "gan_bg", "gan_grad", "gan_edge", "gan_adv", "gan_d"]
 
 
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue (bad data, mismatched resume...)."""
-
-
 def _loader_worker_ignores_interrupts(worker_id: int) -> None:
     """Data-loader workers leave Ctrl-C and SIGTERM to the trainer: a job scheduler (or ``kill`` of the
     process group) signals every process of the run, and a worker dying first would crash the trainer with
@@ -62,14 +55,6 @@ def _loader_worker_ignores_interrupts(worker_id: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C / SIGTERM during training; a checkpoint of the last completed step was written."""
-
-    def __init__(self, step: int, checkpoint: Path | None) -> None:
-        super().__init__(f"interrupted at step {step}")
-        self.step, self.checkpoint = step, checkpoint
 
 
 #: sections and keys a resumed run may change (everything else must match the checkpoint's settings)
@@ -87,11 +72,6 @@ def settings_differences(saved: dict[str, Any], now: dict[str, Any], prefix: str
         elif a != b:
             out.append(dotted)
     return out
-
-
-def run_dir_in_use(run_dir: Path) -> bool:
-    """A run folder that already holds a training run (checkpoints or exported weights)."""
-    return (run_dir / "model.safetensors").is_file() or bool(ckpt.list_checkpoints(run_dir))
 
 
 # -- distributed ---------------------------------------------------------------------------------------------
@@ -247,44 +227,16 @@ def _collate_val_folder(cfg: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarra
                           max_images=int(v["max_images"]), max_side=int(v["max_side"]))
 
 
-class CsvLog:
-    """Append-only CSV of training metrics; on resume, rows after the resumed step are dropped."""
-
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        self.path = path
-        rows: list[dict[str, str]] = []
-        if resume_step is not None and path.is_file():
-            with path.open(newline="", encoding="utf-8") as fh:
-                rows = [r for r in csv.DictReader(fh) if r.get("step") and int(r["step"]) <= resume_step]
-        buf = _io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(buf.getvalue(), encoding="utf-8")
-
-    def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", newline="", encoding="utf-8") as fh:
-            csv.DictWriter(fh, fieldnames=CSV_FIELDS).writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in CSV_FIELDS})
-
-
-@dataclass
-class Result:
-    step: int
-    losses: list[float] = field(default_factory=list)   # total loss of every step run in this call
-    validation: dict[str, float] = field(default_factory=dict)
-    model_path: Path | None = None
-
-
-class Trainer:
-    """Trains one run. ``model`` and ``train_set`` may be injected (tests, custom data); by default they
-    are built from the config. Outputs go to ``run_dir``: ``config.yaml``, ``train.csv``,
-    ``checkpoints/``, ``model.safetensors`` (and ``tensorboard/`` when enabled)."""
+class Trainer(Recipe):
+    """Trains one run: the segmentation recipe of the training :class:`~manipseg.train.engine.Engine`.
+    ``model`` and ``train_set`` may be injected (tests, custom data); by default they are built from the
+    config. Outputs go to ``run_dir``: ``config.yaml``, ``train.csv``, ``checkpoints/``,
+    ``model.safetensors`` (and ``tensorboard/`` when enabled). ``max_minutes``: a time budget (the run
+    stops, validates and exports after the first step past it)."""
 
     def __init__(self, cfg: dict[str, Any], run_dir: str | os.PathLike, device: str = "cpu",
                  model: torch.nn.Module | None = None, train_set: Dataset | None = None,
-                 dist: Dist | None = None, export: bool = True) -> None:
+                 dist: Dist | None = None, export: bool = True, max_minutes: float | None = None) -> None:
         from ..device import resolve_device
 
         self.cfg = cfg
@@ -293,7 +245,11 @@ class Trainer:
         if self.dist.enabled and str(device) == "cuda":
             device = f"cuda:{self.dist.local_rank}"  # one GPU per rank
         self.device = resolve_device(device)
-        self.export = export
+        self.export_model = export
+        self.max_minutes = max_minutes
+        if max_minutes is not None and self.dist.enabled:
+            raise TrainingError("a time budget (--max-minutes) is not available under --ddp (the ranks could stop "
+                                "at different steps); set train.steps instead")
         self._model_override = model
         self._train_set_override = train_set
 
@@ -303,7 +259,33 @@ class Trainer:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
-    def _setup(self, resume: bool) -> int:
+    def plan(self) -> Plan:
+        t, c, lg = self.cfg["train"], self.cfg["checkpoint"], self.cfg["log"]
+        return Plan(run_dir=self.run_dir, steps=int(t["steps"]), images_per_step=int(t["batch_size"]) * self.dist.world,
+                    csv_fields=CSV_FIELDS, checkpoints=StepCheckpoints(self.run_dir, int(c["keep"])),
+                    log_every=int(t["log_every"]), validate_every=int(self.cfg["validation"]["every"] or 0),
+                    checkpoint_every=int(c["every"] or 0), final_validation="after", outputs=("model.safetensors",),
+                    main=self.dist.main, progress_bar=bool(lg["progress"]), tensorboard=bool(lg["tensorboard"]))
+
+    def setup(self, checkpoint: dict[str, Any] | None, clock: Clock) -> int:
+        t = self.cfg["train"]
+        steps = int(t["steps"])
+        main = self.dist.main
+        # held-out sets first: whatever randomness they use must not shift the training RNG streams
+        self._val_generated = _collate_val_generated(self.cfg) if main else []
+        self._val_folder = _collate_val_folder(self.cfg) if main else []
+        start = self._setup(resume=checkpoint is not None, checkpoint=checkpoint)
+        if start > steps:
+            raise TrainingError(f"the checkpoint is at step {start}, beyond train.steps={steps}; raise --steps")
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False), encoding="utf-8")
+        loader, self._sampler = self._loader(start, steps)
+        self._batches = iter(loader)
+        self._steps_done = start
+        return start
+
+    def _setup(self, resume: bool, checkpoint: dict[str, Any] | None = None) -> int:
         t, d = self.cfg["train"], self.cfg["data"]
         self._seed(int(t["seed"]))
         model = self._model_override if self._model_override is not None else build_model(self.cfg)
@@ -335,7 +317,7 @@ class Trainer:
             path = ckpt.latest_checkpoint(self.run_dir)
             if path is None:
                 raise TrainingError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
-            start = self._restore(ckpt.load_checkpoint(path), path)
+            start = self._restore(ckpt.load_checkpoint(path) if checkpoint is None else checkpoint, path)
             log.info("resumed %s at step %d", path, start)
         self.net = model
         if self.dist.enabled:
@@ -359,13 +341,16 @@ class Trainer:
         if state.get("world") != self.dist.world:
             raise TrainingError(f"{path}: saved by {state.get('world')} process(es), resuming with {self.dist.world}: "
                                 "the data shards would differ")
+        self.load_state_dict(state)
+        return int(state["step"])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.gan is not None:
             self.gan.load_state_dict(state["gan"])
         ckpt.set_rng_state(state["rng"][self.dist.rank])
-        return int(state["step"])
 
     def _loader(self, start: int, stop: int) -> tuple[DataLoader, StepSampler]:
         t, d = self.cfg["train"], self.cfg["data"]
@@ -388,6 +373,18 @@ class Trainer:
         return loader, sampler
 
     # -- one step ------------------------------------------------------------------------------------------
+    def step(self, step: int) -> dict[str, float]:
+        batch = next(self._batches, None)
+        if batch is None:
+            raise TrainingError(f"the data loader stopped at step {step} before train.steps={self.cfg['train']['steps']}")
+        stats = self._step(batch, self._sampler.indices(step))
+        self._steps_done = step + 1
+        return stats
+
+    def row(self, step: int, history: list[dict[str, float]]) -> dict[str, Any]:
+        """The losses of the logged step itself (averaged over the DDP ranks) and the learning rate."""
+        return {**self._mean_over_ranks(history[-1]), "lr": self.scheduler.get_last_lr()[0]}
+
     def _step(self, batch: dict[str, torch.Tensor], indices: list[int]) -> dict[str, float]:
         from ..device import autocast
         from ..models.nets import normalise
@@ -456,6 +453,15 @@ class Trainer:
 
     # -- validation, checkpoints, export -------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
+        """Validation on rank 0 (the others wait at a barrier)."""
+        import torch.distributed as dist
+
+        val = self._validate_main() if self.dist.main else {}
+        if self.dist.enabled:
+            dist.barrier()
+        return val
+
+    def _validate_main(self) -> dict[str, float]:
         t = self.cfg["train"]
         res: dict[str, float] = {}
         for prefix, samples in (("val", self._val_generated), ("folder", self._val_folder)):
@@ -467,24 +473,38 @@ class Trainer:
                 res[f"{prefix}_{k}"] = v
         return res
 
-    def _checkpoint(self, step: int) -> None:
+    def after_step(self, step: int, validation: dict[str, float] | None) -> None:
+        c = self.cfg["checkpoint"]
+        if self.dist.main and c.get("export_every") and step % int(c["export_every"]) == 0 \
+                and step < int(self.cfg["train"]["steps"]):
+            # weights-only snapshots, to choose the step on real data afterwards (benchmarks/bench_real.py)
+            self._export({}, step, self.run_dir / "snapshots" / f"model_{step:08d}.safetensors")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer, scheduler, the joint GAN and every rank's RNG state (collective under DDP). With
+        joint GAN training, the main process also writes the generator's snapshot of this step."""
         import torch.distributed as dist
 
+        step = self._steps_done
         rng = ckpt.rng_state()
         if self.dist.enabled:
             states: list[Any] = [None] * self.dist.world
             dist.all_gather_object(states, rng)
         else:
             states = [rng]
-        if self.dist.main:
-            state = {"step": step, "world": self.dist.world, "model": self.model.state_dict(),
-                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "rng": states, "sampler": {"next_step": step, "batch_size": int(self.cfg["train"]["batch_size"])},
-                     "config": self.cfg}
-            if self.gan is not None:
-                state["gan"] = self.gan.state_dict()
-                self.gan.save(self.run_dir / "snapshots" / f"G_{step:08d}.safetensors", {"step": step})
-            ckpt.save_checkpoint(self.run_dir, step, state, keep=int(self.cfg["checkpoint"]["keep"]))
+        if not self.dist.main:
+            return {}
+        state = {"step": step, "world": self.dist.world, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": states, "sampler": {"next_step": step, "batch_size": int(self.cfg["train"]["batch_size"])},
+                 "config": self.cfg}
+        if self.gan is not None:
+            state["gan"] = self.gan.state_dict()
+            self.gan.save(self.run_dir / "snapshots" / f"G_{step:08d}.safetensors", {"step": step})
+        return state
+
+    def export(self, step: int, validation: dict[str, float]) -> Path | None:
+        return self._export(validation, step) if self.export_model else None
 
     def _export(self, val: dict[str, float], step: int, path: Path | None = None) -> Path:
         from ..models.weights import save_weights
@@ -504,101 +524,7 @@ class Trainer:
         ``resume`` continues it or ``force`` starts over (its checkpoints and weights are removed first).
         Ctrl-C / SIGTERM writes a checkpoint of the last completed step and raises
         :class:`TrainingInterrupted`."""
-
-        t = self.cfg["train"]
-        steps = int(t["steps"])
-        main = self.dist.main
-        if not resume and run_dir_in_use(self.run_dir):
-            if not force:
-                raise TrainingError(f"{self.run_dir} already holds a training run; continue it with --resume, or "
-                                    "start it over with --force (its checkpoints and weights are deleted)")
-            if main:
-                shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
-                (self.run_dir / "model.safetensors").unlink(missing_ok=True)
-        # held-out sets first: whatever randomness they use must not shift the training RNG streams
-        self._val_generated = _collate_val_generated(self.cfg) if main else []
-        self._val_folder = _collate_val_folder(self.cfg) if main else []
-        start = self._setup(resume)
-        if start > steps:
-            raise TrainingError(f"the checkpoint is at step {start}, beyond train.steps={steps}; raise --steps")
-        writer = csvlog = None
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False), encoding="utf-8")
-            csvlog = CsvLog(self.run_dir / "train.csv", start if resume else None)
-            writer = _tensorboard(self.run_dir) if self.cfg["log"]["tensorboard"] else None
-        loader, sampler = self._loader(start, steps)
-
-        bar = tqdm(total=steps, initial=start, disable=not (main and self.cfg["log"]["progress"]),
-                   unit="step", dynamic_ncols=True)
-        result = Result(step=start)
-        progress = _Progress(start, steps, int(t["batch_size"]) * self.dist.world, bar_shown=bool(self.cfg["log"]["progress"]))
-        try:
-            step = self._loop(loader, sampler, start, steps, bar, csvlog, writer, result, progress)
-        except KeyboardInterrupt:
-            bar.close()
-            path = None
-            if self._steps_done > start:
-                self._checkpoint(self._steps_done)
-                path = ckpt.latest_checkpoint(self.run_dir)
-            raise TrainingInterrupted(self._steps_done, path) from None
-        bar.close()
-        if step != steps:
-            raise TrainingError(f"the data loader stopped at step {step} before train.steps={steps}")
-        result.step = step
-        val = self._validate_all()
-        result.validation = val
-        if main:
-            if val:
-                csvlog.write({"step": step, **val})
-                log.info("validation at step %d: %s", step, ", ".join(f"{k}={x:.4f}" for k, x in val.items()))
-            if self.export:
-                result.model_path = self._export(val, step)
-            if writer is not None:
-                writer.close()
-        return result
-
-    def _loop(self, loader, sampler, start: int, steps: int, bar, csvlog, writer, result: Result,
-              progress: "_Progress") -> int:
-        t, v, c = self.cfg["train"], self.cfg["validation"], self.cfg["checkpoint"]
-        main = self.dist.main
-        tick, done_since = time.perf_counter(), 0
-        step = self._steps_done = start
-        for step_index, batch in zip(range(start, steps), loader):
-            stats = self._step(batch, sampler.indices(step_index))
-            step = step_index + 1
-            result.losses.append(stats["loss"])
-            done_since += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.4f}")
-            validated = bool(v["every"]) and step % int(v["every"]) == 0 and step < steps
-            logged = step % int(t["log_every"]) == 0 or step == steps or validated
-            row: dict[str, Any] = {"step": step, **(self._mean_over_ranks(stats) if logged else stats),
-                                   "lr": self.scheduler.get_last_lr()[0]}
-            if validated:
-                paused = time.perf_counter()
-                row.update(self._validate_all())
-                tick += time.perf_counter() - paused  # throughput counts training time only
-            if main and logged:
-                now = time.perf_counter()
-                row["imgs_per_s"] = done_since * int(t["batch_size"]) * self.dist.world / max(now - tick, 1e-9)
-                tick, done_since = now, 0
-                csvlog.write(row)
-                if writer is not None:
-                    for k, value in row.items():
-                        if k != "step":
-                            writer.add_scalar(k, value, step)
-            if (c["every"] and step % int(c["every"]) == 0) or step == steps:
-                paused = time.perf_counter()
-                self._checkpoint(step)
-                tick += time.perf_counter() - paused
-            if main and c.get("export_every") and step % int(c["export_every"]) == 0 and step < steps:
-                # weights-only snapshots, to choose the step on real data afterwards (benchmarks/bench_real.py)
-                self._export({}, step, self.run_dir / "snapshots" / f"model_{step:08d}.safetensors")
-            self._steps_done = step
-            if main:
-                progress.update(step, stats["loss"])
-        return step
+        return Engine(self, self.max_minutes).run(resume=resume, force=force)
 
     def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
         """Losses averaged over the DDP ranks (for the log); unchanged in a single process."""
@@ -610,51 +536,3 @@ class Trainer:
         buf = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(buf)
         return {k: float(x) / self.dist.world for k, x in zip(keys, buf)}
-
-    def _validate_all(self) -> dict[str, float]:
-        """Validation on rank 0 (the others wait at a barrier)."""
-        import torch.distributed as dist
-
-        val = self.validate() if self.dist.main else {}
-        if self.dist.enabled:
-            dist.barrier()
-        return val
-
-
-class _Progress:
-    """A log line with step, loss, speed and ETA: every ``every`` seconds (60) when no progress bar is shown
-    (``log.progress: false``, the usual case in a log file), else only the first one (the bar shows the rest)."""
-
-    def __init__(self, start: int, steps: int, images_per_step: int, bar_shown: bool, every: float = 60.0) -> None:
-        self.start, self.steps, self.per_step = start, steps, images_per_step
-        self.bar_shown, self.every = bar_shown, every
-        self.t0 = self.last = time.perf_counter()
-        self.first = True
-
-    def update(self, step: int, loss: float) -> None:
-        now = time.perf_counter()
-        if not (self.first and step - self.start >= 2) and (self.bar_shown or now - self.last < self.every):
-            return
-        self.first = False
-        self.last = now
-        rate = (step - self.start) / max(now - self.t0, 1e-9)  # steps per second since this call started
-        eta = (self.steps - step) / max(rate, 1e-12)
-        log.info("step %d/%d  loss %.4f  %.1f img/s  ETA %s", step, self.steps, loss, rate * self.per_step,
-                 _duration(eta))
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("log.tensorboard is on but the tensorboard package is not installed "
-                    "(pip install tensorboard); logging to train.csv only")
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
