@@ -1,6 +1,6 @@
 """Standalone training of the blender G(K, M) + D, or of the inpainter G_inp + D (no segmenter).
 
-``python -m manipseg.gan train configs/gan/gan_blender.yaml --out RUN_DIR [--resume]``
+``manipseg train configs/gan/gan_blender.yaml --out RUN_DIR [--resume]`` (the config says ``recipe: gan``)
 
 Data come from the generation engine: copy-pastes (``splice``: M, K, T and the aligned S) for the
 blender, authentic images with removal-shaped holes (``removal``: K and T) for the inpainter. Sample
@@ -12,10 +12,8 @@ both optimisers, step, RNG; ``torch.load(weights_only=True)``), ``snapshots/G_XX
 from __future__ import annotations
 
 import copy
-import csv
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import yaml
 from ..gan.model import BlenderGAN, GanSettings, InpainterGAN, save_generator, to_signed
 from . import checkpoint as ckpt
 from .config import ConfigError, _closest, apply_overrides, load_raw, resolve_path
+from .engine import Clock, Engine, Plan, Recipe, StepCheckpoints
 
 log = logging.getLogger("manipseg.gan")
 
@@ -136,15 +135,30 @@ def _val_stats(pair, val: dict[str, torch.Tensor], role: str) -> dict[str, float
         return {"val_hole": float(masked_l1(raw, target, mask > 0.5))}
 
 
-class GanRun:
-    """One standalone GAN training run in ``run_dir`` (see the module docstring)."""
+class GanRun(Recipe):
+    """One standalone GAN training run in ``run_dir`` (see the module docstring): the GAN recipe of the
+    training :class:`~manipseg.train.engine.Engine`. ``max_minutes``: a time budget."""
 
-    def __init__(self, cfg: dict[str, Any], run_dir: str | os.PathLike, device: str = "cpu") -> None:
+    def __init__(self, cfg: dict[str, Any], run_dir: str | os.PathLike, device: str = "cpu",
+                 max_minutes: float | None = None) -> None:
         from ..device import resolve_device
 
         self.cfg, self.run_dir, self.device = cfg, Path(run_dir), resolve_device(device)
+        self.max_minutes = max_minutes
 
-    def run(self, resume: bool = False) -> int:
+    def run(self, resume: bool = False, force: bool = False) -> int:
+        """Train (or continue with ``resume``); returns the last step. A folder that already holds a run is
+        refused unless ``resume`` continues it or ``force`` starts over."""
+        return Engine(self, self.max_minutes).run(resume=resume, force=force).step
+
+    def plan(self) -> Plan:
+        t = self.cfg["train"]
+        return Plan(run_dir=self.run_dir, steps=int(t["steps"]), images_per_step=int(t["batch_size"]),
+                    csv_fields=CSV_FIELDS, checkpoints=StepCheckpoints(self.run_dir, int(t["keep"])),
+                    log_every=int(t["log_every"]), validate_every=int(t["val_every"]),
+                    checkpoint_every=int(t["checkpoint_every"]), loss_key="g_total", outputs=("generator.safetensors",))
+
+    def setup(self, checkpoint: dict[str, Any] | None, clock: Clock) -> int:
         from torch.utils.data import DataLoader
 
         from .data import StepSampler
@@ -154,78 +168,70 @@ class GanRun:
             torch.set_num_threads(int(t["threads"]))
         torch.manual_seed(int(t["seed"]))
         role = cfg["role"]
-        pair = (BlenderGAN if role == "blender" else InpainterGAN)(settings_of(cfg), self.device)
+        self.pair = (BlenderGAN if role == "blender" else InpainterGAN)(settings_of(cfg), self.device)
         start = 0
-        if resume:
+        if checkpoint is not None:
             path = ckpt.latest_checkpoint(self.run_dir)
-            if path is None:
-                raise ConfigError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
-            state = ckpt.load_checkpoint(path)
             for section in ("role", "data", "model", "loss", "optim"):
-                if state["config"].get(section) != cfg[section]:
+                if checkpoint["config"].get(section) != cfg[section]:
                     raise ConfigError(f"{path}: trained with a different {section!r}; resume with the same config")
-            pair.load_state_dict(state["pair"])
-            ckpt.set_rng_state(state["rng"])
-            start = int(state["step"])
+            self.load_state_dict(checkpoint)
+            start = int(checkpoint["step"])
             log.info("resumed %s at step %d", path, start)
         steps, bs = int(t["steps"]), int(t["batch_size"])
-        if start >= steps:
-            log.info("already at step %d of %d", start, steps)
-            return start
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-        csv_path = self.run_dir / "train.csv"
-        rows = []
-        if resume and csv_path.is_file():
-            with csv_path.open(newline="", encoding="utf-8") as fh:
-                rows = [r for r in csv.DictReader(fh) if r.get("step") and int(r["step"]) <= start]
-        with csv_path.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        val = validation_batch(cfg)
+        self._val = validation_batch(cfg)
         ds = _dataset(cfg, cfg["data"]["sources"], steps * bs, int(t["seed"]))
         workers = int(t["num_workers"])
         loader = DataLoader(ds, batch_sampler=StepSampler(bs, start, steps), num_workers=workers,
                             prefetch_factor=4 if workers else None, persistent_workers=False)
         if start == 0:
-            self._snapshot(pair, 0)
-        acc: dict[str, list[float]] = {}
-        tick, done = time.perf_counter(), 0
-        step = start
-        for step_index, batch in zip(range(start, steps), loader):
-            if role == "blender":
-                image, mask, target, source = _prepare(batch, self.device)
-                stats, _ = pair.step(image, mask, target, source)
-            else:
-                _, mask, target, _ = _prepare(batch, self.device)
-                stats, _ = pair.step(target, mask)
-            if not all(np.isfinite(v) for v in stats.values()):
-                raise RuntimeError(f"step {step_index + 1}: non-finite loss {stats}; lower optim.lr")
-            for k, v in stats.items():
-                acc.setdefault(k, []).append(v)
-            step, done = step_index + 1, done + 1
-            row: dict[str, Any] = {}
-            if step % int(t["val_every"]) == 0 or step == steps:
-                row.update(_val_stats(pair, val, role))
-            if step % int(t["log_every"]) == 0 or row:
-                now = time.perf_counter()
-                row.update({k: float(np.mean(v)) for k, v in acc.items()})
-                row.update(step=step, imgs_per_s=done * bs / max(now - tick, 1e-9))
-                acc, tick, done = {}, now, 0
-                with csv_path.open("a", newline="", encoding="utf-8") as fh:
-                    csv.DictWriter(fh, fieldnames=CSV_FIELDS).writerow(
-                        {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-                log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                                                      if k != "step" and isinstance(v, float)))
-            if step % int(t["snapshot_every"]) == 0 or step == steps:
-                self._snapshot(pair, step)
-            if step % int(t["checkpoint_every"]) == 0 or step == steps:
-                ckpt.save_checkpoint(self.run_dir, step, {"step": step, "pair": pair.state_dict(),
-                                                          "rng": ckpt.rng_state(), "config": cfg}, keep=int(t["keep"]))
-        save_generator(self.run_dir / "generator.safetensors", pair.G, role, {"step": step, "config": cfg})
-        return step
+            self._snapshot(0)
+        self._batches = iter(loader)
+        return start
 
-    def _snapshot(self, pair, step: int) -> None:
-        save_generator(self.run_dir / "snapshots" / f"G_{step:08d}.safetensors", pair.G, self.cfg["role"],
+    def step(self, step: int) -> dict[str, float]:
+        batch = next(self._batches, None)
+        if batch is None:
+            raise RuntimeError(f"the data loader stopped at step {step} before train.steps={self.cfg['train']['steps']}")
+        if self.cfg["role"] == "blender":
+            image, mask, target, source = _prepare(batch, self.device)
+            stats, _ = self.pair.step(image, mask, target, source)
+        else:
+            _, mask, target, _ = _prepare(batch, self.device)
+            stats, _ = self.pair.step(target, mask)
+        if not all(np.isfinite(v) for v in stats.values()):
+            raise RuntimeError(f"step {step + 1}: non-finite loss {stats}; lower optim.lr")
+        return stats
+
+    def row(self, step: int, history: list[dict[str, float]]) -> dict[str, Any]:
+        row = super().row(step, history)
+        log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in row.items()))
+        return row
+
+    def validate(self) -> dict[str, float]:
+        return _val_stats(self.pair, self._val, self.cfg["role"])
+
+    def after_step(self, step: int, validation: dict[str, float] | None) -> None:
+        t = self.cfg["train"]
+        if validation:
+            log.info("validation at step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in validation.items()))
+        if step % int(t["snapshot_every"]) == 0 or step == int(t["steps"]):
+            self._snapshot(step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pair": self.pair.state_dict(), "config": self.cfg}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pair.load_state_dict(state["pair"])
+        ckpt.set_rng_state(state["rng"])
+
+    def export(self, step: int, validation: dict[str, float]) -> Path:
+        path = self.run_dir / "generator.safetensors"
+        save_generator(path, self.pair.G, self.cfg["role"], {"step": step, "config": self.cfg})
+        return path
+
+    def _snapshot(self, step: int) -> None:
+        save_generator(self.run_dir / "snapshots" / f"G_{step:08d}.safetensors", self.pair.G, self.cfg["role"],
                        {"step": step, "config": self.cfg})
