@@ -13,12 +13,10 @@ and calibrates the decision threshold (equal error rate of its reals vs their SB
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +27,11 @@ import torch
 import yaml
 
 from ..calibration import threshold_at_rate
-from ..io import atomic_write, load_image
+from ..io import load_image
 from ..paths import data_root
+from ..train.checkpoint import set_rng_state
 from ..train.config import apply_overrides
+from ..train.engine import Clock, Engine, Plan, Recipe, SingleCheckpoint
 from .data import (FaceSet, PhotoPatch, collect_faces, concat, merge_small_identities, photo_patch, prepare_faces,
                    split_by_identity, split_groups)
 from .detect import Face, crop_matrix
@@ -356,73 +356,83 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, init: Path | None = None) -> Path:
-    from ..device import autocast
-    from ..models.weights import save_weights
-    from .metrics import binary_metrics, eer_threshold
-
-    torch.set_num_threads(cfg.threads)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    net_cfg = FaceNetConfig.from_dict(cfg.model)
-    if cfg.blend_size and cfg.blend_size < net_cfg.size:
-        raise ValueError(f"blend_size {cfg.blend_size} must be 0 or at least the network's input size {net_cfg.size}")
-    if cfg.photo_blend and cfg.blend_size:
-        raise ValueError("photo_blend and blend_size exclude each other (photo_blend blends at the photo's resolution)")
-    lo, hi = cfg.paste_feather
-    if not 0 <= lo <= hi:
-        raise ValueError(f"paste_feather must be a range 0 <= low <= high (pixels), got {cfg.paste_feather}")
-    if cfg.threshold_rate is not None and not 0 < cfg.threshold_rate < 1:
-        raise ValueError(f"threshold_rate must be in (0, 1) or null, got {cfg.threshold_rate}")
-    train_set, val_set, counts = split_train_val(cfg, cfg.blend_size or net_cfg.size, run_dir / "cache")
-    log.info("faces (no identity in two splits): %s", counts)
-    train_patches = val_patches = None
-    if cfg.photo_blend:
-        train_patches, val_patches = photo_patches(train_set, cfg.margin), photo_patches(val_set, cfg.margin)
-        log.info("photo patches: %d train, %d validation (median side %d px)", len(train_patches), len(val_patches),
-                 int(np.median([p.image.shape[0] for p in train_patches])))
-    eval_crops, eval_labels = build_eval_set(val_set, cfg=cfg, size=net_cfg.size, patches=val_patches)
-
-    torch.manual_seed(cfg.seed)  # the initial weights: the same seed, the same run
-    net = AdapGRNet(net_cfg).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, best, minutes_before = 0, -1.0, 0.0
-    if init is not None:  # fine-tune: start from trained weights, fresh optimiser and schedule
-        from ..models.weights import load_weights
-
-        state, info = load_weights(init)
-        if FaceNetConfig.from_dict(info.get("arch_kwargs", {})) != net_cfg:
-            raise ValueError(f"{init}: network settings differ from the config's model section")
-        net.load_state_dict({k: v.float() for k, v in state.items()})
-        log.info("initialised from %s", init)
-    last = run_dir / "last.pt"
-    if last.is_file():
-        ck = torch.load(last, weights_only=True)
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, best, minutes_before = int(ck["step"]), float(ck["best"]), float(ck.get("minutes", 0.0))
-        log.info("resumed from %s at step %d (best AUC %.4f)", last, step, best)
-    (run_dir / "config.json").write_text(json.dumps({**cfg.__dict__, "model": net_cfg.to_dict()}, indent=1, default=list))
-    log_path = run_dir / "log.csv"
-    fields = ["step", "minutes", "lr", "loss", "ce_rgb", "ce_gr", "ce_fused", "loc", "train_acc",
+LOG_FIELDS = ["step", "minutes", "lr", "loss", "ce_rgb", "ce_gr", "ce_fused", "loc", "train_acc",
               "val_auc", "val_acc", "val_eer", "alpha_rgb", "threshold"]
-    if not log_path.is_file():
-        log_path.write_text(",".join(fields) + "\n")
-    sbi = SBIConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.sbi.items()})
-    t0 = time.time()
-    acc_hist: list[dict[str, float]] = []
-    def minutes() -> float:
-        return minutes_before + (time.time() - t0) / 60
 
-    def time_fraction() -> float:
-        return minutes() / max_minutes if max_minutes else 0.0
 
-    while step < cfg.steps:
+class FaceRecipe(Recipe):
+    """The face classifier's recipe of the training :class:`~manipseg.train.engine.Engine`: ``log.csv`` (a row
+    per evaluation), ``last.pt`` (the checkpoint, at every evaluation), ``best.safetensors`` (best validation
+    AUC) and ``last.safetensors``. ``init``: weights to start from (fine-tuning; fresh optimiser and schedule).
+    A time budget of the Engine also shapes the learning rate (:func:`lr_at`)."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, init: Path | None = None) -> None:
+        self.cfg, self.run_dir, self.init = cfg, Path(run_dir), init
+
+    def plan(self) -> Plan:
+        cfg = self.cfg
+        return Plan(run_dir=self.run_dir, steps=cfg.steps, images_per_step=2 * cfg.pairs_per_batch,
+                    csv_fields=LOG_FIELDS, checkpoints=SingleCheckpoint(self.run_dir / "last.pt"), csv_name="log.csv",
+                    csv_float_format="{:.5g}", log_every=cfg.eval_every, validate_every=cfg.eval_every,
+                    checkpoint_every=cfg.eval_every, loss_key="total")
+
+    def setup(self, checkpoint: dict[str, Any] | None, clock: Clock) -> int:
+        cfg, run_dir, init = self.cfg, self.run_dir, self.init
+        torch.set_num_threads(cfg.threads)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        net_cfg = FaceNetConfig.from_dict(cfg.model)
+        if cfg.blend_size and cfg.blend_size < net_cfg.size:
+            raise ValueError(f"blend_size {cfg.blend_size} must be 0 or at least the network's input size {net_cfg.size}")
+        if cfg.photo_blend and cfg.blend_size:
+            raise ValueError("photo_blend and blend_size exclude each other (photo_blend blends at the photo's resolution)")
+        lo, hi = cfg.paste_feather
+        if not 0 <= lo <= hi:
+            raise ValueError(f"paste_feather must be a range 0 <= low <= high (pixels), got {cfg.paste_feather}")
+        if cfg.threshold_rate is not None and not 0 < cfg.threshold_rate < 1:
+            raise ValueError(f"threshold_rate must be in (0, 1) or null, got {cfg.threshold_rate}")
+        train_set, val_set, counts = split_train_val(cfg, cfg.blend_size or net_cfg.size, run_dir / "cache")
+        log.info("faces (no identity in two splits): %s", counts)
+        train_patches = val_patches = None
+        if cfg.photo_blend:
+            train_patches, val_patches = photo_patches(train_set, cfg.margin), photo_patches(val_set, cfg.margin)
+            log.info("photo patches: %d train, %d validation (median side %d px)", len(train_patches), len(val_patches),
+                     int(np.median([p.image.shape[0] for p in train_patches])))
+        self.eval_crops, self.eval_labels = build_eval_set(val_set, cfg=cfg, size=net_cfg.size, patches=val_patches)
+
+        torch.manual_seed(cfg.seed)  # the initial weights: the same seed, the same run
+        self.net = net = AdapGRNet(net_cfg).to(memory_format=torch.channels_last)
+        self.opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        step, self.best = 0, -1.0
+        if init is not None:  # fine-tune: start from trained weights, fresh optimiser and schedule
+            from ..models.weights import load_weights
+
+            state, info = load_weights(init)
+            if FaceNetConfig.from_dict(info.get("arch_kwargs", {})) != net_cfg:
+                raise ValueError(f"{init}: network settings differ from the config's model section")
+            net.load_state_dict({k: v.float() for k, v in state.items()})
+            log.info("initialised from %s", init)
+        if checkpoint is not None:
+            self.load_state_dict(checkpoint)
+            step = int(checkpoint["step"])
+            log.info("resumed from %s at step %d (best AUC %.4f)", run_dir / "last.pt", step, self.best)
+        (run_dir / "config.json").write_text(json.dumps({**cfg.__dict__, "model": net_cfg.to_dict()}, indent=1,
+                                                        default=list))
+        self.sbi = SBIConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.sbi.items()})
+        self.net_cfg, self.train_set, self.train_patches, self.counts = net_cfg, train_set, train_patches, counts
+        self.clock = clock
+        return step
+
+    def step(self, step: int) -> dict[str, float]:
+        from ..device import autocast
+
+        cfg, net, opt, net_cfg = self.cfg, self.net, self.opt, self.net_cfg
         rng = np.random.default_rng([cfg.seed, step])
-        idx = rng.choice(len(train_set), cfg.pairs_per_batch, replace=False)
-        crops, labels, masks = make_batch(train_set, idx, rng, cfg, sbi, size=net_cfg.size, patches=train_patches)
+        idx = rng.choice(len(self.train_set), cfg.pairs_per_batch, replace=False)
+        crops, labels, masks = make_batch(self.train_set, idx, rng, cfg, self.sbi, size=net_cfg.size,
+                                          patches=self.train_patches)
         rgb, res = to_tensors(crops, net_cfg)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg, time_fraction())
+            g["lr"] = lr_at(step, cfg, self.clock.fraction())
         net.train()
         with autocast("cpu", cfg.bf16):
             out = net(rgb, res)
@@ -430,40 +440,67 @@ def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, ini
         opt.zero_grad(set_to_none=True)
         parts["total"].backward()
         opt.step()
-        step += 1
         pred = out["logits"].argmax(1).numpy()
-        acc_hist.append({k: float(v.detach()) for k, v in parts.items()} | {"acc": float((pred == labels).mean()),
-                                                                  "alpha": float(out["alpha"][:, 0].detach().mean())})
-        over_time = max_minutes is not None and minutes() > max_minutes
-        if step % cfg.eval_every == 0 or step == cfg.steps or over_time:
-            probs, _ = predict_crops(net, eval_crops, cfg.bf16)
-            if cfg.threshold_rate is None:
-                threshold = eer_threshold(eval_labels, probs)
-            else:  # at most this share of the validation reals (people never trained on) flagged
-                threshold = threshold_at_rate(probs[eval_labels == 0], cfg.threshold_rate)
-            m = binary_metrics(eval_labels, probs, threshold)
-            mean = {k: float(np.mean([h[k] for h in acc_hist])) for k in acc_hist[0]}
-            row = [step, round(minutes(), 2), opt.param_groups[0]["lr"], mean["total"], mean["ce_rgb"],
-                   mean["ce_gr"], mean["ce_fused"], mean["loc"], mean["acc"], m["auc"], m["accuracy"], m["eer"],
-                   mean["alpha"], threshold]
-            with log_path.open("a") as f:
-                csv.writer(f).writerow([f"{v:.5g}" if isinstance(v, float) else v for v in row])
-            log.info("step %d loss %.4f acc %.3f | validation SBI AUC %.4f EER %.3f, acc %.3f at threshold %.3f",
-                     step, mean["total"], mean["acc"], m["auc"], m["eer"], m["accuracy"], threshold)
-            acc_hist.clear()
-            meta = {"step": step, "val_auc_sbi": m["auc"], "val_eer": m["eer"], "threshold": threshold, **counts,
-                    "data": cfg.faces, "extra_faces": list(cfg.extra_faces), "margin": cfg.margin}
-            if m["auc"] > best:
-                best = m["auc"]
-                save_weights(run_dir / "best.safetensors", net, ARCH, net_cfg.to_dict(), meta, kind="face-classifier")
-            save_weights(run_dir / "last.safetensors", net, ARCH, net_cfg.to_dict(), meta, kind="face-classifier")
-            state = {"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                     "minutes": minutes()}
-            atomic_write(last, lambda tmp, s=state: torch.save(s, tmp))
-            if over_time:
-                log.info("time budget of %.0f min reached at step %d", max_minutes, step)
-                break
-    return run_dir / "best.safetensors"
+        return {k: float(v.detach()) for k, v in parts.items()} | {"acc": float((pred == labels).mean()),
+                                                                  "alpha": float(out["alpha"][:, 0].detach().mean())}
+
+    def row(self, step: int, history: list[dict[str, float]]) -> dict[str, Any]:
+        """Training losses and accuracy averaged since the last evaluation."""
+        mean = self.mean = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
+        return {"minutes": round(self.clock.minutes(), 2), "lr": self.opt.param_groups[0]["lr"], "loss": mean["total"],
+                "ce_rgb": mean["ce_rgb"], "ce_gr": mean["ce_gr"], "ce_fused": mean["ce_fused"], "loc": mean["loc"],
+                "train_acc": mean["acc"], "alpha_rgb": mean["alpha"]}
+
+    def validate(self) -> dict[str, float]:
+        """SBI AUC, accuracy and EER on the validation faces, at the calibrated threshold."""
+        from .metrics import binary_metrics, eer_threshold
+
+        cfg, labels = self.cfg, self.eval_labels
+        probs, _ = predict_crops(self.net, self.eval_crops, cfg.bf16)
+        if cfg.threshold_rate is None:
+            threshold = eer_threshold(labels, probs)
+        else:  # at most this share of the validation reals (people never trained on) flagged
+            threshold = threshold_at_rate(probs[labels == 0], cfg.threshold_rate)
+        m = binary_metrics(labels, probs, threshold)
+        return {"val_auc": m["auc"], "val_acc": m["accuracy"], "val_eer": m["eer"], "threshold": threshold}
+
+    def after_step(self, step: int, validation: dict[str, float] | None) -> None:
+        """At an evaluation: ``best.safetensors`` when the AUC improved, and ``last.safetensors``."""
+        from ..models.weights import save_weights
+
+        if validation is None:
+            return
+        cfg, mean, v = self.cfg, self.mean, validation
+        log.info("step %d loss %.4f acc %.3f | validation SBI AUC %.4f EER %.3f, acc %.3f at threshold %.3f",
+                 step, mean["total"], mean["acc"], v["val_auc"], v["val_eer"], v["val_acc"], v["threshold"])
+        meta = {"step": step, "val_auc_sbi": v["val_auc"], "val_eer": v["val_eer"], "threshold": v["threshold"],
+                **self.counts, "data": cfg.faces, "extra_faces": list(cfg.extra_faces), "margin": cfg.margin}
+        kwargs = self.net_cfg.to_dict()
+        if v["val_auc"] > self.best:
+            self.best = v["val_auc"]
+            save_weights(self.run_dir / "best.safetensors", self.net, ARCH, kwargs, meta, kind="face-classifier")
+        save_weights(self.run_dir / "last.safetensors", self.net, ARCH, kwargs, meta, kind="face-classifier")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.net.state_dict(), "opt": self.opt.state_dict(), "best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.best = float(state["best"])
+        if "rng" in state:  # (last.pt files written before the Engine have none)
+            set_rng_state(state["rng"])
+
+    def export(self, step: int, validation: dict[str, float]) -> Path:
+        return self.run_dir / "best.safetensors"
+
+
+def train(cfg: TrainConfig, run_dir: Path, max_minutes: float | None = None, init: Path | None = None) -> Path:
+    """Train (continuing from ``RUN_DIR/last.pt`` when present) within ``max_minutes``; returns
+    ``RUN_DIR/best.safetensors``."""
+    recipe = FaceRecipe(cfg, Path(run_dir), init)
+    Engine(recipe, max_minutes).run(resume=(Path(run_dir) / "last.pt").is_file())
+    return Path(run_dir) / "best.safetensors"
 
 
 def main(argv: list[str] | None = None) -> int:
