@@ -1,7 +1,8 @@
 """Train the face classifier on Self-Blended Images of real faces only.
 
-``python -m manipseg.faces.train --config configs/faces/faces.yaml --run-dir RUN_DIR`` (resumes from
-``RUN_DIR/last.pt`` when present). Every batch pairs each real crop with its own SBI (the paper's pairing);
+``manipseg train configs/faces/faces.yaml --out RUN_DIR [--resume] [--init W] [--max-minutes M]`` (the
+config's ``recipe: faces``; :class:`FaceRecipe` run by the training engine; :func:`train` and the deprecated
+``python -m manipseg.faces.train`` resume from ``RUN_DIR/last.pt`` when present). Every batch pairs each real crop with its own SBI (the paper's pairing);
 reals and fakes get the same random post-processing (resampling, blur, JPEG), so that degradation is not
 the cue. Real faces: the identity-split face set (its held-out part is never touched here, it is for
 ``benchmarks/bench_faces.py``) plus, optionally, every large-enough face of other authentic photo folders
@@ -17,6 +18,7 @@ import dataclasses
 import json
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from ..calibration import threshold_at_rate
 from ..io import load_image
 from ..paths import data_root
 from ..train.checkpoint import set_rng_state
-from ..train.config import apply_overrides
+from ..train.config import apply_overrides, without_recipe
 from ..train.engine import Clock, Engine, Plan, Recipe, SingleCheckpoint
 from .data import (FaceSet, PhotoPatch, collect_faces, concat, merge_small_identities, photo_patch, prepare_faces,
                    split_by_identity, split_groups)
@@ -86,7 +88,7 @@ class TrainConfig:
         read as YAML; ``model.KEY=VALUE`` sets a network option), applied as ``manipseg train --set`` does."""
 
         data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path is not None else {}
-        data = apply_overrides(data, list(overrides))
+        data = without_recipe(apply_overrides(data, list(overrides)), "faces", str(path or "options"))
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
@@ -514,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="training time budget: the learning rate decays to 0 over it, training stops past it")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    new = f"manipseg train {args.config or 'CONFIG'} --out {args.run_dir}" + (" --resume" if (args.run_dir / "last.pt").is_file() else "")
+    print(f"python -m manipseg.faces.train is deprecated: use {new} (the config's recipe: faces; "
+          "--init and --max-minutes work there too)", file=sys.stderr)
     try:
         cfg = TrainConfig.load(args.config, args.overrides)
     except ValueError as exc:

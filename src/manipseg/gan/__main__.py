@@ -10,10 +10,11 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m manipseg.gan", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train G + D alone (blender or inpainter), resumable")
+    t = sub.add_parser("train", help="(deprecated: manipseg train CONFIG) train G + D alone (blender or inpainter)")
     t.add_argument("config", help="GAN config, e.g. configs/gan/gan_blender.yaml or configs/gan/gan_inpainter.yaml")
     t.add_argument("--out", "-o", required=True, help="run directory (checkpoints, train.csv, snapshots/)")
     t.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    t.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
     t.add_argument("--steps", type=int, default=None, help="override train.steps")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--device", default="cpu")
@@ -35,15 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from ..train.config import ConfigError
 
-    try:
-        if args.cmd == "train":
-            from ..train.gan_pretrain import GanRun, load_config
+    if args.cmd == "train":
+        from ..commands import train as train_command
 
-            overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
-            cfg = load_config(args.config, overrides)
-            step = GanRun(cfg, args.out, args.device).run(resume=args.resume)
-            print(f"trained to step {step}; generator: {args.out}/generator.safetensors")
-        elif args.cmd == "fig4":
+        print(f"python -m manipseg.gan train is deprecated: use manipseg train {args.config} --out {args.out} "
+              "(the config's recipe: gan)", file=sys.stderr)
+        args.init = args.max_minutes = args.threads = None
+        args.ddp = False
+        return train_command.run(args, recipe="gan")
+    try:
+        if args.cmd == "fig4":
             from ..train.gan_fig4 import fig4
 
             path = fig4(args.run_dir, args.out, rows=args.rows, columns=args.columns, cell=args.cell)

@@ -125,6 +125,28 @@ class ConfigError(ValueError):
     """A training config that cannot be used; the message names the file and key."""
 
 
+#: what ``manipseg train CONFIG`` trains, by the config's top-level ``recipe:`` key (default: segment)
+RECIPES = ("segment", "gan", "faces")
+
+
+def recipe_of(raw: Mapping[str, Any], origin: str = "<config>") -> str:
+    """The recipe a config names (``recipe: segment | gan | faces``; none: ``segment``)."""
+    name = raw.get("recipe", "segment")
+    if name not in RECIPES:
+        raise ConfigError(f"{origin}: unknown recipe {name!r}.{_closest(str(name), list(RECIPES))} "
+                          f"Recipes: {', '.join(RECIPES)}.")
+    return name
+
+
+def without_recipe(raw: Mapping[str, Any], expected: str, origin: str = "<config>") -> dict[str, Any]:
+    """``raw`` without its ``recipe:`` key, which must name ``expected`` (the reader of this kind of config)."""
+    name = recipe_of(raw, origin) if "recipe" in raw else expected
+    if name != expected:
+        raise ConfigError(f"{origin}: a config of recipe {name!r}, read as one of recipe {expected!r}; "
+                          f"train it with: manipseg train {origin}")
+    return {k: v for k, v in raw.items() if k != "recipe"}
+
+
 def _closest(word: str, options: list[str]) -> str:
     return did_you_mean(word, options, cutoff=0.5)
 
@@ -226,7 +248,7 @@ def _check_type(where: str, value: Any, default: Any) -> None:
 def validate(raw: Mapping[str, Any], origin: str = "<config>") -> dict[str, Any]:
     """Fill defaults and check every key, type and cross-constraint. Returns the full config."""
     cfg = copy.deepcopy(DEFAULTS)
-    for section, values in raw.items():
+    for section, values in without_recipe(raw, "segment", origin).items():
         if section not in DEFAULTS:
             raise ConfigError(f"{origin}: unknown section {section!r}.{_closest(section, list(DEFAULTS))} "
                               f"Sections: {', '.join(DEFAULTS)}.")

@@ -23,7 +23,7 @@ import yaml
 
 from ..gan.model import BlenderGAN, GanSettings, InpainterGAN, save_generator, to_signed
 from . import checkpoint as ckpt
-from .config import ConfigError, _closest, apply_overrides, load_raw, resolve_path
+from .config import ConfigError, _closest, apply_overrides, load_raw, resolve_path, without_recipe
 from .engine import Clock, Engine, Plan, Recipe, StepCheckpoints
 
 log = logging.getLogger("manipseg.gan")
@@ -57,7 +57,7 @@ _FREE = {("model", "generator"), ("model", "discriminator"), ("data", "generate"
 
 def _validate(raw: dict[str, Any], origin: str) -> dict[str, Any]:
     cfg = copy.deepcopy(DEFAULTS)
-    for key, value in raw.items():
+    for key, value in without_recipe(raw, "gan", origin).items():
         if key not in DEFAULTS:
             raise ConfigError(f"{origin}: unknown key {key!r}.{_closest(key, list(DEFAULTS))}")
         if isinstance(DEFAULTS[key], dict):
