@@ -248,3 +248,30 @@ def test_manipseg_train_runs_the_faces_recipe_with_a_time_budget_and_init(tmp_pa
         assert f"python -m manipseg.faces.train is deprecated: use manipseg train {path} --out {tmp_path / 'old'}" in err
         _close(spy.seen[2:], FIXTURE["faces"][:2])
 
+
+def test_a_run_started_before_a_config_section_existed_still_resumes(tmp_path):
+    """training/real-long was started before the distill: section: its config.yaml and checkpoints lack it. A
+    missing setting counts as its default, so such a run resumes (and a changed one is still refused)."""
+    import yaml
+
+    from manipseg.commands.train import resumed_config
+    from manipseg.train.config import ConfigError
+    from manipseg.train.loop import TrainingError
+
+    cfg = E.segment_cfg(train={"steps": 3})
+    E.segment_trainer(cfg, tmp_path, export=False).run()
+    path = ckpt.list_checkpoints(tmp_path)[-1]
+    state = torch.load(path, weights_only=True)
+    del state["config"]["distill"]
+    torch.save(state, path)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["distill"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    longer = E.segment_cfg(train={"steps": 4})
+    assert resumed_config(tmp_path, longer, ["train.steps=4"])["distill"] == longer["distill"]
+    assert len(E.segment_trainer(longer, tmp_path, export=False).run(resume=True).losses) == 1
+    taught = E.segment_cfg(train={"steps": 5}, distill={"teacher": "t.safetensors"})
+    with pytest.raises(ConfigError, match="other settings for distill"):
+        resumed_config(tmp_path, taught, [])
+    with pytest.raises(TrainingError, match="other settings for distill"):
+        E.segment_trainer(taught, tmp_path, export=False).run(resume=True)

@@ -32,7 +32,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoint as ckpt
-from .config import resolve_path
+from .config import DEFAULTS, resolve_path
 from .data import StepSampler, TrainingSet, apply_generator, generated_selection, load_generator
 from .engine import Clock, Engine, Plan, Recipe, Result, StepCheckpoints, TrainingError
 from .engine import TrainingInterrupted  # noqa: F401  (part of this module's API since before the engine)
@@ -61,14 +61,20 @@ def _loader_worker_ignores_interrupts(worker_id: int) -> None:
 RESUMABLE_CHANGES = ("train.steps", "train.log_every", "train.num_workers", "log.", "checkpoint.", "validation.")
 
 
-def settings_differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two configs (nested sections compared key by key)."""
+def settings_differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "",
+                         defaults: dict[str, Any] | None = None) -> list[str]:
+    """Dotted keys whose values differ between two configs (nested sections compared key by key). A key the
+    saved settings lack counts as its default (``defaults``, the schema :data:`~manipseg.train.config.DEFAULTS`
+    at the top level): a setting added to manipseg after the run started, left at its default, changes nothing."""
+    if defaults is None:
+        defaults = DEFAULTS if not prefix else {}
     out = []
     for key in sorted(set(saved) | set(now)):
-        a, b = saved.get(key), now.get(key)
+        a, b = (saved[key] if key in saved else defaults.get(key)), now.get(key)
         dotted = f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict) and dotted.count(".") < 1:
-            out += settings_differences(a, b, dotted + ".")
+            below = defaults.get(key)
+            out += settings_differences(a, b, dotted + ".", below if isinstance(below, dict) else {})
         elif a != b:
             out.append(dotted)
     return out
