@@ -25,7 +25,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-sources", action="store_true", help="also write the aligned source images S (sources/)")
     p.add_argument("--generator", default=None, metavar="FILE",
                    help="trained GAN blender (.safetensors) for the 'gan' kind (default: the shipped one, if any; "
-                        "train your own with python -m manipseg.gan train)")
+                        "train your own with manipseg train configs/gan/gan_blender.yaml)")
     p.add_argument("--inpainter", default=None, metavar="FILE",
                    help="trained GAN inpainter (.safetensors) for the 'inpaint-gan' kind")
     p.add_argument("--preview", action="store_true", help="write preview.png: image / mask / boundary / target of the first samples")

@@ -69,7 +69,7 @@ class FaceAnalyzer:
         path = Path(weights) if weights is not None else bundled_weights()
         if not path.is_file():
             raise FileNotFoundError(f"face model weights not found: {path}; train them with "
-                                    "`python -m manipseg.faces.train` or pass --weights")
+                                    "`manipseg train configs/faces/faces.yaml` or pass --weights")
         state, info = load_weights(path)
         if info.get("arch") != ARCH:
             raise WeightsError(f"{path}: holds a {info.get('arch')!r} network, not the face classifier {ARCH!r}")

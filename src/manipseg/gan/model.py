@@ -220,7 +220,7 @@ def load_generator_file(path: str | os.PathLike, role: str | None = None,
         raise GeneratorWeightsError(str(exc)) from None
     if kind_of(info) != "gan-generator":
         raise GeneratorWeightsError(f"{path}: holds a {kind_of(info)} network, not a GAN generator; "
-                                    "train one with: python -m manipseg.gan train configs/gan/gan_blender.yaml")
+                                    "train one with: manipseg train configs/gan/gan_blender.yaml")
     meta = dict(info.get("training") or {})
     if role is not None and meta.get("role") != role:
         raise GeneratorWeightsError(f"{path}: holds a {meta.get('role')!r} generator, expected a {role!r} one")

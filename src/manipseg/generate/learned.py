@@ -44,10 +44,10 @@ class LearnedDataset(SyntheticDataset):
         super().__init__(sources, base, size, length, seed, config)
         if "gan" in kinds and not generator:
             raise ValueError("kind 'gan' needs a trained blender: --generator gan-blender.safetensors "
-                             "(train one with: python -m manipseg.gan train configs/gan/gan_blender.yaml)")
+                             "(train one with: manipseg train configs/gan/gan_blender.yaml)")
         if "inpaint-gan" in kinds and not inpainter:
             raise ValueError("kind 'inpaint-gan' needs a trained inpainter: --inpainter FILE.safetensors "
-                             "(train one with: python -m manipseg.gan train configs/gan/gan_inpainter.yaml)")
+                             "(train one with: manipseg train configs/gan/gan_inpainter.yaml)")
         if kind_weights is not None and (len(kind_weights) != len(kinds) or min(kind_weights) < 0 or sum(kind_weights) <= 0):
             raise ValueError("kind_weights must give one non-negative weight per kind, not all zero")
         w = np.ones(len(kinds)) if kind_weights is None else np.asarray(kind_weights, dtype=np.float64)

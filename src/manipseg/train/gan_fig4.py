@@ -1,6 +1,6 @@
 """Paper Fig. 4: the same held-out copy-pastes through the blender at several training checkpoints.
 
-Works on standalone runs (``python -m manipseg.gan train``) and on ``manipseg train`` runs that trained G
+Works on standalone runs (``manipseg train`` of a ``recipe: gan`` config) and on ``manipseg train`` runs that trained G
 jointly (their ``snapshots/`` hold G at every checkpoint; held-out photos from ``validation.sources``).
 
 Columns: authentic background T, mask K, copy-paste M, then G(K, M) (G's whole output, no compositing)
@@ -38,7 +38,7 @@ def snapshots(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     folder = Path(run_dir) / "snapshots"
     found = sorted((int(p.stem.split("_")[1]), p) for p in folder.glob("G_*.safetensors")) if folder.is_dir() else []
     if not found:
-        raise FileNotFoundError(f"{run_dir}: no snapshots/G_*.safetensors; train with python -m manipseg.gan train")
+        raise FileNotFoundError(f"{run_dir}: no snapshots/G_*.safetensors; train with manipseg train configs/gan/gan_blender.yaml")
     return found
 
 

@@ -309,7 +309,7 @@ class Trainer(Recipe):
         if self.cfg["gan"]["enabled"]:
             if self.dist.enabled:
                 raise TrainingError("joint GAN training (gan.enabled) runs in one process; pre-train the blender "
-                                    "with python -m manipseg.gan train and use it through data.generator under DDP")
+                                    "with manipseg train configs/gan/gan_blender.yaml and use it through data.generator under DDP")
             from .gan_joint import JointGan
 
             self.gan = JointGan(self.cfg["gan"], self.device)
