@@ -109,10 +109,8 @@ def _segment(args: argparse.Namespace, run_dir) -> int:
 
     if args.threads:
         torch.set_num_threads(int(args.threads))
-    out: dict = {}
-
     def body() -> None:
-        out["dist"] = dist = init_distributed(args.device) if args.ddp else Dist()
+        dist = init_distributed(args.device) if args.ddp else Dist()
         trainer = Trainer(cfg, run_dir, device=args.device, dist=dist, max_minutes=args.max_minutes)
         result = trainer.run(resume=args.resume, force=args.force)
         if dist.main and result.model_path:

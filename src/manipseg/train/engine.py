@@ -289,7 +289,6 @@ class Engine:
             if path is None:
                 raise TrainingError(f"--resume: no checkpoint in {plan.checkpoints.where}")
             state = ckpt.load_checkpoint(path)
-            log.info("resuming from %s (step %s)", path, state.get("step"))
         clock = Clock(self.max_minutes, float(state.get("minutes", 0.0)) if state else 0.0)
         start = int(recipe.setup(state, clock))
         steps = plan.steps
