@@ -19,14 +19,16 @@ FIXTURE = json.loads(E.FIXTURE.read_text(encoding="utf-8"))
 
 
 def _close(got, want):
-    """Per-step losses equal to the recorded ones (rel 1e-6): floats, or dicts of floats per step."""
+    """Per-step losses equal to the recorded ones: floats, or dicts of floats per step. Exact on the machine that
+    recorded them (rel 1e-6 measured); rel 1e-4 leaves room for another CPU's convolution kernels (summation
+    order), while any change of logic (a draw, a loss term, a schedule) moves the losses by far more."""
     assert len(got) == len(want)
     for g, w in zip(got, want):
         if isinstance(w, dict):
             assert g.keys() == w.keys()
-            assert [g[k] for k in w] == pytest.approx([w[k] for k in w], rel=1e-6, abs=1e-9)
+            assert [g[k] for k in w] == pytest.approx([w[k] for k in w], rel=1e-4, abs=1e-7)
         else:
-            assert g == pytest.approx(w, rel=1e-6, abs=1e-9)
+            assert g == pytest.approx(w, rel=1e-4, abs=1e-7)
 
 
 def _header(path):
@@ -156,7 +158,7 @@ def test_ctrl_c_checkpoints_the_last_completed_step_and_the_run_resumes_exactly(
         rows = list(csv.DictReader(fh))
     assert [r["step"] for r in rows] == ["4"]               # one row (log_every 4), with the last validation
     want = sum(s["g_total"] for s in FIXTURE["gan_blender"]) / 4     # the mean over steps 1-4, over the interruption
-    assert float(rows[0]["g_total"]) == pytest.approx(want, rel=1e-5) and rows[0]["val_bg"]
+    assert float(rows[0]["g_total"]) == pytest.approx(want, rel=1e-4) and rows[0]["val_bg"]
 
 
 def test_a_time_budget_stops_validates_checkpoints_and_exports(tmp_path):
@@ -164,7 +166,7 @@ def test_a_time_budget_stops_validates_checkpoints_and_exports(tmp_path):
 
     cfg = E.segment_cfg(train={"steps": 6}, checkpoint={"every": 0})
     result = E.segment_trainer(cfg, tmp_path, max_minutes=1e-9).run()   # over budget after the first step
-    assert result.step == 1 and result.losses == pytest.approx(FIXTURE["segment"][:1], rel=1e-6)
+    assert result.step == 1 and result.losses == pytest.approx(FIXTURE["segment"][:1], rel=1e-4)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000001.pt"]
     assert result.model_path.is_file() and _steps(tmp_path / "train.csv") == [1]
     assert torch.load(ckpt.list_checkpoints(tmp_path)[0], weights_only=True)["minutes"] > 0
