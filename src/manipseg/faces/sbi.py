@@ -10,6 +10,9 @@
    mask erodes when the first kernel is larger and dilates when the second is);
 5. blend ratio ``r`` from {0.25, 0.5, 0.75, 1, 1, 1}, ``M = r * M`` and ``I_SB = I_s * M + I_t * (1 - M)``.
 
+It is :func:`manipseg.generate.sbi.self_blend_core`, the engine's SBI too, with the faces' preset
+(:func:`faces_preset`, :data:`FACES` for the defaults), which records how its draws differ from the engine's.
+
 Kernel sizes, elastic amplitude and source shift, given in the paper for 256-380 px face crops, are scaled
 to the face: to the side of the square ``manipseg faces`` crops around its landmarks (:func:`face_side`,
 margin 0.3), so a face blended inside a whole photo gets the same mask, relative to the face, as the same
@@ -20,15 +23,16 @@ All randomness comes from the ``numpy.random.Generator`` passed in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
 
 from ..generate.post import jpeg_roundtrip as jpeg
 from ..generate.regions import blend_mask, elastic_deform, face_hull_mask
+from ..generate.sbi import BLEND_RATIOS, SBIPreset, blend, random_resize_translate, self_blend_core, to_uint8
 from .detect import Face, crop_side
 
-BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 JAW, BROWS = slice(0, 17), slice(17, 27)
 
 
@@ -99,6 +103,24 @@ def source_target_augment(image: np.ndarray, rng: np.random.Generator, cfg: SBIC
     return frequency_transform(color_transform(image, rng, cfg), rng, cfg)
 
 
+def _augment(rng: np.random.Generator, image: np.ndarray, cfg: SBIConfig) -> tuple[np.ndarray, dict]:
+    return source_target_augment(image, rng, cfg), {}
+
+
+def faces_preset(cfg: SBIConfig | None = None) -> SBIPreset:
+    """The faces' SBI (:func:`self_blend`) as a preset of :func:`manipseg.generate.sbi.self_blend_core`, with
+    ``cfg``'s augmentation, scale, translation and elastic fractions (see that module's table)."""
+    cfg = cfg or SBIConfig()
+    return SBIPreset(name="faces", augment=partial(_augment, cfg=cfg), coin_first=True, scale=tuple(cfg.scale),
+                     isotropic=False, shift=tuple(cfg.translate), shift_draw="unit", warp_mask=True,
+                     elastic_alpha=cfg.elastic_alpha, elastic_sigma=cfg.elastic_sigma, elastic_per=1.0,
+                     kernel=(5, 25), ratios=BLEND_RATIOS, ratio_draw="choice", rounding="rint", require_mask=False)
+
+
+#: the faces preset of the default :class:`SBIConfig`
+FACES = faces_preset()
+
+
 # -- masks ---------------------------------------------------------------------------------------------
 def landmark_transform(landmarks: np.ndarray, rng: np.random.Generator, cfg: SBIConfig) -> np.ndarray:
     """Random hull variant of 68 landmarks: forehead extension (brows raised by 10-30% of the face height)
@@ -133,11 +155,8 @@ def random_affine(rng: np.random.Generator, size: tuple[int, int], cfg: SBIConfi
     """2x3 map: scale about ``centre`` (default the image centre) and translate by fractions of ``side``
     (default the image's width and height) (the paper's RandomResizeTranslate)."""
     h, w = size
-    sx, sy = rng.uniform(*cfg.scale), rng.uniform(*cfg.scale)
-    bw, bh = (w, h) if side is None else (side, side)
-    tx, ty = rng.uniform(-1, 1) * cfg.translate[0] * bw, rng.uniform(-1, 1) * cfg.translate[1] * bh
-    cx, cy = (w / 2, h / 2) if centre is None else centre
-    return np.array([[sx, 0, cx - sx * cx + tx], [0, sy, cy - sy * cy + ty]], dtype=np.float64)
+    centre = (w / 2, h / 2) if centre is None else centre
+    return random_resize_translate(rng, size, faces_preset(cfg), centre, side)[0]
 
 
 def blur_mask(mask: np.ndarray, rng: np.random.Generator, scale: float | None = None) -> np.ndarray:
@@ -147,40 +166,29 @@ def blur_mask(mask: np.ndarray, rng: np.random.Generator, scale: float | None = 
     return blend_mask(mask, rng, scale=scale)[0]
 
 
-def blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``I_s * M + I_t * (1 - M)`` in float32 (mask (H, W) broadcast over channels)."""
-    m = np.asarray(mask, dtype=np.float32)[..., None]
-    return source.astype(np.float32) * m + target.astype(np.float32) * (1 - m)
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
 # -- the two generators --------------------------------------------------------------------------------
 def self_blend(image: np.ndarray, landmarks: np.ndarray | None, rng: np.random.Generator,
                cfg: SBIConfig | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """One self-blended image from a face crop: (blended uint8, blend mask float32 (H, W) in [0, 1], label 1).
 
-    ``landmarks`` are (68, 2) crop pixels; ``None`` uses :func:`ellipse_landmarks`.
+    ``landmarks`` are (68, 2) image pixels; ``None`` uses :func:`ellipse_landmarks`. The core is
+    :func:`manipseg.generate.sbi.self_blend_core` with :func:`faces_preset`: the hull of
+    :func:`landmark_transform` drawn after the augmentation, resized / translated about the landmarks' box
+    centre by fractions of :func:`face_side`, which also scales the elastic warp and the blurs.
     """
     cfg = cfg or SBIConfig()
     h, w = image.shape[:2]
     if landmarks is None:
         landmarks = ellipse_landmarks(min(h, w))
-    if rng.random() < 0.5:
-        source, target = source_target_augment(image, rng, cfg), image
-    else:
-        source, target = image, source_target_augment(image, rng, cfg)
-    hull = face_hull_mask(landmark_transform(landmarks, rng, cfg), (h, w)).astype(np.float32)
-    side = face_side(landmarks)
     lo, hi = np.asarray(landmarks, np.float64).min(0), np.asarray(landmarks, np.float64).max(0)
-    a = random_affine(rng, (h, w), cfg, centre=tuple((lo + hi) / 2), side=side)
-    source = cv2.warpAffine(source, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-    hull = cv2.warpAffine(hull, a, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    hull = elastic_deform(hull, rng, alpha=cfg.elastic_alpha * side, sigma=cfg.elastic_sigma * side).astype(np.float32)
-    mask = blur_mask(hull, rng, side) * float(rng.choice(BLEND_RATIOS))
-    return _to_uint8(blend(source, target, mask)), mask.astype(np.float32), 1
+    hull = partial(_random_hull, landmarks=landmarks, shape=(h, w), cfg=cfg)
+    b = self_blend_core(rng, image, hull, faces_preset(cfg), centre=tuple((lo + hi) / 2), side=face_side(landmarks))
+    return b.image, b.alpha, 1
+
+
+def _random_hull(rng: np.random.Generator, landmarks: np.ndarray, shape: tuple[int, int], cfg: SBIConfig) -> np.ndarray:
+    """Float32 (H, W) convex hull of :func:`landmark_transform` of ``landmarks``."""
+    return face_hull_mask(landmark_transform(landmarks, rng, cfg), shape).astype(np.float32)
 
 
 def color_transfer(source: np.ndarray, target: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -211,7 +219,7 @@ def face_swap(target: np.ndarray, target_lm: np.ndarray | None, source: np.ndarr
     side = face_side(target_lm)
     deformed = elastic_deform(hull.astype(np.float32), rng, alpha=0.03 * side, sigma=0.08 * side).astype(np.float32)
     mask = blur_mask(deformed, rng, side)
-    return _to_uint8(blend(warped, target, mask)), mask, 1
+    return to_uint8(blend(warped, target, mask)), mask, 1
 
 
 PARTS = ("full", "upper", "lower")
@@ -250,7 +258,7 @@ def face_paste(target: np.ndarray, target_box: tuple[float, float, float, float]
         placed = color_transfer(placed, target, mask > 0.5)
     if feather > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), float(feather))
-    return _to_uint8(blend(placed, target, mask)), mask, 1
+    return to_uint8(blend(placed, target, mask)), mask, 1
 
 
 def crude_paste(target: np.ndarray, target_box: tuple[float, float, float, float], source: np.ndarray,

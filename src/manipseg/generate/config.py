@@ -6,6 +6,9 @@ from typing import Any
 
 from ..names import GENERATION_KINDS as KINDS  # noqa: F401 - the generator's kinds, one list
 
+#: SBI's blend ratios (Shiohara & Yamasaki): r in {0.25, 0.5, 0.75, 1, 1, 1}, drawn uniformly (1 half the time)
+BLEND_RATIOS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+
 
 @dataclass
 class PostConfig:
@@ -87,7 +90,7 @@ class GenConfig:
     enhance_strength: tuple[float, float] = (0.6, 1.0)
     # self-blending
     sbi_alpha_threshold: float = 0.1  # K = blend alpha >= this
-    sbi_blend_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+    sbi_blend_ratios: tuple[float, ...] = BLEND_RATIOS
     sbi_kernel: tuple[int, int] = (5, 25)  # odd Gaussian kernel sizes at 256 px (scaled with the image)
     sbi_scale: tuple[float, float] = (0.95, 1.05)
     sbi_shift: float = 0.03  # fraction of the image size

@@ -37,8 +37,9 @@ from ..postprocess import boundary_of
 from .config import KINDS, GenConfig, as_config
 from .history import apply_history, draw_history
 from .pool import ImagePool, View
-from .post import apply_post, jpeg_roundtrip, resize_roundtrip
-from .regions import blend_mask, elastic_deform, sample_regions
+from .post import apply_post
+from .regions import sample_regions
+from .sbi import EmptyBlendMask, regions_preset, self_blend_core
 
 
 #: smallest and largest accepted area of K, as fractions of the image
@@ -311,72 +312,17 @@ def _enhance(rng, pool, size, cfg, meta):
     return _composite(k, s, t), k, t, s
 
 
-def _sbi_augment(rng: np.random.Generator, img: np.ndarray) -> tuple[np.ndarray, dict]:
-    """SBI's source-target augmentation: a colour transform then a frequency transform."""
-    x = img.astype(np.float32)
-    info: dict = {}
-    # colour: RGB shift, hue/saturation/value shift, brightness/contrast
-    shift = rng.uniform(-20, 20, 3).astype(np.float32)
-    hsv = cv2.cvtColor(np.clip(x + shift, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
-    dh, ds, dv = float(rng.uniform(-0.3, 0.3) * 18), float(rng.uniform(-0.3, 0.3) * 255 * 0.3), float(rng.uniform(-0.3, 0.3) * 255 * 0.3)
-    hsv[:, :, 0] = np.mod(hsv[:, :, 0] + dh, 180)
-    hsv[:, :, 1] = np.clip(hsv[:, :, 1] + ds, 0, 255)
-    hsv[:, :, 2] = np.clip(hsv[:, :, 2] + dv, 0, 255)
-    x = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
-    b, c = float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.1, 0.1))
-    x = np.clip((x - 127.5) * (1 + c) + 127.5 + b * 255, 0, 255).astype(np.uint8)
-    info["colour"] = {"rgb_shift": [round(float(v), 2) for v in shift], "hsv": [round(dh, 2), round(ds, 2), round(dv, 2)],
-                      "brightness": round(b, 4), "contrast": round(c, 4)}
-    # frequency: one of down/up-sampling, sharpening, JPEG
-    op = ["downup", "sharpen", "jpeg"][int(rng.integers(3))]
-    if op == "downup":
-        f = float(rng.uniform(0.25, 0.75))
-        x = resize_roundtrip(x, f)
-        info["frequency"] = {"op": op, "scale": round(f, 4)}
-    elif op == "sharpen":
-        amt = float(rng.uniform(0.2, 1.0))
-        blur = cv2.GaussianBlur(x, (0, 0), 1.0)
-        x = cv2.addWeighted(x, 1 + amt, blur, -amt, 0)
-        info["frequency"] = {"op": op, "amount": round(amt, 4)}
-    else:
-        q = int(rng.integers(30, 101))
-        x = jpeg_roundtrip(x, q)
-        info["frequency"] = {"op": op, "quality": q}
-    return x, info
-
-
 def _self_blend_core(rng: np.random.Generator, img: np.ndarray, region: np.ndarray, cfg: GenConfig, meta: dict):
-    """SBI on any H x W image and region: returns (M, K, target, source, alpha); fills ``meta``."""
-    h, w = region.shape
-    scale = min(h, w) / 256.0
-    aug, aug_info = _sbi_augment(rng, img)
-    if rng.random() < 0.5:
-        src, tgt, which = aug, img, "source"
-    else:
-        src, tgt, which = img, aug, "target"
-    # random resize and translate of the source
-    sc = float(rng.uniform(*cfg.sbi_scale))
-    tx, ty = (float(v) for v in rng.uniform(-cfg.sbi_shift, cfg.sbi_shift, 2) * (w, h))
-    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    src = _warp(src, np.array([[sc, 0, cx - sc * cx + tx], [0, sc, cy - sc * cy + ty]]))
-    # mask generation: deformation, resize trick and two Gaussian blurs (erode or dilate), blend ratio
-    region = elastic_deform(region, rng, alpha=float(rng.uniform(*cfg.elastic_alpha)) * scale,
-                            sigma=float(rng.uniform(*cfg.elastic_sigma)) * scale)
-    if not region.any():
-        raise _Retry("empty after deformation")
-    m, (k1, k2) = blend_mask(region, rng, cfg.sbi_kernel)
-    if not m.any():
-        raise _Retry("empty mask")
-    ratio = float(cfg.sbi_blend_ratios[int(rng.integers(len(cfg.sbi_blend_ratios)))])
-    alpha = (m * np.float32(ratio)).astype(np.float32)
-    k = alpha >= cfg.sbi_alpha_threshold
+    """SBI on any H x W image and region (:func:`manipseg.generate.sbi.self_blend_core`, the regions preset):
+    returns (M, K, target, source, alpha); fills ``meta``."""
+    try:
+        b = self_blend_core(rng, img, region, regions_preset(cfg))
+    except EmptyBlendMask as why:
+        raise _Retry(str(why)) from why
+    k = b.alpha >= cfg.sbi_alpha_threshold
     _check_area(k)
-    a3 = alpha[:, :, None]
-    out = np.clip(a3 * src.astype(np.float32) + (1 - a3) * tgt.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
-    meta.update(augmented=which, augmentation=aug_info,
-                resize_translate={"scale": round(sc, 4), "shift": [round(tx, 2), round(ty, 2)]},
-                blur_kernels=[k1, k2], blend_ratio=ratio, alpha_threshold=cfg.sbi_alpha_threshold)
-    return out, k, tgt, src, alpha
+    meta.update(**b.info, alpha_threshold=cfg.sbi_alpha_threshold)
+    return b.image, k, b.target, b.source, b.alpha
 
 
 def _sbi(rng, pool, size, cfg, meta):
