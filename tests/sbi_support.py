@@ -48,7 +48,8 @@ def digest(a) -> str:
         if a.dtype.kind == "f":
             x = a.astype(np.float64).ravel()
             weights = np.random.default_rng(0).random(x.size)   # a fixed projection: moves with any real change
-            stats = [x.mean(), x.std(), x.min(), x.max(), float(weights @ x)] if x.size else [0.0] * 5
+            # np.sum's pairwise sum, not a BLAS dot product: its rounding does not depend on the thread count
+            stats = [x.mean(), x.std(), x.min(), x.max(), float(np.sum(weights * x))] if x.size else [0.0] * 5
             return "|".join([h.hexdigest()] + [repr(float(v)) for v in stats])
     else:
         h.update(json.dumps(a, sort_keys=True).encode())
@@ -60,7 +61,9 @@ def same(now: str, recorded: str, rel: float = 1e-5, abs_: float = 1e-6) -> bool
     if now == recorded:
         return True
     a, b = now.split("|"), recorded.split("|")
-    if len(a) != 6 or len(b) != 6 or a[0] == b[0]:
+    if len(a) == 6 and len(b) == 6 and a[0] == b[0]:
+        return True   # the same bytes: statistics that differ in a last bit come from the summation, not the array
+    if len(a) != 6 or len(b) != 6:
         return False
     return all(abs(float(x) - float(y)) <= abs_ + rel * abs(float(y)) for x, y in zip(a[1:], b[1:]))
 
