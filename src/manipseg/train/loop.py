@@ -159,11 +159,14 @@ def load_teacher(cfg: dict[str, Any], device: torch.device) -> torch.nn.Module |
         return None
     path = Path(os.path.expanduser(os.path.expandvars(str(path))))
     try:
-        with torch.random.fork_rng(devices=[]):  # building it draws initial weights: leave the run's RNG alone
+        # building it draws initial weights, and so does folding (the SRM stem's plain convolution): leave the
+        # run's RNG alone
+        with torch.random.fork_rng(devices=[]):
             teacher, _ = network_from_weights(path)
+            teacher = fold_batchnorm(teacher.float().eval())
     except (WeightsError, OSError) as exc:
         raise TrainingError(f"distill.teacher: {exc}") from None
-    teacher = fold_batchnorm(teacher.float().eval()).to(device)
+    teacher = teacher.to(device)
     if cfg["train"]["channels_last"]:
         teacher = teacher.to(memory_format=torch.channels_last)
     for p in teacher.parameters():
