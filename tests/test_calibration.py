@@ -231,7 +231,7 @@ def test_a_detector_config_sets_the_network_working_size_and_is_calibrated_besid
     cfg = tmp_path / "fast.yaml"
     cfg.write_text(yaml.safe_dump({"name": "gsr-fused", "artifact_options": {"min_side": 0, "max_side": 64}}))
     det = registry.load_detector(str(cfg))
-    assert det.artifact.name == "gsr-compact" and (det.artifact.min_side, det.artifact.max_side) == (None, 64)
+    assert det.artifact.name == "gsr-vgg16" and (det.artifact.min_side, det.artifact.max_side) == (None, 64)
     assert det.calibration is None
     with pytest.raises(ValueError, match="artifact_options must be a mapping"):
         registry.create("gsr-fused", artifact_options=[1])

@@ -117,7 +117,10 @@ def test_default_model_follows_the_bundled_weights(monkeypatch, tmp_path):
     assert registry.default_model() == registry.FALLBACK_MODEL == "noi"
     fake = tmp_path / "gsr-compact.safetensors"
     monkeypatch.setattr(registry, "bundled_weights", lambda name: fake if name == "gsr-compact" else None)
-    assert registry.default_model() == "gsr-fused"  # the fusion needs only the network's weights
+    assert registry.default_model() == "gsr-compact"  # without the VGG-16 weights: the compact network alone
+    vgg = tmp_path / "gsr-vgg16.safetensors"
+    monkeypatch.setattr(registry, "bundled_weights", lambda name: vgg if name in ("gsr-vgg16", "gsr-compact") else None)
+    assert registry.default_model() == "gsr-fused"  # the fusion needs only its network's weights
 
 
 def test_registry_class_lazy_entries_order_and_suggestions():

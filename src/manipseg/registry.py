@@ -134,7 +134,7 @@ for _name, _target in (("noi", "manipseg.models.classical.noi:NOIDetector"),
 FALLBACK_MODEL = "noi"
 #: learned detectors in order of preference, each with the bundled weights it needs; the first whose
 #: weights ship in the package is the default.
-PREFERRED_MODELS = (("gsr-fused", "gsr-compact"), ("gsr-compact", "gsr-compact"))
+PREFERRED_MODELS = (("gsr-fused", "gsr-vgg16"), ("gsr-compact", "gsr-compact"))
 
 
 def bundled_weights(name: str) -> Path | None:

@@ -84,8 +84,9 @@ class FusedDetector(Detector):
     summary = "Fusion: an artifact detector (default noi) + copy-move similarity; max or noisy-or of the maps."
     threshold = 0.5
 
-    #: the artifact detector used when none is given
+    #: the artifact detector used when none is given, and its options (None: the detector's own defaults)
     default_artifact = "noi"
+    default_artifact_options: dict[str, Any] | None = None
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -97,7 +98,10 @@ class FusedDetector(Detector):
                  similarity_weight: float = 1.0, parallel_pixels: float = 4e6,
                  artifact_weight_on_copy: float = 0.5, artifact_options: dict[str, Any] | None = None,
                  similarity_options: dict[str, Any] | None = None) -> None:
-        artifact = self.default_artifact if artifact is None else artifact
+        if artifact is None:
+            artifact = self.default_artifact
+            if artifact_options is None and self.default_artifact_options is not None:
+                artifact_options = dict(self.default_artifact_options)
         super().__init__(device=device, artifact=str(getattr(artifact, "name", artifact)),
                          similarity=str(getattr(similarity, "name", similarity)), mode=mode,
                          similarity_weight=similarity_weight, parallel_pixels=parallel_pixels,
@@ -172,23 +176,35 @@ class FusedDetector(Detector):
 
 
 class GSRFusedDetector(FusedDetector):
-    """The default detector: the GSR-Net compact network with its bundled weights (artifacts of splicing,
-    blending, inpainting, the pasted half of a copy-move) fused with the copy-move similarity detector (both
-    halves of a copy-move), by the maximum of the threshold-aligned maps."""
+    """The default detector: GSR-Net's VGG-16 network with its bundled weights (``gsr-vgg16``: artifacts of
+    splicing, blending, inpainting, the pasted half of a copy-move), run on a view of the photo whose shorter
+    side is 384 px whatever its size, fused with the copy-move similarity detector (both halves of a copy-move)
+    by the maximum of the threshold-aligned maps.
+
+    The fixed view is the network's working scale: it found MISD's real splices best when objects are about
+    the size they have in a 384-512 px photo (docs/real-forgeries.md, "the working size"), and it bounds the
+    cost, so a 12-MP photo costs the network what a 0.2-MP view costs (about 1.6 s on two AVX2 cores). The
+    price: in a large photo the network does not see pixel-level traces (sensor noise, the JPEG grid) finer
+    than the view; ``gsr-fused-vgg16`` runs the same network at the photo's own pixels (slow on large photos),
+    and the copy-move branch works at up to 1 MP either way."""
 
     name = "gsr-fused"
-    summary = ("Default: the GSR compact network (bundled weights, MODEL_CARD.md) + copy-move similarity, "
-               "maps fused by max.")
+    summary = ("Default: the GSR-Net VGG-16 network (bundled weights) on a 384-px view + copy-move similarity at "
+               "up to 1 MP, maps fused by max (MODEL_CARD.md).")
 
-    default_artifact = "gsr-compact"
+    default_artifact = "gsr-vgg16"
+    #: the network's view: shorter side brought to 384 px, up or down (chosen on MISD and NoSo, and for speed:
+    #: docs/real-forgeries.md, "The default network")
+    default_artifact_options = {"min_side": 384, "max_side": 384}
 
 
 class GSRFusedVGG16Detector(GSRFusedDetector):
-    """The accurate, slower option: GSR-Net's VGG-16 network (``gsr-vgg16``, bundled weights; the better one on
-    real splices) fused with the copy-move similarity detector in the same way as the default."""
+    """The accurate, slower option: the default's VGG-16 network at the photo's own pixels (photos whose shorter
+    side is below 512 up-sampled to it), fused with the copy-move similarity detector in the same way."""
 
     name = "gsr-fused-vgg16"
-    summary = ("Accurate option: GSR-Net VGG-16 network (gsr-vgg16, bundled weights) + copy-move similarity, "
-               "fused as gsr-fused; several times slower.")
+    summary = ("Accurate option: gsr-fused with the VGG-16 network at the photo's own pixels (small photos at "
+               "512); slow on large photos.")
 
     default_artifact = "gsr-vgg16"
+    default_artifact_options = None
