@@ -194,7 +194,7 @@ class GSRFusedDetector(FusedDetector):
 
     default_artifact = "gsr-vgg16"
     #: the network's view: shorter side brought to 384 px, up or down (chosen on MISD and NoSo, and for speed:
-    #: docs/real-forgeries.md, "The default network")
+    #: docs/real-forgeries.md, "the VGG-16 network on a fixed view")
     default_artifact_options = {"min_side": 384, "max_side": 384}
 
 
