@@ -56,6 +56,9 @@ class Calibration:
     #: the working size of the detector's network when the scores were measured ({"min_side", "max_side"}; None
     #: for detectors without one, and in files written before it was recorded): scores change with it
     working_size: dict[str, int | None] | None = None
+    #: the network's arithmetic when the scores were measured: "int8" (the quantised graph) or "fp32" (None:
+    #: detectors without a network, and files written before it was recorded): scores change with it
+    precision: str | None = None
 
     def verdict(self, score: float) -> str:
         if score >= self.threshold:
@@ -139,7 +142,7 @@ def threshold_at_rate(scores: Sequence[float], rate: float, confidence: float | 
 def calibrate_scores(detector: str, scores: Sequence[float], rate: float = 0.05, inconclusive_rate: float = 0.25,
                      sources: Iterable[str] = (), weights_sha256: str | None = None,
                      confidence: float | None = None,
-                     working_size: dict[str, int | None] | None = None) -> Calibration:
+                     working_size: dict[str, int | None] | None = None, precision: str | None = None) -> Calibration:
     """Thresholds at ``rate`` ("likely manipulated") and ``inconclusive_rate`` of the authentic ``scores``; with
     ``confidence`` the "likely manipulated" threshold is set so the rate holds at that confidence
     (:func:`allowed_false_alarms`)."""
@@ -149,7 +152,8 @@ def calibrate_scores(detector: str, scores: Sequence[float], rate: float = 0.05,
     lo = min(hi, threshold_at_rate(scores, inconclusive_rate))
     return Calibration(detector=detector, threshold=hi, low_threshold=lo, false_alarm_rate=float(rate),
                        inconclusive_rate=float(inconclusive_rate), n_images=len(scores), sources=list(sources),
-                       weights_sha256=weights_sha256, confidence=confidence, working_size=working_size)
+                       weights_sha256=weights_sha256, confidence=confidence, working_size=working_size,
+                       precision=precision)
 
 
 def measure(cal: Calibration, scores: Sequence[float]) -> dict[str, float]:
@@ -197,6 +201,16 @@ def working_size_of(detector) -> dict[str, int | None] | None:
     return None
 
 
+def precision_of(detector) -> str | None:
+    """``"int8"`` when the detector's network (its own, or its artifact detector's) runs the quantised graph,
+    ``"fp32"`` for another network runtime, None without a network."""
+    for d in (detector, getattr(detector, "artifact", None)):
+        runtime = getattr(d, "runtime", None) if d is not None else None
+        if isinstance(runtime, str):
+            return "int8" if runtime == "int8" else "fp32"
+    return None
+
+
 def weights_checksum(detector) -> str | None:
     """The recorded SHA-256 of the detector's weights (read from the file's header), if it has weights."""
     w = weights_of(detector)
@@ -224,6 +238,12 @@ def attach(detector, name_or_path: str) -> None:
             "the calibration of %s was measured with the network's working size %s, the detector now uses %s (run "
             "manipseg calibrate again); verdicts are uncalibrated", name_or_path, cal.working_size,
             working_size_of(detector))
+        cal = None
+    elif cal is not None and cal.precision is not None and cal.precision != precision_of(detector):
+        logging.getLogger(__name__).warning(
+            "the calibration of %s was measured with the network in %s, the detector now runs it in %s (run "
+            "manipseg calibrate again, or leave MANIPSEG_RUNTIME unset); verdicts are uncalibrated", name_or_path,
+            cal.precision, precision_of(detector))
         cal = None
     detector.calibration = cal
 

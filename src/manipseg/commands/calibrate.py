@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .. import registry
-    from ..calibration import (CalibrationError, calibrate_scores, measure, sidecar_path, weights_checksum,
-                               working_size_of)
+    from ..calibration import (CalibrationError, calibrate_scores, measure, precision_of, sidecar_path,
+                               weights_checksum, working_size_of)
     from ..paths import MODEL_FILE_SUFFIXES, data_root
     from .common import detector_or_none
 
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             cal = calibrate_scores(cal_name, sc, args.rate,
                                    args.inconclusive_rate, sources=[str(Path(a)) for a in authentic],
                                    weights_sha256=weights_checksum(det), confidence=args.confidence or None,
-                                   working_size=working_size_of(det))
+                                   working_size=working_size_of(det), precision=precision_of(det))
         except CalibrationError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

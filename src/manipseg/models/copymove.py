@@ -77,7 +77,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from ..contract import Detector, Prediction
+from ..contract import Detector, Prediction, check_image
 
 
 
@@ -402,6 +402,16 @@ class CopyMoveDetector(Detector):
 
     # -- prediction -----------------------------------------------------------------------------
     def _predict(self, image: np.ndarray) -> Prediction:
+        pred = self.predict_working(image)
+        h, w = image.shape[:2]
+        if pred.prob.shape != (h, w):
+            pred.prob = np.clip(cv2.resize(pred.prob, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+        return pred
+
+    def predict_working(self, image: np.ndarray) -> Prediction:
+        """The similarity map at the working size (``max_pixels``; the image's own below it), not brought
+        back to the image's size. What a fusion that works below the image's resolution needs."""
+        image = check_image(image)
         t0 = time.perf_counter()
         h, w = image.shape[:2]
         factor = min(1.0, float(np.sqrt(self.max_pixels / (h * w))))
@@ -454,8 +464,6 @@ class CopyMoveDetector(Detector):
                 continue
             prob[both] = np.maximum(prob[both], t.strength)
             verified.append(t)
-        if (wh, ww) != (h, w):
-            prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         score = max((t.strength for t in verified), default=0.0)
         extras = {"keypoints": int(len(points)), "matches": int(n_matches), "work_scale": factor,
                   "transforms": [{"matrix": (t.matrix / [[1, 1, factor], [1, 1, factor]]).tolist(),
@@ -464,4 +472,4 @@ class CopyMoveDetector(Detector):
                                  for t in verified],
                   "rejected": [{"inliers": t.inliers, "area": t.area, "agreement": t.agreement} for t in rejected],
                   "seconds": time.perf_counter() - t0}
-        return Prediction(prob=np.clip(prob, 0.0, 1.0), score=float(score), extras=extras)
+        return Prediction(prob=np.clip(prob, 0.0, 1.0), score=float(score), extras=extras).validate(wh, ww)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import cv2
 import numpy as np
 
-from ..contract import ContractError, Detector, Prediction, load_config_file
+from ..contract import ContractError, Detector, Prediction, check_image, load_config_file
 from .tiling import image_score, normalisation, normalise_array, tiled_maps
 
 if TYPE_CHECKING:
@@ -94,7 +94,8 @@ class GSRDetector(Detector):
 
             info = {**read_info(weights), "path": str(weights)}
             self._check_arch(info.get("arch"), weights)
-            self._onnx, self.runtime = fast, "onnx"
+            self._onnx = fast
+            self.runtime = "int8" if fast.metadata.get("precision") == "int8" else "onnx"
         else:
             info = self._build_torch(device, weights, model, bool(bf16), runtime)
         self.info = info
@@ -212,13 +213,22 @@ class GSRDetector(Detector):
         return float(cls.threshold)
 
     # -- prediction ---------------------------------------------------------------------------------------
+    def predict_working(self, image: np.ndarray) -> Prediction:
+        """The segmentation map at the network's view (:meth:`view`), not brought back to the image's size,
+        and the image score of that map; no boundary map. What a fusion that works below the image's
+        resolution needs (:class:`~manipseg.models.fused.FusedDetector` on large photos)."""
+        t0 = time.perf_counter()
+        view, factor = self.view(check_image(image))
+        seg, _, n_tiles = self.predict_maps(view)
+        seg = np.clip(seg, 0.0, 1.0)
+        extras = {"tiles": n_tiles, "bf16": self.use_bf16, "runtime": self.runtime, "working_scale": factor,
+                  "seconds": time.perf_counter() - t0}
+        return Prediction(prob=seg, score=image_score(seg), extras=extras).validate(*seg.shape)
+
     def _predict(self, image: np.ndarray) -> Prediction:
         t0 = time.perf_counter()
         h, w = image.shape[:2]
-        factor = self.working_scale(h, w)
-        if factor != 1.0:  # objects brought nearer the sizes the network was trained on
-            size = (max(1, round(w * factor)), max(1, round(h * factor)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if factor > 1.0 else cv2.INTER_AREA)
+        image, factor = self.view(image)
         seg, boundary, n_tiles = self.predict_maps(image)
         if factor != 1.0:
             back = cv2.INTER_AREA if factor > 1.0 else cv2.INTER_LINEAR
@@ -229,6 +239,16 @@ class GSRDetector(Detector):
         if boundary is not None:
             extras["boundary"] = boundary
         return Prediction(prob=seg, score=image_score(seg), extras=extras)
+
+    def view(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """What the network looks at: ``image`` resized to the working size (bicubic up, area down), and the
+        factor (1.0: the image itself). Objects are brought nearer the sizes the network was trained on."""
+        h, w = image.shape[:2]
+        factor = self.working_scale(h, w)
+        if factor != 1.0:
+            size = (max(1, round(w * factor)), max(1, round(h * factor)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if factor > 1.0 else cv2.INTER_AREA)
+        return image, factor
 
     def predict_maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int]:
         """Segmentation and boundary probability maps (float32 HxW) and the number of tiles used."""

@@ -5,7 +5,12 @@ On CPUs without AMX, torch's fp32 convolutions with the compact network's few ch
 than ONNX Runtime's (measured on a 2-core AMD EPYC: 0.58 s vs 0.23 s for a 0.8-MP input); with fast bf16,
 torch can be faster. So the first time a network is loaded on a machine, :func:`choose` times both on the
 same input and keeps ONNX Runtime unless torch is clearly faster (:data:`TORCH_MARGIN`), cached per CPU model, thread setting, library versions and architecture in
-``~/.cache/manipseg/runtime.json``; ``MANIPSEG_RUNTIME=torch|onnx`` forces one.
+``~/.cache/manipseg/runtime.json``; ``MANIPSEG_RUNTIME=torch|onnx|int8`` forces one.
+
+``int8`` is another network, not another runtime of the same one: the graph quantised post-training
+(:func:`quantize_graph`: int8 weights per channel, uint8 activations with ranges measured on authentic photos)
+that ships beside the weights as ``<name>.int8.onnx``. It is used only when asked for (the default detector's
+view asks for it: about half the fp32 graph's time on CPUs without AMX, accuracy measured in the model card).
 
 The ONNX graph is the network from the stride-padded uint8 pixels (with the whole image's normalisation as
 two small inputs) to the probabilities of both heads at the padded input's resolution (bilinear
@@ -41,7 +46,7 @@ from ..machine import cpu_model
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx", "int8")
 #: torch is chosen only when it runs the network in less than this share of ONNX Runtime's time: importing
 #: torch costs about 1.5 s per command (measured: 12-MP photo, gsr-fused end to end 4.2 s with ONNX Runtime
 #: vs 5.7 s with torch bf16, although torch bf16 was 4 % faster on the network alone)
@@ -167,6 +172,73 @@ def export_beside(weights: str | os.PathLike) -> Path:
     return export_onnx(net, Path(weights).with_suffix(".onnx"), read_header(weights).get("sha256"))
 
 
+def int8_graph_path(weights: str | os.PathLike) -> Path:
+    """Where the int8 graph of a weights file lives: ``<weights>.int8.onnx`` beside it."""
+    return Path(weights).with_suffix(".int8.onnx")
+
+
+def quantize_graph(source: str | os.PathLike, out: str | os.PathLike, feeds: list[dict[str, np.ndarray]],
+                   note: str = "") -> Path:
+    """Post-training int8 quantisation of an exported graph (ONNX Runtime's static QDQ quantiser): the
+    convolutions' weights per output channel (int8), their inputs per tensor (uint8) with ranges measured on
+    ``feeds`` (the graph's inputs for a set of calibration photos, as :meth:`OnnxNetwork.feed` builds them).
+    The source graph's metadata (weights checksum, architecture, format) is kept, with ``precision: int8`` and
+    ``note`` (what the ranges were measured on) added; written atomically."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not feeds:
+        raise ValueError("int8 quantisation needs at least one calibration input")
+    meta = graph_metadata(source)
+    if meta.get("precision") == "int8":
+        raise ValueError(f"{source} is already an int8 graph")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    def write(tmp: Path) -> None:
+        with tempfile.TemporaryDirectory() as work:
+            pre = Path(work) / "pre.onnx"
+            quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
+            quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
+                            calibrate_method=CalibrationMethod.MinMax)
+        model = onnx.load(str(tmp))
+        del model.metadata_props[:]
+        for k, v in {**meta, "precision": "int8", "calibration": note}.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = k, str(v)
+        onnx.save(model, str(tmp))
+
+    return atomic_write(out, write)
+
+
+def open_int8_graph(weights: str | os.PathLike | None, weights_sha256: str | None, arch: dict[str, Any]) -> OnnxNetwork:
+    """The session over the int8 graph shipped beside ``weights``; a :class:`RuntimeChoiceError` saying how
+    to make one if there is none (or it belongs to other weights)."""
+    if weights is None or not weights_sha256:
+        raise RuntimeChoiceError("runtime 'int8' runs the int8 graph of a weights file: give the weights by path "
+                                 "(a network object or weights without a checksum have none)")
+    path = int8_graph_path(weights)
+    if path.is_file():
+        net = _open_if_usable(path, weights_sha256, arch)
+        if net is not None and net.metadata.get("precision") == "int8":
+            return net
+        why = "it belongs to other weights or is not an int8 graph"
+    else:
+        why = "there is no such file"
+    raise RuntimeChoiceError(f"runtime 'int8' needs the int8 graph of {weights} at {path}, but {why}; make it with "
+                             f"`python scripts/quantize_int8.py {weights}`, or choose runtime auto / onnx (fp32)")
+
+
 # ----- running a graph (no torch) ----------------------------------------------------------------------
 def graph_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata :func:`export_onnx` recorded in a graph (weights checksum, stride, format)."""
@@ -205,15 +277,20 @@ class OnnxNetwork:
         self.stride = int(self.metadata.get("stride", "8"))
         self.n_outputs = len(self.session.get_outputs())
 
-    def run(self, tile: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def feed(self, tile: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's inputs for one window (padded to the stride as SegNet.pad_to_stride: reflect, or
+        replicate when the input is too small to reflect)."""
         h, w = tile.shape[:2]
         ph, pw = (-h) % self.stride, (-w) % self.stride
         x = np.ascontiguousarray(tile, dtype=np.uint8)[None]
-        if ph or pw:  # as SegNet.pad_to_stride: reflect, or replicate when the input is too small to reflect
+        if ph or pw:
             mode = "reflect" if (ph < h and pw < w) else "edge"
             x = np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode=mode)
-        outs = self.session.run(None, {"image": x, "scale": np.asarray(scale, np.float32),
-                                       "offset": np.asarray(offset, np.float32)})
+        return {"image": x, "scale": np.asarray(scale, np.float32), "offset": np.asarray(offset, np.float32)}
+
+    def run(self, tile: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        h, w = tile.shape[:2]
+        outs = self.session.run(None, self.feed(tile, scale, offset))
         seg = outs[0][0, 0, :h, :w]
         return seg, (outs[1][0, 0, :h, :w] if self.n_outputs > 1 else None)
 
@@ -300,6 +377,12 @@ def without_torch(requested: str, weights: str | os.PathLike, device: str, bf16:
     "build the torch network" (which may still measure and choose ONNX Runtime: :func:`choose`)."""
 
     requested = requested_runtime(requested)
+    if requested == "int8":  # a different network (quantised): never replaced by another runtime
+        if str(device) != "cpu":
+            raise RuntimeChoiceError(f"runtime 'int8' runs on the CPU only (device is {device})")
+        if not onnxruntime_available():
+            raise RuntimeChoiceError("runtime 'int8' needs onnxruntime (pip install onnxruntime)")
+        return open_int8_graph(weights, read_header(weights).get("sha256"), arch_of(read_info(weights)))
     if requested == "torch" or str(device) != "cpu" or not onnxruntime_available():
         return None
     try:
@@ -354,6 +437,8 @@ def choose(requested: str, net, device, weights: str | os.PathLike | None, weigh
     requested = requested_runtime(requested)
     if requested == "torch":
         return "torch", None
+    if requested == "int8":
+        open_int8_graph(weights, weights_sha256, {})  # raises: the int8 graph is opened without torch
     why_not = None
     if getattr(device, "type", str(device)) != "cpu":
         why_not = f"the ONNX runtime here runs on the CPU only (device is {device})"
