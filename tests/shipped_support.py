@@ -7,7 +7,8 @@ those refactors left every shipped model's predictions unchanged::
     PYTHONPATH=/tmp/old/src python tests/shipped_support.py      # writes tests/data/shipped_predictions.json
 
 The three ``gsr-fused`` cases were re-recorded with the then current code when the default's network became
-``gsr-vgg16`` on a 384-px view (2026-12-03 #3); the file's ``_gsr-fused_re-recorded`` entry says so.
+``gsr-vgg16`` on a 384-px view (2026-12-03 #3), and again when that network became the shipped int8 graph
+(2026-12-03 #4); the file's ``_gsr-fused_re-recorded`` entry says so.
 
 Inputs: the bundled example forgeries (the GSR detectors and copymove), scikit-image's astronaut with a fixed
 face box and landmarks (the face classifier, no face detector involved), a seeded image and mask (the GAN

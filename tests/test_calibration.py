@@ -186,6 +186,35 @@ def test_a_calibration_measured_at_another_working_size_is_not_used(tmp_path, ca
     assert working_size_of(registry.create("noi")) is None
 
 
+def test_a_calibration_measured_with_the_int8_network_is_not_used_for_fp32(tmp_path, caplog):
+    """Scores change with the network's arithmetic: a calibration records it ("int8" for the quantised graph),
+    and a detector running the network otherwise is left uncalibrated, with a warning."""
+    import torch
+
+    from manipseg.calibration import precision_of, sidecar_path, weights_checksum, working_size_of
+    from manipseg.models.nets import build_network
+    from manipseg.models.weights import save_weights
+
+    torch.manual_seed(0)
+    net = build_network("compact", width=4, head_channels=4, boundary_channels=4)
+    w = save_weights(tmp_path / "n.safetensors", net, "compact", net.arch_kwargs, {"threshold": 0.5})
+    det = registry.load_detector(str(w))
+    assert precision_of(det) == "fp32" and precision_of(registry.create("noi")) is None
+    cal = calibrate_scores(str(w), [0.1, 0.2, 0.3], weights_sha256=weights_checksum(det),
+                           working_size=working_size_of(det), precision="int8")
+    cal.save(sidecar_path(w))
+    assert Calibration.load(sidecar_path(w)).precision == "int8"
+    assert registry.load_detector(str(w)).calibration is None
+    assert "the network in int8, the detector now runs it in fp32" in caplog.text
+    cal.precision = "fp32"
+    cal.save(sidecar_path(w))
+    assert registry.load_detector(str(w)).calibration == cal
+    # the shipped default was calibrated as it runs: the int8 graph
+    default = registry.load_detector("gsr-fused")
+    assert precision_of(default) == "int8" and default.calibration is not None
+    assert default.calibration.precision in ("int8", None)
+
+
 def test_calibrate_a_fusion_and_its_network_in_one_pass(tmp_path, meanscore, capsys):
     """--network-out: the network inside a fused detector is calibrated from the same predictions — the same
     thresholds as calibrating that network on its own — and the option is refused for a detector without one."""

@@ -356,3 +356,36 @@ def test_fused_configuration():
         FusedDetector.from_pretrained("no-such-weights.safetensors")
     with pytest.raises(registry.UnknownDetectorError):
         FusedDetector(artifact="nio")
+
+
+def test_large_photos_are_fused_at_the_branches_working_size():
+    """When both branches work below the photo's size (the network's view, the copy-move working size), the
+    maps are fused on the finer working grid and brought to the photo's size once: the same mask as fusing
+    full-size maps, up to the interpolation at region edges."""
+    import cv2
+
+    image, truth = copy_move(data.chelsea(), (200, 150, 300, 250), (-180, -120))
+    h, w = image.shape[:2]
+    copymove = registry.create("copymove", max_pixels=60000)
+    small = copymove.predict_working(image)
+    assert small.prob.shape[0] * small.prob.shape[1] <= 60000 and small.prob.shape[0] < h
+    full = copymove.predict(image)  # the standalone detector: its working map brought to the photo's size
+    np.testing.assert_array_equal(full.prob, np.clip(cv2.resize(small.prob, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1))
+    assert full.score == small.score >= 0.5  # the copy is found at the working size
+    network = registry.create("gsr-compact", max_side=160, min_side=0)
+    assert network.working_scale(h, w) < 1.0
+    view = network.predict_working(image)
+    assert view.prob.shape == (160, round(w * 160 / h))
+    fused = FusedDetector(artifact=network, similarity=copymove)
+    pred = fused.predict(image)
+    assert pred.prob.shape == (h, w) and pred.prob.dtype == np.float32
+    assert pred.score == pytest.approx(max(view.score, small.score))  # "max" of the branches' scores
+    # the reference: full-size maps fused as for small photos
+    pa = network.predict(image)
+    halved = np.minimum(0.5 * align_to_threshold(pa.prob, network.threshold), np.nextafter(np.float32(0.5), 0))
+    reference = combine(halved, align_to_threshold(full.prob, copymove.threshold), "max")
+    assert iou(pred.prob >= 0.5, reference >= 0.5) > 0.97
+    assert np.abs(pred.prob - reference).mean() < 0.01
+    assert iou(pred.prob >= 0.5, truth) > 0.5
+    # below the working sizes the maps are fused at the photo's size, as before
+    assert FusedDetector(artifact=network).predict(image[:150, :200]).prob.shape == (150, 200)

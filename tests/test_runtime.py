@@ -211,6 +211,19 @@ def test_int8_graph_follows_fp32_and_says_what_it_is(weights, cache, astronaut):
     assert np.corrcoef(q.prob.ravel(), fp32.prob.ravel())[0, 1] > 0.5
     assert np.abs(q.prob - fp32.prob).mean() < 0.1
     assert fp32.score > 0.5 and q.score > 0.5
+    # its own pixel threshold, when the graph records one (scripts/quantize_int8.py fits it); else the weights'
+    assert int8.threshold == fp32_threshold(weights)
+    runtime.set_graph_metadata(graph, {"threshold": "0.123"})
+    assert runtime.graph_metadata(graph)["precision"] == "int8"  # the other entries are kept
+    assert GSRDetector.from_weights(weights, runtime="int8").threshold == pytest.approx(0.123)
+    assert GSRDetector.from_weights(weights, runtime="int8", threshold=0.4).threshold == 0.4
+    assert GSRDetector.from_weights(weights, runtime="onnx").threshold == fp32_threshold(weights)
+
+
+def fp32_threshold(weights) -> float:
+    from manipseg.header import read_info
+
+    return float(read_info(weights)["threshold"])
 
 
 def test_int8_without_its_graph_says_how_to_make_one(weights, cache, astronaut, tmp_path):
@@ -246,3 +259,5 @@ def test_the_default_runs_the_shipped_int8_graph_of_the_shipped_vgg16():
 
     fused = load_detector("gsr-fused")
     assert fused.artifact.runtime == "int8" and fused.artifact.min_side == fused.artifact.max_side == 384
+    assert fused.artifact.threshold == pytest.approx(float(meta["threshold"]))  # its own, quantile-matched
+    assert "quantile-matched to the fp32 threshold" in meta["threshold_note"]

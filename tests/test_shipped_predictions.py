@@ -1,6 +1,6 @@
 """Every shipped weights file predicts what it predicted before the training-engine and SBI-core refactors
 (recorded at commit 888a245 by tests/shipped_support.py; gsr-fused re-recorded when its network changed,
-2026-12-03 #3): summary statistics of each map and its score, within a tolerance that leaves room for the
+2026-12-03 #3, and when it became the int8 graph, #4): summary statistics of each map and its score, within a tolerance that leaves room for the
 runtime chosen by measurement (ONNX Runtime or torch) and another CPU's rounding, far below what a changed
 weight, pre-processing or fusion moves."""
 from __future__ import annotations

@@ -99,6 +99,8 @@ class GSRDetector(Detector):
         else:
             info = self._build_torch(device, weights, model, bool(bf16), runtime)
         self.info = info
+        if threshold is None and self.runtime == "int8" and "threshold" in self._onnx.metadata:
+            threshold = float(self._onnx.metadata["threshold"])  # the int8 network's own (scripts/quantize_int8.py)
         self.threshold = float(threshold if threshold is not None else info.get("threshold", self.threshold))
 
     @staticmethod

@@ -221,6 +221,20 @@ def quantize_graph(source: str | os.PathLike, out: str | os.PathLike, feeds: lis
     return atomic_write(out, write)
 
 
+def set_graph_metadata(path: str | os.PathLike, entries: dict[str, str]) -> Path:
+    """Add or replace metadata entries of an ONNX graph (written atomically)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    meta = {e.key: e.value for e in model.metadata_props}
+    meta.update({k: str(v) for k, v in entries.items()})
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    return atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
+
+
 def open_int8_graph(weights: str | os.PathLike | None, weights_sha256: str | None, arch: dict[str, Any]) -> OnnxNetwork:
     """The session over the int8 graph shipped beside ``weights``; a :class:`RuntimeChoiceError` saying how
     to make one if there is none (or it belongs to other weights)."""
