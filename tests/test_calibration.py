@@ -212,7 +212,7 @@ def test_a_calibration_measured_with_the_int8_network_is_not_used_for_fp32(tmp_p
     # the shipped default was calibrated as it runs: the int8 graph
     default = registry.load_detector("gsr-fused")
     assert precision_of(default) == "int8" and default.calibration is not None
-    assert default.calibration.precision in ("int8", None)
+    assert default.calibration.precision == "int8"
 
 
 def test_calibrate_a_fusion_and_its_network_in_one_pass(tmp_path, meanscore, capsys):
