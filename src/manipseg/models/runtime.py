@@ -284,6 +284,10 @@ class OnnxNetwork:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        # worker threads sleep between operators instead of spinning: the default fusion runs the copy-move
+        # search beside the network on the same cores (12-MP photo on 2 AVX2 cores: detector 0.19 -> 0.17 s/MP,
+        # the network alone no slower)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)  # what export_onnx recorded
