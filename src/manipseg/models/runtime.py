@@ -31,6 +31,7 @@ import inspect
 import json
 import logging
 import os
+import tempfile
 import time
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -184,8 +185,6 @@ def quantize_graph(source: str | os.PathLike, out: str | os.PathLike, feeds: lis
     ``feeds`` (the graph's inputs for a set of calibration photos, as :meth:`OnnxNetwork.feed` builds them).
     The source graph's metadata (weights checksum, architecture, format) is kept, with ``precision: int8`` and
     ``note`` (what the ranges were measured on) added; written atomically."""
-    import tempfile
-
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
