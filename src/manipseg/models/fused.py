@@ -211,8 +211,8 @@ class GSRFusedDetector(FusedDetector):
     and the copy-move branch works at up to 1 MP either way."""
 
     name = "gsr-fused"
-    summary = ("Default: the GSR-Net VGG-16 network (bundled weights) on a 384-px view + copy-move similarity at "
-               "up to 1 MP, maps fused by max (MODEL_CARD.md).")
+    summary = ("Default: the GSR-Net VGG-16 network (bundled weights, int8 graph) on a 384-px view + copy-move "
+               "similarity at up to 1 MP, maps fused by max (MODEL_CARD.md).")
 
     default_artifact = "gsr-vgg16"
     #: the network's view: shorter side brought to 384 px, up or down (chosen on MISD and NoSo, and for speed:
