@@ -205,7 +205,7 @@ class GSRFusedDetector(FusedDetector):
 
     The fixed view is the network's working scale: it found MISD's real splices best when objects are about
     the size they have in a 384-512 px photo (docs/real-forgeries.md, "the working size"), and it bounds the
-    cost, so a 12-MP photo costs the network what a 0.2-MP view costs (about 1.6 s on two AVX2 cores). The
+    cost, so a 12-MP photo costs the network what a 0.2-MP view costs (about 1.0 s on two AVX2 cores as the int8 graph). The
     price: in a large photo the network does not see pixel-level traces (sensor noise, the JPEG grid) finer
     than the view; ``gsr-fused-vgg16`` runs the same network at the photo's own pixels (slow on large photos),
     and the copy-move branch works at up to 1 MP either way."""
