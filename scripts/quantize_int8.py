@@ -73,7 +73,8 @@ def main() -> int:
     note = (f"min/max of {len(recorder.feeds)} inputs: the first {args.per_folder} photos of "
             f"{', '.join(args.folders)}, view {args.min_side}-{args.max_side} px")
     existing = graph_metadata(out) if out.is_file() else {}
-    if args.force or existing.get("precision") != "int8" or existing.get("weights_sha256") != graph_metadata(source).get("weights_sha256"):
+    same_weights = existing.get("weights_sha256") == graph_metadata(source).get("weights_sha256")
+    if args.force or existing.get("precision") != "int8" or not same_weights:
         quantize_graph(source, out, recorder.feeds, note=note)
         print(f"{out} ({out.stat().st_size / 1e6:.1f} MB) from {source.name}: {note}")
     # the pixel threshold: same share of the calibration photos' pixels above it as above the fp32 threshold

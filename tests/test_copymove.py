@@ -370,7 +370,8 @@ def test_large_photos_are_fused_at_the_branches_working_size():
     small = copymove.predict_working(image)
     assert small.prob.shape[0] * small.prob.shape[1] <= 60000 and small.prob.shape[0] < h
     full = copymove.predict(image)  # the standalone detector: its working map brought to the photo's size
-    np.testing.assert_array_equal(full.prob, np.clip(cv2.resize(small.prob, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1))
+    back = np.clip(cv2.resize(small.prob, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
+    np.testing.assert_array_equal(full.prob, back)
     assert full.score == small.score >= 0.5  # the copy is found at the working size
     network = registry.create("gsr-compact", max_side=160, min_side=0)
     assert network.working_scale(h, w) < 1.0

@@ -148,7 +148,8 @@ class FusedDetector(Detector):
         # a working size (NoSo, MISD, any photo up to 1 MP) the maps are fused at the photo's size as before.
         h, w = image.shape[:2]
         working = (hasattr(self.artifact, "predict_working") and hasattr(self.similarity, "predict_working")
-                   and self.artifact.working_scale(h, w) < 1.0 and h * w > getattr(self.similarity, "max_pixels", h * w))
+                   and self.artifact.working_scale(h, w) < 1.0
+                   and h * w > getattr(self.similarity, "max_pixels", h * w))
         run_artifact = self.artifact.predict_working if working else self.artifact.predict
         run_similarity = self.similarity.predict_working if working else self.similarity.predict
 
@@ -205,10 +206,10 @@ class GSRFusedDetector(FusedDetector):
 
     The fixed view is the network's working scale: it found MISD's real splices best when objects are about
     the size they have in a 384-512 px photo (docs/real-forgeries.md, "the working size"), and it bounds the
-    cost, so a 12-MP photo costs the network what a 0.2-MP view costs (about 1.0 s on two AVX2 cores as the int8 graph). The
-    price: in a large photo the network does not see pixel-level traces (sensor noise, the JPEG grid) finer
-    than the view; ``gsr-fused-vgg16`` runs the same network at the photo's own pixels (slow on large photos),
-    and the copy-move branch works at up to 1 MP either way."""
+    cost, so a 12-MP photo costs the network what a 0.2-MP view costs (about 1.0 s on two AVX2 cores as the
+    int8 graph). The price: in a large photo the network does not see pixel-level traces (sensor noise, the
+    JPEG grid) finer than the view; ``gsr-fused-vgg16`` runs the same network at the photo's own pixels (slow
+    on large photos), and the copy-move branch works at up to 1 MP either way."""
 
     name = "gsr-fused"
     summary = ("Default: the GSR-Net VGG-16 network (bundled weights, int8 graph) on a 384-px view + copy-move "

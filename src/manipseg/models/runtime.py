@@ -208,7 +208,8 @@ def quantize_graph(source: str | os.PathLike, out: str | os.PathLike, feeds: lis
             pre = Path(work) / "pre.onnx"
             quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv"],
                             calibrate_method=CalibrationMethod.MinMax)
         model = onnx.load(str(tmp))
         del model.metadata_props[:]
