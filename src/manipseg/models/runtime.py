@@ -455,8 +455,9 @@ def choose(requested: str, net, device, weights: str | os.PathLike | None, weigh
     requested = requested_runtime(requested)
     if requested == "torch":
         return "torch", None
-    if requested == "int8":
-        open_int8_graph(weights, weights_sha256, {})  # raises: the int8 graph is opened without torch
+    if requested == "int8":  # only a network object gets here: a weights file's int8 graph opens without torch
+        raise RuntimeChoiceError("runtime 'int8' runs the int8 graph of a weights file: give the weights by path "
+                                 "(a network object has none)")
     why_not = None
     if getattr(device, "type", str(device)) != "cpu":
         why_not = f"the ONNX runtime here runs on the CPU only (device is {device})"
