@@ -5,10 +5,12 @@
     python benchmarks/bench_fusion.py --data ROOT --artifact gsr-compact --limit 50
 
 Pixel level (NoSo: 18 real copy-moves; MISD: 200 real splices): best-dataset F1 / MCC and the mean per-image
-F1 at the detector's own threshold (the mask a user gets) for the network alone, the copy-move branch with
-and without its pixel-level verification (``min_agreement``), and ``gsr-fused`` with the mask following the
-verdict (``artifact_weight_on_copy`` 0.5, the default) and without (1.0). Each branch runs once per image;
-the fused variants reuse its outputs (same code path as ``FusedDetector``).
+F1 at the detector's own threshold (the mask a user gets) for the network alone (by default the one inside
+``gsr-fused``: gsr-vgg16 on its 384-px view as the int8 graph), the copy-move branch with and without its
+pixel-level verification (``min_agreement``) and without its residual pairs (``patch_agreement`` None), and
+``gsr-fused`` with the mask following the copy (``artifact_weight_on_copy`` 0.5, the default) and without
+(1.0). Each branch runs once per image; the fused variants reuse its outputs (same code path as
+``FusedDetector``).
 
 Image level: the share of authentic photos in which the copy-move branch verifies a copy (its score >= 0.5),
 with and without verification, and the residual agreement of every candidate copy: true copies (NoSo
@@ -28,7 +30,7 @@ from manipseg.eval.datasets import open_dataset
 from manipseg.eval.metrics import Accumulator
 from manipseg.io import IMAGE_SUFFIXES, load_image
 from manipseg.models.copymove import CopyMoveDetector
-from manipseg.models.fused import FusedDetector
+from manipseg.models.fused import FusedDetector, GSRFusedDetector
 from manipseg.paths import data_root
 from manipseg.registry import load_detector
 
@@ -81,20 +83,23 @@ def authentic_rates(folder: Path, on: CopyMoveDetector, off: CopyMoveDetector, l
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help="data root (default: $MANIPSEG_DATA or ../shared/data)")
-    p.add_argument("--artifact", default="gsr-compact", help="the network of the fusion (default gsr-compact)")
+    p.add_argument("--artifact", default="default",
+                   help="the network of the fusion: a detector name or weights file, or 'default' for gsr-fused's own "
+                        "(gsr-vgg16 on a 384-px view, int8)")
     p.add_argument("--sets", nargs="*", default=["dev/noso", "dev/misd"], help="forgery sets under the data root")
     p.add_argument("--authentic", nargs="*", default=None, metavar="DIR",
                    help="authentic folders (default: natural/sun-hays dev/misd/authentic under the data root)")
     p.add_argument("--limit", type=int, default=None, help="at most N images per set")
     args = p.parse_args(argv)
     root = data_root(args.data)
-    net = Cached(load_detector(args.artifact))
+    net = Cached(GSRFusedDetector().artifact if args.artifact == "default" else load_detector(args.artifact))
     net.inner.boundary = False
     on, off = CopyMoveDetector(), CopyMoveDetector(min_agreement=-1.0)
     cm_on, cm_off = Cached(on), Cached(off)
     detectors = {
         "network alone": net, "copy-move, verified": cm_on, "copy-move, not verified": cm_off,
-        "gsr-fused (mask follows the verdict)": FusedDetector(artifact=net, similarity=cm_on),
+        "copy-move, verified, no residual pairs": Cached(CopyMoveDetector(patch_agreement=None)),
+        "gsr-fused (mask follows the copy)": FusedDetector(artifact=net, similarity=cm_on),
         "gsr-fused, copy-move not verified": FusedDetector(artifact=net, similarity=cm_off),
         "gsr-fused (maps maxed, mask not following)": FusedDetector(artifact=net, similarity=cm_on,
                                                                     artifact_weight_on_copy=1.0),
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         res = pixel_figures(root / name, detectors, args.limit)
         print(f"\n{name} ({next(iter(res.values()))['n']} forgeries): best-dataset F1 / MCC, F1 at own threshold")
         for det, r in res.items():
-            print(f"  {det:44s} {r['f1']:.3f} / {r['mcc']:.3f}   {r['own_f1']:.3f}")
+            print(f"  {det:44s} {r['f1']:.3f} / {r['mcc']:.3f}   {r['own_f1']:.3f}", flush=True)
     folders = [Path(f) for f in args.authentic] if args.authentic is not None else \
         [root / "natural/sun-hays", root / "dev/misd/authentic"]
     print("\ncopy-move branch on authentic photos: share with a verified copy (without -> with verification)")

@@ -7,7 +7,9 @@ import pytest
 from skimage import data
 
 from manipseg import registry
-from manipseg.models.copymove import (CopyMoveDetector, g2nn_matches, knn, mirror_descriptors, rootsift,
+from manipseg.contract import Detector, Prediction
+from manipseg.models.copymove import (CopyMoveDetector, Transform, fine_residual, g2nn_matches, knn,
+                                      mirror_descriptors, near_translation, residual_pairs, rootsift,
                                       similarity_maps)
 from manipseg.models.fused import FusedDetector, align_to_threshold, combine
 
@@ -271,6 +273,74 @@ def test_verifier_accepts_a_copy_under_jpeg_80_and_scaling_0_9(detector, name):
     assert iou(pred.prob >= 0.5, target) > 0.3  # the pasted copy (and its source) are marked
 
 
+def _dot_grid(copy: bool, seed: int = 0, rows: int = 8, cols: int = 10, step: int = 36):
+    """A grid of near-identical dark dots (the same blob, placed to within 1.5 px, each with its own sensor
+    noise), as in NoSo's 10_mod / 13_mod; with ``copy`` a 2 x 2 block of dots is copied, noise and all, onto
+    another 2 x 2 block. Returns the image (never recompressed) and the source + target ground truth."""
+    rng = np.random.default_rng(seed)
+    h, w = rows * step + step, cols * step + step
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    img = np.full((h, w), 205.0, np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            cy, cx = step + r * step + rng.uniform(-1.5, 1.5), step + c * step + rng.uniform(-1.5, 1.5)
+            img -= 120 * np.exp(-(((xx - cx) / 5.0) ** 2 + ((yy - cy) / 4.0) ** 2) / 2)
+    img = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+    truth = np.zeros((h, w), bool)
+    if copy:
+        b, ys, xs = 2 * step, step // 2, step // 2
+        yt, xt = ys + 3 * step, xs + 5 * step
+        img[yt:yt + b, xt:xt + b] = img[ys:ys + b, xs:xs + b].copy()
+        truth[yt:yt + b, xt:xt + b] = truth[ys:ys + b, xs:xs + b] = True
+    return np.dstack([img] * 3), truth
+
+
+def test_residual_pairs_single_out_a_copy_among_look_alikes(detector):
+    for copy in (True, False):
+        image, _ = _dot_grid(copy)
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        points, desc = detector.keypoints(grey)
+        neighbours, _ = knn(desc, desc, detector.neighbours + 1)
+        pairs = residual_pairs(fine_residual(grey), points, neighbours, radius=15, min_corr=0.9)
+        if not copy:  # 80 look-alike dots, none a copy: their noise differs
+            assert len(pairs) == 0
+            continue
+        shifts = np.abs(points[pairs[:, 1]] - points[pairs[:, 0]])
+        assert len(pairs) >= 3 and np.all(np.abs(shifts - (180, 108)).max(axis=1) <= 0.5)  # the copy's shift
+
+
+def test_a_copy_among_look_alike_dots_is_found_by_its_residual_pairs(detector):
+    image, truth = _dot_grid(True, seed=1)
+    assert CopyMoveDetector(patch_agreement=None).predict(image).score == 0.0  # g2NN cannot single them out
+    pred = detector.predict(image)
+    assert pred.score >= 0.5 and pred.extras["residual_pairs"] >= 3
+    assert iou(pred.prob >= 0.5, truth) > 0.8
+    assert detector.predict(_dot_grid(False, seed=1)[0]).score == 0.0
+
+
+def test_near_translation_and_its_snapped_agreement(detector):
+    assert near_translation(np.array([[1.0, 0.0, 50.0], [0.0, 1.0, -3.0]]))
+    assert near_translation(cv2.getRotationMatrix2D((0, 0), 2.0, 1.02))
+    assert not near_translation(cv2.getRotationMatrix2D((0, 0), 4.0, 1.0))
+    assert not near_translation(cv2.getRotationMatrix2D((0, 0), 0.0, 1.05))
+    assert not near_translation(np.array([[1.0, 0.0, 50.0], [0.0, -1.0, 300.0]]))  # a reflection
+    # a copy moved by (150, 100) px, verified through a transform fitted with a slight spurious rotation:
+    # scored as the translation it nearly is, it keeps its full agreement
+    rng = np.random.default_rng(4)
+    grey = np.clip(cv2.GaussianBlur(rng.normal(128, 30, (360, 480)), (0, 0), 1.5) + rng.normal(0, 3, (360, 480)),
+                   0, 255).astype(np.float32)
+    grey[150:250, 200:300] = grey[50:150, 50:150]
+    target = np.zeros(grey.shape, bool)
+    target[150:250, 200:300] = True
+    src = np.array([[60.0, 60.0], [140.0, 60.0], [100.0, 140.0]])
+    tilted = cv2.getRotationMatrix2D((250, 200), 1.0, 1.0) @ np.vstack([[1, 0, 150], [0, 1, 100], [0, 0, 1.0]])
+    t = Transform(tilted, 3, src, src + (150, 100))
+    assert detector.residual_agreement(grey, t, target) > 0.95
+    residual = fine_residual(grey)
+    through_tilt = cv2.warpAffine(residual, tilted, grey.shape[::-1], flags=cv2.INTER_LINEAR)[target]
+    assert np.corrcoef(residual[target], through_tilt)[0, 1] < 0.6  # what the fitted transform alone would give
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="ratio"):
         CopyMoveDetector(ratio=1.5)
@@ -284,6 +354,10 @@ def test_bad_settings_are_refused():
         CopyMoveDetector(max_pixels="1.5e6")  # what YAML makes of 1.5e6
     with pytest.raises(ValueError, match="min_agreement"):
         CopyMoveDetector(min_agreement=1.5)
+    with pytest.raises(ValueError, match="patch_agreement"):
+        CopyMoveDetector(patch_agreement=1.5)
+    with pytest.raises(ValueError, match="patch_min_inliers"):
+        CopyMoveDetector(patch_min_inliers=0)
 
 
 # -- fusion -----------------------------------------------------------------------------------------
@@ -333,6 +407,33 @@ def test_fused_mask_without_a_copy_is_the_artifact_detector_s():
     pred = fused.predict(image)
     assert pred.extras["mask_from"] == "both"
     np.testing.assert_array_equal(pred.prob >= 0.5, pa.prob >= fused.artifact.threshold)
+
+
+class _Confident(Detector):
+    """A stand-in network, sure of itself in the bottom-right corner of any image (score 0.99): what a learned
+    detector's false positive on a copy-move looks like."""
+
+    name, threshold, min_region = "confident", 0.5, 0.0
+
+    def __init__(self) -> None:
+        self.config, self.device = {}, "cpu"
+
+    def _predict(self, image: np.ndarray) -> Prediction:
+        prob = np.zeros(image.shape[:2], np.float32)
+        prob[-60:, -60:] = 0.99
+        return Prediction(prob=prob, score=0.99)
+
+
+def test_fused_mask_follows_a_verified_copy_even_below_the_network_s_score():
+    image, _ = _dot_grid(True, seed=1)
+    fused = FusedDetector(artifact=_Confident())
+    ps = fused.similarity.predict(image)
+    assert 0.5 <= ps.score < 0.99  # a verified copy of few keypoints, less sure than the network
+    pred = fused.predict(image)
+    assert pred.extras["mask_from"] == "similarity" and pred.score == pytest.approx(0.99)
+    np.testing.assert_array_equal(pred.prob >= 0.5, ps.prob >= 0.5)  # the network's corner is not in the mask
+    corner = pred.prob[-60:, -60:]
+    assert corner.max() < 0.5 and corner.min() > 0.4  # but shown in the heatmap
 
 
 def test_fused_parallel_path_gives_the_sequential_result():

@@ -137,20 +137,22 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, checks: int = 16,
 
 def g2nn_matches(points: np.ndarray, descriptors: np.ndarray, k: int = 10, ratio: float = 0.5,
                  min_distance: float = 10.0, queries: np.ndarray | None = None,
-                 query_points: np.ndarray | None = None, checks: int = 16) -> np.ndarray:
+                 query_points: np.ndarray | None = None, checks: int = 16,
+                 found: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Matches by the generalised 2NN test (Amerini et al. 2011): pairs ``(i, j)``, query ``i``, database row ``j``.
 
     ``queries`` (default: the descriptors themselves, then pairs are unique with i < j) at
     ``query_points`` (default ``points``) are matched to ``descriptors`` at ``points``; give the
     mirrored descriptors to find mirrored copies. Neighbours within
-    ``min_distance`` pixels of the query keypoint are discarded before the test.
+    ``min_distance`` pixels of the query keypoint are discarded before the test. ``found`` is the result
+    of ``knn(queries, descriptors, k + 1, checks)`` when the caller already has it.
     """
     self_match = queries is None
     queries = descriptors if self_match else queries
     query_points = points if query_points is None else query_points
     if len(points) < 3 or len(queries) < 1:
         return np.empty((0, 2), dtype=np.int64)
-    idx, dist = knn(queries, descriptors, k + 1, checks)
+    idx, dist = knn(queries, descriptors, k + 1, checks) if found is None else found
     dist = dist.astype(np.float32)
     near = np.linalg.norm(points[idx] - query_points[:, None, :], axis=2) < min_distance
     dist[near] = np.inf
@@ -173,6 +175,84 @@ def g2nn_matches(points: np.ndarray, descriptors: np.ndarray, k: int = 10, ratio
 def _distinct(points: np.ndarray, cell: float = 2.0) -> int:
     """Number of distinct positions (SIFT repeats a keypoint once per dominant orientation)."""
     return len(np.unique(np.round(points / cell).astype(np.int64), axis=0))
+
+
+def fine_residual(gray: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """``gray`` minus its Gaussian blur of ``sigma`` pixels (float32): sensor noise and the finest texture."""
+    gray = gray.astype(np.float32)
+    return gray - cv2.GaussianBlur(gray, (0, 0), sigma)
+
+
+def residual_pairs(residual: np.ndarray, points: np.ndarray, neighbours: np.ndarray, radius: int = 15,
+                   min_corr: float = 0.9, min_distance: float = 10.0, min_rms: float = 0.5) -> np.ndarray:
+    """Keypoint pairs ``(i, j)``, ``i < j``, whose fine residuals agree pixel for pixel: the zero-mean
+    normalised correlation of the ``2 * radius + 1`` square patches of ``residual`` around both keypoints
+    (translation only, at the nearest pixel) is at least ``min_corr``.
+
+    ``neighbours`` (n, k) holds the candidate partners of each keypoint (its nearest descriptors); partners
+    nearer than ``max(min_distance, 2 * radius + 1)`` pixels (overlapping patches) and patches whose residual
+    RMS is below ``min_rms`` grey levels (flat or clipped: nothing to compare) are skipped. A copy repeats its
+    source's noise, so its keypoints pass even among many near-identical objects, where the g2NN ratio test
+    cannot single out a partner; two different objects that look alike share shapes, not noise.
+    """
+    n = len(points)
+    if n < 2 or neighbours.size == 0:
+        return np.empty((0, 2), np.int64)
+    h, w = residual.shape
+    side = 2 * radius + 1
+    padded = cv2.copyMakeBorder(residual.astype(np.float32), radius, radius, radius, radius, cv2.BORDER_REFLECT)
+    xy = np.clip(np.round(points).astype(np.int64), 0, [w - 1, h - 1])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (side, side))[xy[:, 1], xy[:, 0]]
+
+    def normalised(size: int) -> tuple[np.ndarray, np.ndarray]:  # centred (size x size) patches, zero-mean; norms
+        lo = radius - size // 2
+        x = np.ascontiguousarray(windows[:, lo:lo + size, lo:lo + size]).reshape(n, -1)
+        x -= x.mean(axis=1, dtype=np.float32)[:, None]
+        return x, np.sqrt(np.einsum("ij,ij->i", x, x))
+
+    patches, norm = normalised(side)
+    usable = norm / side >= min_rms
+    far = np.linalg.norm(points[neighbours] - points[:, None, :], axis=2) >= max(min_distance, side)
+    rows, cols = np.nonzero(far & usable[:, None] & usable[neighbours] & (neighbours != np.arange(n)[:, None]))
+    j = neighbours[rows, cols]
+    if len(rows) and side > 11:  # cheap first test on the central 11 x 11 pixels (a copy agrees there too)
+        centre, cnorm = normalised(11)
+        pre = np.einsum("ij,ij->i", centre[rows], centre[j]) / np.maximum(cnorm[rows] * cnorm[j], 1e-6)
+        rows, j = rows[pre >= min_corr - 0.1], j[pre >= min_corr - 0.1]
+    if not len(rows):
+        return np.empty((0, 2), np.int64)
+    corr = np.einsum("ij,ij->i", patches[rows], patches[j]) / (norm[rows] * norm[j])
+    keep = corr >= min_corr
+    rows, j = rows[keep], j[keep]
+    return np.unique(np.stack([np.minimum(rows, j), np.maximum(rows, j)], axis=1), axis=0)
+
+
+#: how close to a pure translation a transform must be to be verified as one (CopyMoveDetector.residual_agreement):
+#: rotation in degrees, relative scale
+NEAR_TRANSLATION = (3.0, 0.03)
+
+
+def near_translation(matrix: np.ndarray) -> bool:
+    """Whether a 2x3 similarity is nearly a pure translation: no reflection, rotation and scale change small."""
+    linear = np.asarray(matrix, np.float64)[:, :2]
+    det = float(np.linalg.det(linear))
+    if det <= 0:
+        return False
+    angle = abs(float(np.degrees(np.arctan2(linear[1, 0], linear[0, 0]))))
+    return angle < NEAR_TRANSLATION[0] and abs(np.sqrt(det) - 1.0) < NEAR_TRANSLATION[1]
+
+
+def unexplained(points: np.ndarray, pairs: np.ndarray, found: list["Transform"], tolerance: float) -> np.ndarray:
+    """The ``pairs`` that no transform in ``found`` maps onto each other (in either direction) within ``tolerance`` px."""
+    if not len(pairs) or not found:
+        return pairs
+    a, b = points[pairs[:, 0]], points[pairs[:, 1]]
+    keep = np.ones(len(pairs), bool)
+    for t in found:
+        m = t.matrix
+        keep &= np.linalg.norm(a @ m[:, :2].T + m[:, 2] - b, axis=1) > tolerance
+        keep &= np.linalg.norm(b @ m[:, :2].T + m[:, 2] - a, axis=1) > tolerance
+    return pairs[keep]
 
 
 def similarity_maps(gray: np.ndarray, matrix: np.ndarray | None, window: int, min_std: float,
@@ -217,7 +297,8 @@ class CopyMoveDetector(Detector):
                  min_std: float = 3.0, zncc_threshold: float = 0.6, flat_diff: float = 3.0,
                  hull_margin: float = 3.0, min_area: float = 0.0002, mirrored: bool = True,
                  roi_margin: float = 1.0, octave_layers: int = 3, checks: int = 32,
-                 min_agreement: float = 0.65, agreement_sigma: float = 1.0) -> None:
+                 min_agreement: float = 0.65, agreement_sigma: float = 1.0,
+                 patch_agreement: float | None = 0.9, patch_radius: int = 15, patch_min_inliers: int = 3) -> None:
         super().__init__(device=device, max_pixels=max_pixels,
                          keypoint_pixels=keypoint_pixels, keypoints_per_mp=keypoints_per_mp,
                          contrast_threshold=contrast_threshold, ratio=ratio,
@@ -226,12 +307,14 @@ class CopyMoveDetector(Detector):
                          window=window, min_std=min_std, zncc_threshold=zncc_threshold, flat_diff=flat_diff,
                          hull_margin=hull_margin, min_area=min_area, mirrored=mirrored, roi_margin=roi_margin,
                          octave_layers=octave_layers, checks=checks, min_agreement=min_agreement,
-                         agreement_sigma=agreement_sigma)
+                         agreement_sigma=agreement_sigma, patch_agreement=patch_agreement,
+                         patch_radius=patch_radius, patch_min_inliers=patch_min_inliers)
         limits = {"max_pixels": (max_pixels, 1e4), "keypoint_pixels": (keypoint_pixels, 1e4),
                   "keypoints_per_mp": (keypoints_per_mp, 1),
                   "neighbours": (neighbours, 1), "min_inliers": (min_inliers, 3), "window": (window, 3),
                   "max_transforms": (max_transforms, 1), "ransac_threshold": (ransac_threshold, 0.1),
-                  "roi_margin": (roi_margin, 0.0), "octave_layers": (octave_layers, 1), "checks": (checks, 1)}
+                  "roi_margin": (roi_margin, 0.0), "octave_layers": (octave_layers, 1), "checks": (checks, 1),
+                  "patch_radius": (patch_radius, 2), "patch_min_inliers": (patch_min_inliers, 1)}
         for key, (value, low) in limits.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"copymove {key} must be a number, got {value!r} ({type(value).__name__}); "
@@ -245,6 +328,10 @@ class CopyMoveDetector(Detector):
                              f"got {min_agreement!r}")
         if isinstance(agreement_sigma, bool) or not isinstance(agreement_sigma, numbers.Real) or not agreement_sigma > 0:
             raise ValueError(f"copymove agreement_sigma must be a positive number of pixels, got {agreement_sigma!r}")
+        if patch_agreement is not None and (isinstance(patch_agreement, bool) or not isinstance(patch_agreement, numbers.Real)
+                                            or not 0.0 < patch_agreement <= 1.0):
+            raise ValueError(f"copymove patch_agreement must be a number in (0, 1], or null to turn the residual "
+                             f"pairing off, got {patch_agreement!r}")
         if not -1.0 < zncc_threshold < 1.0:
             raise ValueError(f"copymove zncc_threshold must be in (-1, 1), got {zncc_threshold}")
         self.max_pixels = float(max_pixels)
@@ -270,6 +357,9 @@ class CopyMoveDetector(Detector):
         self.checks = int(checks)
         self.min_agreement = float(min_agreement)
         self.agreement_sigma = float(agreement_sigma)
+        self.patch_agreement = None if patch_agreement is None else float(patch_agreement)
+        self.patch_radius = int(patch_radius)
+        self.patch_min_inliers = int(patch_min_inliers)
 
     # -- steps ----------------------------------------------------------------------------------
     def keypoints(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -282,12 +372,15 @@ class CopyMoveDetector(Detector):
             return np.empty((0, 2), np.float32), np.empty((0, 128), np.float32)
         return np.array([kp.pt for kp in kps], np.float32), rootsift(desc)
 
-    def transforms(self, points: np.ndarray, pairs: np.ndarray, mirrored: bool = False) -> list[Transform]:
+    def transforms(self, points: np.ndarray, pairs: np.ndarray, mirrored: bool = False,
+                   min_inliers: int | None = None) -> list[Transform]:
         """Sequential RANSAC over the matches (both directions) -> verified source->target transforms.
 
         ``mirrored`` pairs are fitted as a similarity after flipping the source x coordinate, so each
-        transform is a reflection composed with rotation, scale and translation.
+        transform is a reflection composed with rotation, scale and translation. A transform needs
+        ``min_inliers`` distinct inliers (default: the detector's ``min_inliers``).
         """
+        need = self.min_inliers if min_inliers is None else int(min_inliers)
         src = np.concatenate([points[pairs[:, 0]], points[pairs[:, 1]]])
         dst = np.concatenate([points[pairs[:, 1]], points[pairs[:, 0]]])
         flip = np.array([-1.0, 1.0], np.float32) if mirrored else np.ones(2, np.float32)
@@ -295,7 +388,7 @@ class CopyMoveDetector(Detector):
         alive = np.ones(len(src), bool)
         found: list[Transform] = []
         for _ in range(self.max_transforms):
-            if alive.sum() < self.min_inliers:
+            if alive.sum() < need:
                 break
             s, d = src[alive], dst[alive]
             matrix, inl = cv2.estimateAffinePartial2D(s * flip, d, method=cv2.RANSAC,
@@ -304,20 +397,48 @@ class CopyMoveDetector(Detector):
             if matrix is None or inl is None:
                 break
             inl = inl.ravel().astype(bool)
-            if inl.sum() < self.min_inliers:
+            if inl.sum() < need:
                 break
             ids = pair_id[alive][inl]
             alive &= ~np.isin(pair_id, ids)
             matrix = matrix.astype(np.float64)
             matrix[:, 0] *= flip[0]
-            if self._plausible(matrix, s[inl], d[inl]):
+            if self._plausible(matrix, s[inl], d[inl], need):
                 found.append(Transform(matrix, _distinct(s[inl]), s[inl], d[inl]))
         return found
 
-    def _plausible(self, matrix: np.ndarray, s: np.ndarray, d: np.ndarray) -> bool:
+    def translations(self, points: np.ndarray, pairs: np.ndarray, min_inliers: int) -> list[Transform]:
+        """Translations shared by the residual pairs (step 3b): the patches were compared without rotation or
+        scaling, so a copy's pairs share one displacement. Greedy: the displacement with the most pairs within
+        ``ransac_threshold`` px, its pairs removed, up to ``max_transforms`` times; a translation counts with
+        ``min_inliers`` distinct positions at each end and a shift of at least ``min_shift`` px. (A similarity
+        fitted by RANSAC to pairs in both directions is degenerate here: on a small cluster of keypoints the
+        half-turn about its midpoint maps each end onto the other.)"""
+        a, b = points[pairs[:, 0]], points[pairs[:, 1]]
+        v = b - a
+        back = (v[:, 0] < 0) | ((v[:, 0] == 0) & (v[:, 1] < 0))  # one orientation per pair: v and -v are one copy
+        a[back], b[back] = b[back].copy(), a[back].copy()
+        v[back] = -v[back]
+        alive = np.ones(len(v), bool)
+        found: list[Transform] = []
+        for _ in range(self.max_transforms):
+            idx = np.flatnonzero(alive)
+            if len(idx) < min_inliers:
+                break
+            near = np.linalg.norm(v[idx, None, :] - v[None, idx, :], axis=2) <= self.ransac_threshold
+            best = int(np.argmax(near.sum(axis=1)))
+            inl = idx[near[best]]
+            alive[inl] = False
+            shift = np.median(v[inl], axis=0)
+            matrix = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]]])
+            if self._plausible(matrix, a[inl], b[inl], min_inliers):
+                found.append(Transform(matrix, _distinct(a[inl]), a[inl], b[inl]))
+        return found
+
+    def _plausible(self, matrix: np.ndarray, s: np.ndarray, d: np.ndarray, min_inliers: int) -> bool:
         scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
         shift = float(np.median(np.linalg.norm(d - s, axis=1)))
-        return (_distinct(s) >= self.min_inliers and _distinct(d) >= self.min_inliers
+        return (_distinct(s) >= min_inliers and _distinct(d) >= min_inliers
                 and 0.5 <= scale <= 2.0 and shift >= self.min_shift)
 
     def _roi(self, t: Transform, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -381,24 +502,42 @@ class CopyMoveDetector(Detector):
         """Correlation of the fine residuals (``gray`` minus its Gaussian blur of ``sigma``) of the target
         region and of its source brought onto it by the transform. A copy repeats the very pixels — its
         sensor noise and finest texture — up to resampling and compression (high agreement); two different
-        objects that look alike share only their shapes and coarse texture (low agreement)."""
+        objects that look alike share only their shapes and coarse texture (low agreement).
+
+        A transform within ``NEAR_TRANSLATION`` of a pure translation (no reflection, rotation under 3 degrees,
+        scale within 3 %) is scored as the translation it nearly is: the best agreement over displacements
+        within 1 px (half-pixel steps) of the inliers' median displacement. A copy moved without rotation
+        matches its source there (better than through a fitted rotation of a fraction of a degree); two
+        look-alike objects, whose keypoints fit such a slight rotation or scale because they are *not* the
+        same pixels, lose the agreement their shapes gave them (NoSo: true copies 0.73-0.99 either way,
+        look-alike candidates 0.64-0.66 -> 0.26-0.42)."""
         h, w = gray.shape
         x, y, bw, bh = cv2.boundingRect(target.astype(np.uint8))
         pad = int(4 * sigma) + 2
         x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad)
-        shifted = t.matrix.copy()
-        shifted[:, 2] -= (x0, y0)
-        warped = cv2.warpAffine(gray, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        own = gray[y0:y1, x0:x1]
-        r1 = own - cv2.GaussianBlur(own, (0, 0), sigma)
-        r2 = warped - cv2.GaussianBlur(warped, (0, 0), sigma)
-        m = target[y0:y1, x0:x1]
-        a, b = r1[m].astype(np.float64), r2[m].astype(np.float64)
-        den = float(np.sqrt((a * a).sum() * (b * b).sum()))
-        return float((a * b).sum() / den) if den > 0 else 0.0
+        residual = fine_residual(gray, sigma)
+        a = residual[y0:y1, x0:x1][target[y0:y1, x0:x1]].astype(np.float64)
+
+        def agreement(matrix: np.ndarray) -> float:
+            shifted = matrix.copy()
+            shifted[:, 2] -= (x0, y0)
+            # the residual of the warped image is the warped residual, up to interpolation
+            warped = cv2.warpAffine(residual, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REFLECT)
+            b = warped[target[y0:y1, x0:x1]].astype(np.float64)
+            den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+            return float((a * b).sum() / den) if den > 0 else 0.0
+
+        if not near_translation(t.matrix):
+            return agreement(t.matrix)
+        base = np.median(t.target_points - t.source_points, axis=0)
+        steps = np.arange(-1.0, 1.01, 0.5)
+        return max(agreement(np.array([[1.0, 0.0, base[0] + dx], [0.0, 1.0, base[1] + dy]]))
+                   for dx in steps for dy in steps)
 
     def strength(self, inliers: int) -> float:
-        return 0.5 + 0.5 * (1.0 - float(np.exp(-(inliers - self.min_inliers) / self.min_inliers)))
+        """0.5 at ``min_inliers`` distinct inliers (or fewer: a copy found by its residual pairs), towards 1 with more."""
+        return 0.5 + 0.5 * (1.0 - float(np.exp(-max(0, inliers - self.min_inliers) / self.min_inliers)))
 
     # -- prediction -----------------------------------------------------------------------------
     def _predict(self, image: np.ndarray) -> Prediction:
@@ -436,15 +575,26 @@ class CopyMoveDetector(Detector):
         queries, query_points = desc, points
         if self.mirrored:  # mirrored descriptors of the same keypoints: one FLANN index, one search
             queries, query_points = np.concatenate([desc, mirror_descriptors(desc)]), np.concatenate([points, points])
+        neighbours = knn(queries, desc, self.neighbours + 1, self.checks) if n >= 3 else None
         pairs = g2nn_matches(points, desc, self.neighbours, self.ratio, self.min_distance, queries=queries,
-                             query_points=query_points, checks=self.checks)
+                             query_points=query_points, checks=self.checks, found=neighbours)
         straight = np.unique(np.sort(pairs[pairs[:, 0] < n], axis=1), axis=0)
         mirror = pairs[pairs[:, 0] >= n] - (n, 0)
-        points = to_work(points)
+        key_points, points = points, to_work(points)
         found = self.transforms(points, straight) if len(straight) >= self.min_inliers else []
         if len(mirror) >= self.min_inliers:
             found += self.transforms(points, mirror, mirrored=True)
         n_matches = len(straight) + len(mirror)
+        n_residual = 0
+        if self.patch_agreement is not None and neighbours is not None:  # step 3b: copies among look-alikes
+            # keypoints whose nearest descriptors all look alike (the g2NN test rejects them) but whose fine
+            # residuals agree with one of them pixel for pixel, fitted like the matches with fewer inliers
+            close = residual_pairs(fine_residual(small, self.agreement_sigma), key_points, neighbours[0][:n],
+                                   self.patch_radius, self.patch_agreement, self.min_distance)
+            close = unexplained(points, close, found, self.ransac_threshold)
+            n_residual = len(close)
+            if n_residual >= self.patch_min_inliers:
+                found += self.translations(points, close[:4096], self.patch_min_inliers)
         grayf = gray.astype(np.float32)
         prob = np.zeros((wh, ww), np.float32)
         verified: list[Transform] = []
@@ -465,7 +615,8 @@ class CopyMoveDetector(Detector):
             prob[both] = np.maximum(prob[both], t.strength)
             verified.append(t)
         score = max((t.strength for t in verified), default=0.0)
-        extras = {"keypoints": int(len(points)), "matches": int(n_matches), "work_scale": factor,
+        extras = {"keypoints": int(len(points)), "matches": int(n_matches), "residual_pairs": int(n_residual),
+                  "work_scale": factor,
                   "transforms": [{"matrix": (t.matrix / [[1, 1, factor], [1, 1, factor]]).tolist(),
                                   "inliers": t.inliers, "strength": t.strength, "area": t.area,
                                   "agreement": t.agreement}

@@ -14,15 +14,19 @@ unchanged source; the copy-move detector finds both but nothing that was spliced
    ``noisy-or``: ``p = 1 - (1 - p_a)(1 - w p_s)`` (independent evidence accumulates, so two weak signals
    make a stronger one).
 
-4. **The mask follows the verdict** (``artifact_weight_on_copy``, default 0.5). When the similarity detector
-   verifies a copy (its score reaches its threshold) and its score is at least the artifact detector's, the copy
-   is what drove the decision, and the artifact map is multiplied by ``artifact_weight_on_copy`` after
+4. **The mask follows the copy** (``artifact_weight_on_copy``, default 0.5). When the similarity detector
+   verifies a copy (its score reaches its threshold: the copied pixels were checked to repeat their source's
+   noise), the copy is the finding, and the artifact map is multiplied by ``artifact_weight_on_copy`` after
    alignment: with 0.5 (or less) it stays below the fused threshold in ``max`` mode, visible in the heatmap but
    not in the mask (``noisy-or`` accumulates sub-threshold evidence by design, so there it only weakens it).
    Only with ``similarity_weight`` 1. Without it the network's false positives elsewhere
    in the photo entered the mask and cost more than they added (NoSo, fixed-threshold F1 of the fused mask
-   0.373 against 0.472 for the copy-move branch alone; with it 0.482, ``benchmarks/bench_fusion.py``). With
-   no verified copy the maps are combined as above. 1 turns this off.
+   0.373 against 0.472 for the copy-move branch alone; with it 0.482, ``benchmarks/bench_fusion.py``). Until
+   2026-12-04 this applied only when the copy's score was also at least the network's image score; a copy
+   found by few keypoints (score 0.5) then left a confident network's false positives in the mask (NoSo 08_mod_02,
+   13_mod): NoSo fixed-threshold F1 0.544 with that condition, 0.589 without (copy-move branch alone 0.575),
+   MISD unchanged (0.318; network alone 0.316). With no verified copy the maps are combined as above. 1 turns
+   this off.
 
 The fused threshold is 0.5; ``min_region`` is the smaller of the two detectors'.
 """
@@ -175,11 +179,10 @@ class FusedDetector(Detector):
                     pred.prob = np.clip(cv2.resize(pred.prob, (grid[1], grid[0]), interpolation=cv2.INTER_LINEAR),
                                         0.0, 1.0)
         artifact_map = align_to_threshold(pa.prob, self.artifact.threshold)
-        # the copy decided: verified (its score reaches its threshold) and at least as strong as the artifact
-        # evidence; with a down-weighted similarity branch the maps are combined as they are
-        copy_found = (ps.score >= self.similarity.threshold and ps.score >= pa.score
-                      and self.similarity_weight == 1.0)
-        if copy_found and self.artifact_weight_on_copy < 1.0:  # the mask follows the branch that decided (step 4)
+        # a verified copy (its score reaches its threshold) is the finding; with a down-weighted similarity
+        # branch the maps are combined as they are
+        copy_found = ps.score >= self.similarity.threshold and self.similarity_weight == 1.0
+        if copy_found and self.artifact_weight_on_copy < 1.0:  # the mask follows the copy (step 4)
             artifact_map *= np.float32(self.artifact_weight_on_copy)
             if self.artifact_weight_on_copy <= 0.5:  # strictly below the fused threshold, even where it was 1
                 np.minimum(artifact_map, np.nextafter(np.float32(0.5), np.float32(0)), out=artifact_map)
