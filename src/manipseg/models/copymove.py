@@ -21,6 +21,19 @@ Method (keypoint matching, then dense verification):
    are also matched as their mirror images would look (a fixed permutation of the SIFT bins, so no
    second SIFT pass; both kinds of query share one index and one search), which finds copies that
    were flipped left-right or up-down before pasting.
+3b. **Residual pairs** (``patch_agreement``, default 0.9; None turns them off). Among many near-identical
+   objects (a grid of dots, balls, printed logos) every neighbour of a keypoint is about as close as the
+   next, so g2NN keeps none, and the copy among them is lost. But a copy repeats its source's very pixels:
+   for each keypoint and its ``k`` nearest descriptors, the fine residuals (grey minus its Gaussian blur of
+   ``agreement_sigma``) of the ``2 * patch_radius + 1`` square patches around both are correlated
+   (translation only, :func:`residual_pairs`; a cheap first test on the central 11 x 11 pixels), and pairs
+   at ``patch_agreement`` or more that no transform of step 4 explains are grouped by their displacement
+   (:meth:`CopyMoveDetector.translations`); a translation shared by ``patch_min_inliers`` (3) distinct
+   keypoints is a candidate copy, verified by steps 5-6 like any other. (One keypoint is not enough: on the
+   look-alike contact sheets of ``manipseg.eval.repeated`` 48 of 60 would then be flagged; with 3, none.)
+   NoSo (``benchmarks/bench_fusion.py``): the copy-move branch's best-dataset F1 0.503 -> 0.602 (08_mod_02,
+   13_mod found); the share of authentic photos with a verified copy: sun-hays 0 %, MISD authentic 1.5 ->
+   2.0 % (a sports field's yard marks), repeated-structure photos 2.2 % / 0 %, unchanged. About 0.07 s per 1-MP photo.
 4. **Geometric verification.** Every match enters in both directions; sequential RANSAC
    (``cv2.estimateAffinePartial2D``: rotation, uniform scale, translation) extracts up to
    ``max_transforms`` transforms ``A`` (source -> target), each one removing its inliers and their
@@ -43,7 +56,12 @@ Method (keypoint matching, then dense verification):
    each transform the fine residuals (grey minus its Gaussian blur, sigma 1) of the target region and of
    its source brought onto it are correlated (:meth:`CopyMoveDetector.residual_agreement`); a transform
    whose agreement is below ``min_agreement`` (default 0.65) is rejected and reported in the extras
-   (``rejected``; drawn faintly, below the threshold). Measured (2026-12-02, ``benchmarks/bench_fusion.py``): copies under JPEG 70-90
+   (``rejected``; drawn faintly, below the threshold). A transform that is nearly a translation (rotation
+   under 3 degrees, scale within 3 %, no reflection: :func:`near_translation`) is scored as that translation
+   (the best over +-1 px around the inliers' median displacement): look-alike objects fit such slight
+   rotations because their keypoints do not coincide, and lose the agreement their shapes gave them
+   (NoSo's look-alike candidates 0.64-0.66 -> 0.26-0.42), while a copy moved without rotation keeps or
+   gains it (0.73-0.99; NoSo 02_mod and 06_mod no longer mark their look-alike cards and logos). Measured (2026-12-02, ``benchmarks/bench_fusion.py``): copies under JPEG 70-90
    and 0.9-1.1 scaling keep 0.67-0.99, NoSo's true copies 0.73-0.99, while look-alikes in authentic photos
    score 0.2-0.67 (all 80 ``sun-hays`` photos below 0.62). Digital repeats (tiled watermarks, printed or
    rendered patterns) are pixel-identical and pass, as they would for any copy-move detector.
@@ -52,11 +70,13 @@ Method (keypoint matching, then dense verification):
    source and target pixels to ``s`` (so every verified region is >= 0.5, the default threshold); all
    other pixels are 0. The image score is the largest ``s`` (0 when no transform is verified).
 
-Limits: copies of flat or very small regions (no keypoints), copies among many near-identical
-objects (the g2NN ratio cannot single them out) and strongly blurred or resampled copies are missed;
+Limits: copies of flat or very small regions (no keypoints; or a single keypoint, as one copied dot),
+copies among many near-identical objects that were also resampled or recompressed off the 8 x 8 grid (their
+residual pairs decorrelate; step 3b compares without rotation or scaling) and strongly blurred or resampled
+copies are missed; a photo re-processed as a whole after the copy (NoSo 06_mod) can fail the verification;
 genuinely repeated structures (windows, tiles, printed patterns, collages) are found as copies, as by
 any copy-move detector. A smaller working size misses copies of small, finely textured regions: on the 18
-real NoSo forgeries best-dataset F1 is 0.50 at the default 1 MP, 0.49 at 1.5 MP, but about 0.17 with
+real NoSo forgeries best-dataset F1 was 0.50 at the default 1 MP, 0.49 at 1.5 MP, but about 0.17 with
 ``max_pixels=0.5e6, keypoint_pixels=0.25e6`` (the fast preset: about 0.15 s of CPU per photo at any size,
 and nearly as good on generated copy-moves of large textured regions); use it when time matters more.
 
@@ -190,8 +210,8 @@ def residual_pairs(residual: np.ndarray, points: np.ndarray, neighbours: np.ndar
     (translation only, at the nearest pixel) is at least ``min_corr``.
 
     ``neighbours`` (n, k) holds the candidate partners of each keypoint (its nearest descriptors); partners
-    nearer than ``max(min_distance, 2 * radius + 1)`` pixels (overlapping patches) and patches whose residual
-    RMS is below ``min_rms`` grey levels (flat or clipped: nothing to compare) are skipped. A copy repeats its
+    nearer than ``max(min_distance, 2 * radius + 1)`` pixels (overlapping patches) and keypoints whose central
+    11 x 11 residual RMS is below ``min_rms`` grey levels (flat or clipped: nothing to compare) are skipped. A copy repeats its
     source's noise, so its keypoints pass even among many near-identical objects, where the g2NN ratio test
     cannot single out a partner; two different objects that look alike share shapes, not noise.
     """
@@ -202,26 +222,31 @@ def residual_pairs(residual: np.ndarray, points: np.ndarray, neighbours: np.ndar
     side = 2 * radius + 1
     padded = cv2.copyMakeBorder(residual.astype(np.float32), radius, radius, radius, radius, cv2.BORDER_REFLECT)
     xy = np.clip(np.round(points).astype(np.int64), 0, [w - 1, h - 1])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (side, side))[xy[:, 1], xy[:, 0]]
 
-    def normalised(size: int) -> tuple[np.ndarray, np.ndarray]:  # centred (size x size) patches, zero-mean; norms
+    def patches(which: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Zero-mean (size x size) patches centred on keypoints ``which``, flattened, and their norms."""
         lo = radius - size // 2
-        x = np.ascontiguousarray(windows[:, lo:lo + size, lo:lo + size]).reshape(n, -1)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
+        x = windows[xy[which, 1] + lo, xy[which, 0] + lo].reshape(len(which), -1)
         x -= x.mean(axis=1, dtype=np.float32)[:, None]
         return x, np.sqrt(np.einsum("ij,ij->i", x, x))
 
-    patches, norm = normalised(side)
-    usable = norm / side >= min_rms
+    # a cheap first test on the central 11 x 11 pixels (a copy agrees there too), which also says whether
+    # a patch has anything to compare
+    inner = min(side, 11)
+    centre, cnorm = patches(np.arange(n), inner)
+    usable = cnorm / inner >= min_rms
     far = np.linalg.norm(points[neighbours] - points[:, None, :], axis=2) >= max(min_distance, side)
     rows, cols = np.nonzero(far & usable[:, None] & usable[neighbours] & (neighbours != np.arange(n)[:, None]))
     j = neighbours[rows, cols]
-    if len(rows) and side > 11:  # cheap first test on the central 11 x 11 pixels (a copy agrees there too)
-        centre, cnorm = normalised(11)
-        pre = np.einsum("ij,ij->i", centre[rows], centre[j]) / np.maximum(cnorm[rows] * cnorm[j], 1e-6)
-        rows, j = rows[pre >= min_corr - 0.1], j[pre >= min_corr - 0.1]
+    pre = np.einsum("ij,ij->i", centre[rows], centre[j]) / np.maximum(cnorm[rows] * cnorm[j], 1e-6)
+    rows, j = rows[pre >= min_corr - 0.1], j[pre >= min_corr - 0.1]
     if not len(rows):
         return np.empty((0, 2), np.int64)
-    corr = np.einsum("ij,ij->i", patches[rows], patches[j]) / (norm[rows] * norm[j])
+    needed, inverse = np.unique(np.concatenate([rows, j]), return_inverse=True)
+    full, norm = patches(needed, side)
+    a, b = inverse[:len(rows)], inverse[len(rows):]
+    corr = np.einsum("ij,ij->i", full[a], full[b]) / np.maximum(norm[a] * norm[b], 1e-6)
     keep = corr >= min_corr
     rows, j = rows[keep], j[keep]
     return np.unique(np.stack([np.minimum(rows, j), np.maximum(rows, j)], axis=1), axis=0)
@@ -498,7 +523,8 @@ class CopyMoveDetector(Detector):
                                 flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
         return target, source
 
-    def residual_agreement(self, gray: np.ndarray, t: Transform, target: np.ndarray, sigma: float = 1.0) -> float:
+    def residual_agreement(self, gray: np.ndarray, t: Transform, target: np.ndarray, sigma: float = 1.0,
+                           residual: np.ndarray | None = None) -> float:
         """Correlation of the fine residuals (``gray`` minus its Gaussian blur of ``sigma``) of the target
         region and of its source brought onto it by the transform. A copy repeats the very pixels — its
         sensor noise and finest texture — up to resampling and compression (high agreement); two different
@@ -510,12 +536,13 @@ class CopyMoveDetector(Detector):
         matches its source there (better than through a fitted rotation of a fraction of a degree); two
         look-alike objects, whose keypoints fit such a slight rotation or scale because they are *not* the
         same pixels, lose the agreement their shapes gave them (NoSo: true copies 0.73-0.99 either way,
-        look-alike candidates 0.64-0.66 -> 0.26-0.42)."""
+        look-alike candidates 0.64-0.66 -> 0.26-0.42). ``residual``: ``fine_residual(gray, sigma)``, when the
+        caller has it (one per image, whatever the number of transforms)."""
         h, w = gray.shape
         x, y, bw, bh = cv2.boundingRect(target.astype(np.uint8))
         pad = int(4 * sigma) + 2
         x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad)
-        residual = fine_residual(gray, sigma)
+        residual = fine_residual(gray, sigma) if residual is None else residual
         a = residual[y0:y1, x0:x1][target[y0:y1, x0:x1]].astype(np.float64)
 
         def agreement(matrix: np.ndarray) -> float:
@@ -599,6 +626,7 @@ class CopyMoveDetector(Detector):
         prob = np.zeros((wh, ww), np.float32)
         verified: list[Transform] = []
         rejected: list[Transform] = []
+        residual = None
         for t in found:
             target, source = self.regions(grayf, t)
             both = target | source
@@ -606,7 +634,9 @@ class CopyMoveDetector(Detector):
             if t.area < self.min_area or not target.any():
                 continue
             t.strength = self.strength(t.inliers)
-            t.agreement = self.residual_agreement(grayf, t, target, self.agreement_sigma)
+            if residual is None:
+                residual = fine_residual(grayf, self.agreement_sigma)
+            t.agreement = self.residual_agreement(grayf, t, target, self.agreement_sigma, residual)
             if t.agreement < self.min_agreement:  # look-alike objects, not a copy (step 6): shown faintly
                 weak = self.threshold * t.strength * max(0.0, t.agreement) / max(self.min_agreement, 1e-6)
                 prob[both] = np.maximum(prob[both], min(weak, 0.998 * self.threshold))
