@@ -17,9 +17,14 @@ Sets (reals = held-out faces of identities never seen in training; fakes made fr
                 resized after the edit (the `--demo` pair is resized like this)
   photo-crude   the crude paste anyone would spot: another held-out person's face box pasted as a hard-edged
                 ellipse over the face box, no alignment, no colour matching (``crude_paste``)
+  photo-crude-jp70, photo-sbi-jp70, photo-crude-x0.75  robustness: the photos (real and altered) saved at
+                JPEG 70, or resized to 75 %, after the edit
 and how many of the altered photo-level faces the detector (``--detector``) still finds at all.
 Prints AUC, accuracy at the model's threshold, the share of reals / fakes at or above it, EER, and the pixel
-AUC of the heatmap against the blend mask (> 0.1) on the fakes. ``--demo`` writes a photo pair (real | swapped)
+AUC of the heatmap against the blend mask (> 0.1) on the fakes. Every photo-level set is scored twice: by the
+face classifier alone, and by the decision `manipseg faces` makes (``+ cue`` rows: the classifier or the photo
+cue, the default photo network's evidence in the face box, each at its calibrated threshold; the reals are the
+same photos' untouched faces, re-detected). Without a calibration file beside the weights there is no cue. ``--demo`` writes a photo pair (real | swapped)
 and runs `manipseg faces` on it, then scores the swapped photo with ten blend seeds.
 """
 from __future__ import annotations
@@ -49,25 +54,36 @@ def degrade(crops: list[np.ndarray], kind: str) -> list[np.ndarray]:
     return list(crops)
 
 
-def evaluate(an: FaceAnalyzer, reals: list[np.ndarray], fakes: list[np.ndarray], masks: list[np.ndarray]) -> dict:
+def evaluate(an: FaceAnalyzer, reals: list[np.ndarray], fakes: list[np.ndarray], masks: list[np.ndarray],
+             cues: tuple[list[float], list[float]] | None = None) -> dict:
+    """Metrics of the classifier on the crops; with ``cues`` (of the reals, of the fakes) those of the decision
+    score (:func:`decision_score`: classifier or photo cue), at its threshold 0.5."""
+    from manipseg.faces.infer import DECISION, decision_score
+
     probs, heats = predict_crops(an.net, reals + fakes, bf16=True, device=an.device)
     labels = np.r_[np.zeros(len(reals)), np.ones(len(fakes))]
-    m = binary_metrics(labels, probs, an.threshold)
+    threshold = an.threshold
+    if cues is not None:
+        probs = np.array([decision_score(float(p), an.threshold, q, an.cue_threshold)
+                          for p, q in zip(probs, list(cues[0]) + list(cues[1]))])
+        threshold = DECISION
+    m = binary_metrics(labels, probs, threshold)
     fake_heat = heats[len(reals):]
     gt = np.stack(masks) > 0.1
     m["pixel_auc"] = roc_auc(gt.ravel(), fake_heat.ravel()) if gt.any() and not gt.all() else float("nan")
     m["mean_prob_real"] = float(probs[:len(reals)].mean())
     m["mean_prob_fake"] = float(probs[len(reals):].mean())
-    m["real_flagged"] = float((probs[:len(reals)] >= an.threshold).mean())
-    m["fake_flagged"] = float((probs[len(reals):] >= an.threshold).mean())
+    m["real_flagged"] = float((probs[:len(reals)] >= threshold).mean())
+    m["fake_flagged"] = float((probs[len(reals):] >= threshold).mean())
     return m
 
 
 def photo_fakes(an: FaceAnalyzer, folder: Path, held, partner: list[int] | None, rng: np.random.Generator,
-                scale: float = 1.0, crude: bool = False, found_stats: dict | None = None, detector=None
-                ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+                scale: float = 1.0, crude: bool = False, found_stats: dict | None = None, detector=None,
+                quality: int | None = None) -> tuple[list, list, list, list, list]:
     """Fakes made on the full photos, re-detected and cropped like `manipseg faces` does, after resizing both
-    the real and the fake photo by ``scale``: (real crops, fake crops, masks in crop coords). With ``partner``
+    the real and the fake photo by ``scale`` (and saving both at JPEG ``quality``): (real crops, fake crops,
+    masks in crop coords, the reals' photo cues, the fakes' photo cues; cues None without a calibration). With ``partner``
     the fake is a swap with that held-out face's photo (``crude``: the partner's face box pasted as a
     hard-edged ellipse, :func:`crude_paste`), without it a self-blend of the photo (SBI at the photo's
     resolution). ``found_stats`` gets ``altered`` (fakes made) and ``found`` (of those, the fakes in which
@@ -79,9 +95,13 @@ def photo_fakes(an: FaceAnalyzer, folder: Path, held, partner: list[int] | None,
     from manipseg.io import load_image
 
     def resized(img: np.ndarray) -> np.ndarray:
-        return img if scale == 1.0 else cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        img = img if scale == 1.0 else cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        return img if quality is None else jpeg(img, quality)
 
-    reals, crops, masks = [], [], []
+    def cue(img: np.ndarray, face) -> float | None:
+        return an.cues(img, [face])[0] if an.cue_threshold is not None else None
+
+    reals, crops, masks, real_cues, fake_cues = [], [], [], [], []
     for i in range(len(held)):
         t = load_image(folder / held.files[i])
         ft = an.detector.detect(t)
@@ -98,11 +118,13 @@ def photo_fakes(an: FaceAnalyzer, folder: Path, held, partner: list[int] | None,
                 fake, mask, _ = crude_paste(t, ft[0].box, s, fs_[0].box)
             else:
                 fake, mask, _ = face_swap(t, ft[0].landmarks, s, fs_[0].landmarks, rng)
-        fake, mask, real = resized(fake), resized(mask), resized(t)
+        fake, real = resized(fake), resized(t)
+        mask = mask if scale == 1.0 else cv2.resize(mask, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
         det = detector or an.detector
         found, found_real = det.detect(fake), det.detect(real)
         if found_real:
             reals.append(crop_face(real, found_real[0], an.cfg.size, an.margin)[0])
+            real_cues.append(cue(real, found_real[0]))
         where = tuple(v * scale for v in ft[0].box)
         found = [f for f in found if box_iou(f.box, where) >= 0.3]
         if found_stats is not None:
@@ -112,8 +134,9 @@ def photo_fakes(an: FaceAnalyzer, folder: Path, held, partner: list[int] | None,
             continue
         crop, _, m = crop_face(fake, found[0], an.cfg.size, an.margin)
         crops.append(crop)
+        fake_cues.append(cue(fake, found[0]))
         masks.append(cv2.warpAffine(mask, m, (an.cfg.size, an.cfg.size)))
-    return reals, crops, masks
+    return reals, crops, masks, real_cues, fake_cues
 
 
 def demo(an: FaceAnalyzer, folder: Path, out: Path, held_files: list[str], seeds: int = 0) -> None:
@@ -136,8 +159,9 @@ def demo(an: FaceAnalyzer, folder: Path, out: Path, held_files: list[str], seeds
     print(f"\ndemo: {names[0]} (real, left) | {names[len(names) // 2]} with the face of {names[-1]} (right)")
     for f in recs[0].get("faces", []):
         side = "left" if (f["box"][0] + f["box"][2]) / 2 < pair.shape[1] / 2 else "right"
-        verdict = "marked fake" if f["fake_prob"] >= an.threshold else "looks real"
-        print(f"  face at {side}: fake probability {f['fake_prob']:.3f} (threshold {an.threshold:.3f}): {verdict}")
+        verdict = "marked fake" if f["score"] >= 0.5 else "looks real"
+        print(f"  face at {side}: fake probability {f['fake_prob']:.3f} (threshold {an.threshold:.3f}), photo cue "
+              f"{f['photo_cue']}, decision score {f['score']:.3f}: {verdict}")
     print(f"  overview: {out / recs[0]['overview']}")
     if seeds:
         from manipseg.faces.detect import crop_face
@@ -196,24 +220,39 @@ def main() -> int:
         "swap": (reals, [s[0] for s in swaps], [s[1] for s in swaps]),
         "swap-jp60": (degrade(reals, "jp60"), degrade([s[0] for s in swaps], "jp60"), [s[1] for s in swaps]),
     }
-    found: dict[str, dict] = {k: {} for k in ("photo-sbi", "photo-swap", "photo-swap-x0.9", "photo-crude")}
-    sets["photo-sbi"] = (reals, *photo_fakes(an, folder, held, None, np.random.default_rng(args.seed + 2),
-                                             found_stats=found["photo-sbi"], detector=photo_detector)[1:])
-    sets["photo-swap"] = (reals, *photo_fakes(an, folder, held, partner, rng, found_stats=found["photo-swap"],
-                                              detector=photo_detector)[1:])
-    sets["photo-swap-x0.9"] = photo_fakes(an, folder, held, partner, np.random.default_rng(args.seed + 1), 0.9,
-                                          found_stats=found["photo-swap-x0.9"], detector=photo_detector)
-    sets["photo-crude"] = (reals, *photo_fakes(an, folder, held, partner, rng, crude=True,
-                                               found_stats=found["photo-crude"], detector=photo_detector)[1:])
+    photo_sets = {  # name: (partner or None, rng, scale, crude, JPEG quality)
+        "photo-sbi": (None, np.random.default_rng(args.seed + 2), 1.0, False, None),
+        "photo-swap": (partner, rng, 1.0, False, None),
+        "photo-swap-x0.9": (partner, np.random.default_rng(args.seed + 1), 0.9, False, None),
+        "photo-crude": (partner, rng, 1.0, True, None),
+        "photo-crude-jp70": (partner, np.random.default_rng(args.seed + 3), 1.0, True, 70),
+        "photo-sbi-jp70": (None, np.random.default_rng(args.seed + 4), 1.0, False, 70),
+        "photo-crude-x0.75": (partner, np.random.default_rng(args.seed + 5), 0.75, True, None),
+    }
+    found: dict[str, dict] = {k: {} for k in photo_sets}
+    photo_cues: dict[str, tuple] = {}
+    for name, (who, r, scale, crude, quality) in photo_sets.items():
+        real_crops, crops, masks, real_cues, fake_cues = photo_fakes(
+            an, folder, held, who, r, scale, crude=crude, found_stats=found[name], detector=photo_detector,
+            quality=quality)
+        # the classifier alone on the held-out crops as before (the same crops at scale 1 without JPEG)
+        plain = scale == 1.0 and quality is None
+        sets[name] = ((reals if plain else real_crops), crops, masks)
+        if an.cue_threshold is not None:
+            photo_cues[name] = (real_crops, crops, masks, real_cues, fake_cues)
     print(f"weights {args.weights or bundled_weights()} | detector {an.detector.name} (photo-level sets: "
           f"{photo_detector.name}) | {len(held)} held-out faces "
           f"({len(np.unique(held.identity))} identity clusters), {len(fs) - len(held)} train faces")
+    cue = f"photo cue from {an.cue_threshold:.4f}" if an.cue_threshold is not None else "no photo cue (no calibration)"
+    print(f"classifier threshold {an.threshold:.4f}, {cue}; '+ cue' rows: accuracy and shares at the decision score's 0.5")
     print(f"| set | reals | fakes | AUC | acc@{an.threshold:.3g} | reals flagged | fakes flagged | EER | "
           "heatmap pixel AUC | mean p(real) | mean p(fake) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = {}
-    for name, (r, f, m) in sets.items():
-        res = evaluate(an, r, f, m)
+    rows = [(name, r, f, m, None) for name, (r, f, m) in sets.items()]
+    rows += [(f"{name} + cue", r, f, m, (rc, fc)) for name, (r, f, m, rc, fc) in photo_cues.items()]
+    for name, r, f, m, cues in rows:
+        res = evaluate(an, r, f, m, cues)
         results[name] = res
         print(f"| {name} | {len(r)} | {len(f)} | {res['auc']:.3f} | {res['accuracy']:.3f} | {res['real_flagged']:.3f} | "
               f"{res['fake_flagged']:.3f} | {res['eer']:.3f} | "

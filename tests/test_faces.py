@@ -578,3 +578,88 @@ def test_face_training_end_to_end_logs_picks_the_best_step_and_resumes_exactly(t
 
     a, b = load_weights(run / "last.safetensors")[0], load_weights(straight / "last.safetensors")[0]
     assert resumed.is_file() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- the photo cue: the default photo network's evidence in the face box ----------------------------------
+def test_photo_cue_and_decision_score_known_answers():
+    from manipseg.faces.infer import DECISION, decision_score, photo_cue
+
+    prob = np.zeros((100, 200), np.float32)
+    prob[20:30, 40:50] = 0.8  # 100 hot pixels inside a 60 x 60 box: its top 1 % (36 pixels) are all hot
+    assert photo_cue(prob, (30, 10, 90, 70)) == pytest.approx(0.8)
+    assert photo_cue(prob, (100, 50, 160, 90)) == 0.0  # the hot square is outside this box
+    assert photo_cue(prob, (-20, -20, 500, 500)) == pytest.approx(0.4)  # clipped: the whole map, 200 top pixels
+    # each piece of evidence counts at its own threshold; the classifier alone without a cue
+    assert decision_score(0.9, 0.9, None, None) == pytest.approx(DECISION)
+    assert decision_score(0.5, 0.9, None, None) < DECISION
+    assert decision_score(0.5, 0.9, 0.3, 0.25) > DECISION > decision_score(0.5, 0.9, 0.2, 0.25)
+    assert decision_score(0.95, 0.9, 0.0, 0.25) > DECISION  # the classifier alone is enough
+
+
+def test_cue_threshold_keeps_the_union_within_the_rate():
+    from manipseg.faces.calibrate import cue_threshold
+    from manipseg.faces.infer import DECISION, decision_score
+
+    rng = np.random.default_rng(0)
+    evidence = np.c_[rng.random(100) * 0.8, rng.random(100) * 0.5]
+    evidence[:3, 0] = 0.95  # three faces the classifier (at 0.9) flags anyway
+    t, share = cue_threshold(evidence, 0.9, 0.05)
+    flagged = [decision_score(p, 0.9, c, t) >= DECISION for p, c in evidence]
+    assert share == pytest.approx(np.mean(flagged)) and sum(flagged) == 5
+    # the lowest such threshold: at the next real face's cue below it, one more face is flagged
+    below = float(np.float32(max(c for (p, c), f in zip(evidence, flagged) if not f)))
+    assert sum(decision_score(p, 0.9, c, below) >= DECISION for p, c in evidence) == 6
+    t2, share2 = cue_threshold(evidence, 0.9, 0.01)  # the classifier alone exceeds the rate: the cue adds none
+    assert share2 == pytest.approx(0.03) and t2 > evidence[3:, 1].max()
+
+
+class _HotCorner:
+    """A stand-in photo network: sure of itself in the image's top-left 120 x 120 pixels."""
+
+    name = "hot-corner"
+    runtime = "int8"
+
+    def predict(self, image):
+        from manipseg.contract import Prediction
+
+        prob = np.zeros(image.shape[:2], np.float32)
+        prob[:120, :120] = 0.9
+        return Prediction(prob=prob, score=0.9)
+
+
+def test_face_calibration_turns_the_cue_on_for_its_weights_only(tmp_path, tiny_weights, astronaut, caplog):
+    from manipseg.faces.infer import FaceAnalyzer, calibration_path
+    from manipseg.header import read_header
+
+    cal = calibration_path(tiny_weights)
+    sha = read_header(tiny_weights)["sha256"]
+    cal.write_text(json.dumps({"weights_sha256": sha, "threshold": 0.999999, "cue_threshold": 0.5,
+                               "cue_network": {"detector": "hot-corner", "precision": "int8"}}))
+    an = FaceAnalyzer(tiny_weights)
+    assert an.cue_threshold == 0.5 and an.threshold == pytest.approx(0.999999)
+    an._photo_net = _HotCorner()
+    face = an.detector.detect(astronaut)[0]
+    moved = np.zeros_like(astronaut)  # the astronaut's face moved into the network's hot corner, then away
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    w, h = x1 - x0, y1 - y0
+    moved[:h, :w] = astronaut[y0:y1, x0:x1]
+    hot = an.analyse(moved)
+    assert hot and hot[0].cue == pytest.approx(0.9) and hot[0].score >= 0.5  # the cue decides: fake
+    rec = hot[0].record()
+    assert rec["photo_cue"] == pytest.approx(0.9) and rec["score"] >= 0.5 and rec["fake_prob"] < 0.999999
+    cold = an.analyse(astronaut)
+    assert cold[0].cue == 0.0 and cold[0].score < 0.5  # nothing from the cue, the classifier under its threshold
+    # the same file for other weights: the cue stays off, with a warning
+    cal.write_text(json.dumps({"weights_sha256": "0" * 64, "threshold": 0.3, "cue_threshold": 0.5}))
+    with caplog.at_level("WARNING"):
+        off = FaceAnalyzer(tiny_weights)
+    assert off.cue_threshold is None and off.threshold == 0.5 and "other face weights" in caplog.text
+    # a network at another precision than the calibration's: the cue turns itself off
+    cal.write_text(json.dumps({"weights_sha256": sha, "threshold": 0.5, "cue_threshold": 0.5,
+                               "cue_network": {"detector": "gsr-vgg16", "precision": "fp32"}}))
+    other = FaceAnalyzer(tiny_weights)
+    other._photo_net = _HotCorner()
+    assert other.analyse(moved)[0].cue is None and other.cue_threshold is None
+    cal.write_text("{not json")
+    with pytest.raises(ValueError, match="not a face calibration file"):
+        FaceAnalyzer(tiny_weights)

@@ -8,8 +8,18 @@ For every input this writes, atomically, into the output folder:
 - ``<stem>.face<k>.prob.png`` the heatmap itself, 16-bit, crop-sized;
 - one JSON line per input in ``faces.jsonl``: boxes, probabilities, file names, or the error.
 
+Each face is judged on two pieces of evidence: the face classifier's fake probability on its crop, and the
+**photo cue** — what the default photo detector's network (``gsr-fused``'s, trained on splices) sees inside the
+face's box (the mean of the top 1 % of its map there): a face pasted from another photo is a splice, and the
+network finds its hard edges and foreign texture where a face classifier trained on blends is least sure
+(docs/faces.md, "The photo cue"). Each is brought onto a common scale where its own threshold is 0.5
+(:func:`manipseg.models.fused.align_to_threshold`) and the face's ``score`` is the larger: a face is reported
+fake when either says so. The cue's threshold is calibrated with the classifier's on the real faces of people
+never trained on (:mod:`manipseg.faces.calibrate`, stored beside the weights as
+``<weights stem>.calibration.json``); without that file (other weights) the classifier decides alone.
+
 Videos (OpenCV) are sampled every N frames; faces are tracked across frames by box IoU and each track
-gets the mean, max and count of its per-frame probabilities. A picture without a face is a result
+gets the mean, max and count of its per-frame scores. A picture without a face is a result
 ("no face found"), a file that cannot be read is a reported failure; neither stops the batch.
 """
 from __future__ import annotations
@@ -47,22 +57,56 @@ def bundled_weights() -> Path:
 @dataclass
 class FaceResult:
     face: Face
-    prob: float
+    prob: float               # the face classifier's fake probability
     heat: np.ndarray          # (S, S) float32 in [0, 1], crop coordinates
     crop: np.ndarray          # (S, S, 3) uint8
     matrix: np.ndarray        # image -> crop 2x3 map
+    cue: float | None = None  # the photo network's evidence inside the face box (None: not used)
+    score: float = 0.0        # the decision score: fake from 0.5 (see the module docstring)
 
     def record(self) -> dict[str, Any]:
-        return {"box": [round(float(v), 1) for v in self.face.box], "fake_prob": round(self.prob, 6),
+        return {"box": [round(float(v), 1) for v in self.face.box], "score": round(self.score, 6),
+                "fake_prob": round(self.prob, 6), "photo_cue": None if self.cue is None else round(self.cue, 6),
                 "detector_score": round(self.face.score, 4), "landmarks": self.face.landmarks is not None,
                 "heat_max": round(float(self.heat.max()), 4)}
+
+
+#: the face's decision score reaches this when it is reported fake
+DECISION = 0.5
+
+
+def calibration_path(weights: Path) -> Path:
+    """Where the face model's calibration (its photo-cue threshold) lives: beside the weights."""
+    return weights.with_name(weights.stem + ".calibration.json")
+
+
+def photo_cue(prob: np.ndarray, box: tuple[float, ...]) -> float:
+    """The photo network's evidence inside a face's ``box`` (x0, y0, x1, y1): the mean of the highest 1 % of
+    its map there (at least one pixel; the box clipped to the map)."""
+    h, w = prob.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0 = min(max(0, x0), w - 1), min(max(0, y0), h - 1)
+    inside = prob[y0:max(y0 + 1, min(h, y1)), x0:max(x0 + 1, min(w, x1))].ravel()
+    k = max(1, inside.size // 100)
+    return float(np.partition(inside, inside.size - k)[-k:].mean())
+
+
+def decision_score(prob: float, threshold: float, cue: float | None, cue_threshold: float | None) -> float:
+    """The larger of the classifier's probability and the photo cue, each aligned so that its own threshold
+    lands on :data:`DECISION` (0.5); the classifier's alone without a cue."""
+    from ..models.fused import align_to_threshold
+
+    score = float(align_to_threshold(np.float32(prob), threshold))
+    if cue is not None and cue_threshold is not None:
+        score = max(score, float(align_to_threshold(np.float32(cue), cue_threshold)))
+    return score
 
 
 class FaceAnalyzer:
     """Detector + trained classifier. ``weights``: a file written by ``manipseg.faces.train``."""
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", backend: str = "auto",
-                 detector: FaceDetector | None = None) -> None:
+                 detector: FaceDetector | None = None, photo_cue: bool = True) -> None:
         from ..device import resolve_device
         from ..models.weights import WeightsError, load_weights
 
@@ -81,6 +125,60 @@ class FaceAnalyzer:
         net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         self.net = net.to(self.device).eval()
         self.detector = detector or get_detector(backend)
+        self.weights_path = path
+        self.cue_threshold: float | None = None
+        self.calibration: dict[str, Any] | None = None
+        self._photo_net = None
+        if photo_cue:
+            self._load_calibration(path)
+
+    def _load_calibration(self, path: Path) -> None:
+        from ..header import read_header
+
+        cal_path = calibration_path(path)
+        if not cal_path.is_file():
+            return
+        try:
+            cal = json.loads(cal_path.read_text(encoding="utf-8"))
+            sha, cue = cal["weights_sha256"], float(cal["cue_threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{cal_path}: not a face calibration file ({type(exc).__name__}: {exc}); delete it "
+                             f"or make it again with `python -m manipseg.faces.calibrate`") from exc
+        if sha != read_header(path).get("sha256"):
+            log.warning("%s was made for other face weights; the photo cue is off (run python -m "
+                        "manipseg.faces.calibrate again)", cal_path)
+            return
+        self.calibration, self.cue_threshold = cal, cue
+        self.threshold = float(cal.get("threshold", self.threshold))
+
+    @property
+    def photo_net(self):
+        """The default photo detector's network (``gsr-fused``'s), loaded at first use."""
+        if self._photo_net is None:
+            from ..models.fused import default_network
+
+            self._photo_net = default_network(self.device)
+        return self._photo_net
+
+    def cues(self, image: np.ndarray, faces: list[Face]) -> list[float | None]:
+        """The photo cue of each face (one run of the photo network over the whole image); None for every face
+        when the calibration was made with the network at another precision (then the cue is turned off)."""
+        from ..calibration import precision_of
+
+        net = self.photo_net
+        wanted = (self.calibration or {}).get("cue_network", {}).get("precision")
+        if self.cue_threshold is not None and wanted is not None and wanted != precision_of(net):
+            log.warning("the photo cue was calibrated with the network in %s, it runs in %s here: the cue is off",
+                        wanted, precision_of(net))
+            self.cue_threshold = None
+            return [None] * len(faces)
+        prob = net.predict(image).prob
+        return [photo_cue(prob, f.box) for f in faces]
+
+    def thresholds(self) -> dict[str, Any]:
+        """What the decision used, for the records: the classifier's threshold, the photo cue's (None: off)."""
+        return {"threshold": round(self.threshold, 6),
+                "cue_threshold": None if self.cue_threshold is None else round(self.cue_threshold, 6)}
 
     def analyse(self, image: np.ndarray, faces: list[Face] | None = None) -> list[FaceResult]:
         faces = self.detector.detect(image) if faces is None else faces
@@ -93,17 +191,18 @@ class FaceAnalyzer:
             mats.append(m)
         with torch.inference_mode():
             probs, heats = predict_crops(self.net, crops, bf16=True, device=self.device)
-        return [FaceResult(f, float(p), h.astype(np.float32), c, m)
-                for f, p, h, c, m in zip(faces, probs, heats, crops, mats)]
+        cues: list[float | None] = self.cues(image, faces) if self.cue_threshold is not None else [None] * len(faces)
+        return [FaceResult(f, float(p), h.astype(np.float32), c, m, q,
+                           decision_score(float(p), self.threshold, q, self.cue_threshold))
+                for f, p, h, c, m, q in zip(faces, probs, heats, crops, mats, cues)]
 
 
-def _colour(prob: float, threshold: float) -> tuple[int, int, int]:
-    return (230, 40, 40) if prob >= threshold else (40, 200, 60)
+def _colour(score: float) -> tuple[int, int, int]:
+    return (230, 40, 40) if score >= DECISION else (40, 200, 60)
 
 
-def annotate(image: np.ndarray, results: list[FaceResult], threshold: float,
-             labels: list[str] | None = None) -> np.ndarray:
-    """The overview picture: heatmaps blended inside each face crop, boxes, probabilities."""
+def annotate(image: np.ndarray, results: list[FaceResult], labels: list[str] | None = None) -> np.ndarray:
+    """The overview picture: heatmaps blended inside each face crop, boxes, decision scores (red: fake)."""
     out = image.astype(np.float32)
     for r in results:
         heat = crop_to_image(r.heat, r.matrix, image.shape[:2])
@@ -115,9 +214,9 @@ def annotate(image: np.ndarray, results: list[FaceResult], threshold: float,
     thick = max(2, round(max(image.shape[:2]) / 400))
     for k, r in enumerate(results):
         x0, y0, x1, y1 = (int(round(v)) for v in r.face.box)
-        col = _colour(r.prob, threshold)
+        col = _colour(r.score)
         cv2.rectangle(out, (x0, y0), (x1, y1), col, thick)
-        text = labels[k] if labels else f"#{k} fake {r.prob:.2f}"
+        text = labels[k] if labels else f"#{k} fake {r.score:.2f}"
         scale = max(0.45, (x1 - x0) / 260)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, thick // 2))
         ty = y0 - 4 if y0 - th - 6 > 0 else y1 + th + 4
@@ -144,14 +243,15 @@ def analyse_image(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str,
     t0 = time.perf_counter()
     image = load_image(path, max_pixels=max_pixels)
     results = an.analyse(image)
-    save_jpeg(out_dir / f"{stem}.faces.jpg", annotate(image, results, an.threshold), quality=90)
+    save_jpeg(out_dir / f"{stem}.faces.jpg", annotate(image, results), quality=90)
     rec: dict[str, Any] = {"input": str(path), "stem": stem, "kind": "image", "width": image.shape[1],
                            "height": image.shape[0], "overview": f"{stem}.faces.jpg",
                            "faces": _save_face_outputs(out_dir, stem, results)}
     rec["result"] = NO_FACE if not results else (
-        "fake face(s) found" if any(r.prob >= an.threshold for r in results) else "faces look real")
+        "fake face(s) found" if any(r.score >= DECISION for r in results) else "faces look real")
+    rec["max_score"] = round(max((r.score for r in results), default=0.0), 6)
     rec["max_fake_prob"] = round(max((r.prob for r in results), default=0.0), 6)
-    rec["threshold"] = round(an.threshold, 6)
+    rec.update(an.thresholds())
     rec["seconds"] = round(time.perf_counter() - t0, 3)
     return rec
 
@@ -160,6 +260,7 @@ def analyse_image(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str,
 class Track:
     box: tuple[float, ...]
     probs: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
     frames: list[int] = field(default_factory=list)
     best: FaceResult | None = None
     best_frame: np.ndarray | None = None
@@ -183,8 +284,9 @@ def track_faces(tracks: list[Track], results: list[FaceResult], frame_no: int, f
         tr = tracks[best]
         tr.box = r.face.box
         tr.probs.append(r.prob)
+        tr.scores.append(r.score)
         tr.frames.append(frame_no)
-        if tr.best is None or r.prob > tr.best.prob:
+        if tr.best is None or r.score > tr.best.score:
             tr.best, tr.best_frame = r, frame
 
 
@@ -216,7 +318,8 @@ def analyse_video(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str, every:
         raise ImageLoadError(path, "no frame could be decoded", "the video is empty or corrupt")
     faces = []
     for k, tr in enumerate(tracks):
-        rec = {"track": k, "fake_prob": round(float(np.mean(tr.probs)), 6), "max_fake_prob": round(max(tr.probs), 6),
+        rec = {"track": k, "score": round(float(np.mean(tr.scores)), 6), "max_score": round(max(tr.scores), 6),
+               "fake_prob": round(float(np.mean(tr.probs)), 6), "max_fake_prob": round(max(tr.probs), 6),
                "frames": len(tr.probs), "first_frame": tr.frames[0], "last_frame": tr.frames[-1],
                "box": [round(float(v), 1) for v in tr.box]}
         if tr.best is not None:
@@ -224,17 +327,18 @@ def analyse_video(an: FaceAnalyzer, path: Path, out_dir: Path, stem: str, every:
             rec["crop"] = f"{stem}.track{k}.face0.jpg"
         faces.append(rec)
     if tracks:  # overview: the frame where the most suspicious track peaks, every track's mean labelled
-        worst = max(tracks, key=lambda t: np.mean(t.probs))
+        worst = max(tracks, key=lambda t: np.mean(t.scores))
         frame = worst.best_frame
         shown = [t.best for t in tracks if t.best_frame is frame]
-        labels = [f"track {tracks.index(t)} fake {np.mean(t.probs):.2f}" for t in tracks if t.best_frame is frame]
-        save_jpeg(out_dir / f"{stem}.faces.jpg", annotate(frame, shown, an.threshold, labels), quality=90)
+        labels = [f"track {tracks.index(t)} fake {np.mean(t.scores):.2f}" for t in tracks if t.best_frame is frame]
+        save_jpeg(out_dir / f"{stem}.faces.jpg", annotate(frame, shown, labels), quality=90)
     return {"input": str(path), "stem": stem, "kind": "video", "frames_read": frame_no, "frames_analysed": analysed,
             "every": every, "faces": faces, "overview": f"{stem}.faces.jpg" if tracks else None,
             "result": NO_FACE if not tracks else (
-                "fake face(s) found" if any(f["fake_prob"] >= an.threshold for f in faces) else "faces look real"),
+                "fake face(s) found" if any(f["score"] >= DECISION for f in faces) else "faces look real"),
+            "max_score": round(max((f["score"] for f in faces), default=0.0), 6),
             "max_fake_prob": round(max((f["fake_prob"] for f in faces), default=0.0), 6),
-            "threshold": round(an.threshold, 6), "seconds": round(time.perf_counter() - t0, 3)}
+            **an.thresholds(), "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def expand_inputs(inputs: Iterable[str]) -> tuple[list[Path], list[str]]:

@@ -225,6 +225,18 @@ class GSRFusedDetector(FusedDetector):
     default_artifact_options = {"min_side": 384, "max_side": 384, "runtime": "int8"}
 
 
+def default_network(device: str = "cpu") -> Detector:
+    """The network inside the default detector, as ``gsr-fused`` builds it (its weights, view and runtime;
+    fp32 on a non-CPU device), for other parts of the toolkit that need its map (the faces' photo cue)."""
+    options = dict(GSRFusedDetector.default_artifact_options)
+    if str(device) != "cpu":
+        options.pop("runtime", None)
+    net = _resolve(GSRFusedDetector.default_artifact, device, options)
+    if hasattr(net, "boundary"):
+        net.boundary = False
+    return net
+
+
 class GSRFusedVGG16Detector(GSRFusedDetector):
     """The accurate, slower option: the default's VGG-16 network at the photo's own pixels (photos whose shorter
     side is below 512 up-sampled to it), fused with the copy-move similarity detector in the same way."""
