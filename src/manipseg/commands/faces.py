@@ -16,7 +16,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="face detector: dlib (68 landmarks, `pip install manipseg[faces]`), opencv (Haar boxes); "
                         "auto = dlib when installed")
     p.add_argument("--threshold", type=float, default=None,
-                   help="fake-probability threshold of the verdict (default: the model's, calibrated on its validation split)")
+                   help="the face classifier's fake-probability threshold (default: the model's, calibrated on its "
+                        "validation split); the photo cue keeps its calibrated threshold")
+    p.add_argument("--no-photo-cue", action="store_true",
+                   help="the face classifier alone, without the photo network's evidence in the face box (faster)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse images with more pixels than this (decompression-bomb guard; default 100 MP)")
@@ -54,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
         print("error: no input images or videos found", file=sys.stderr)
         return 2
     try:
-        analyzer = FaceAnalyzer(args.weights, device=args.device, backend=args.backend)
-    except (FileNotFoundError, WeightsError, FaceBackendMissing, DeviceError) as exc:
+        analyzer = FaceAnalyzer(args.weights, device=args.device, backend=args.backend,
+                                photo_cue=not args.no_photo_cue)
+    except (FileNotFoundError, WeightsError, FaceBackendMissing, DeviceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.threshold is not None:
@@ -67,13 +71,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted; the outputs of the files done so far are complete in {out}/ (faces.jsonl)", file=sys.stderr)
         return 130
     failed = [r for r in records if "error" in r]
+    cue = ("photo cue off" if analyzer.cue_threshold is None
+           else f"photo cue threshold {analyzer.cue_threshold:.3f}")
     print(f"{len(records) - len(failed)}/{len(records)} inputs analysed (detector {analyzer.detector.name}, "
-          f"threshold {analyzer.threshold:.3f}); outputs in {out}/")
+          f"classifier threshold {analyzer.threshold:.3f}, {cue}; a face is fake from score 0.5); outputs in {out}/")
     for r in records:
         if "error" in r:
             print(f"  FAILED {r['error']}")
             continue
         faces = ", ".join(f"{'track' if r['kind'] == 'video' else 'face'} {f.get('track', f.get('face'))}: "
-                          f"fake {f['fake_prob']:.3f}" for f in r["faces"])
+                          f"score {f['score']:.3f} (classifier {f['fake_prob']:.3f}"
+                          + (f", photo cue {f['photo_cue']:.3f})" if f.get("photo_cue") is not None else ")")
+                          for f in r["faces"])
         print(f"  {r['stem']}: {r['result']}" + (f" ({faces})" if faces else ""))
     return 0 if not failed and not problems else 1

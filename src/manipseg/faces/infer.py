@@ -73,6 +73,8 @@ class FaceResult:
 
 #: the face's decision score reaches this when it is reported fake
 DECISION = 0.5
+#: the photo cue looks at the face's box widened this many times (chosen on the validation faces: docs/faces.md)
+CUE_BOX = 1.0
 
 
 def calibration_path(weights: Path) -> Path:
@@ -80,11 +82,14 @@ def calibration_path(weights: Path) -> Path:
     return weights.with_name(weights.stem + ".calibration.json")
 
 
-def photo_cue(prob: np.ndarray, box: tuple[float, ...]) -> float:
-    """The photo network's evidence inside a face's ``box`` (x0, y0, x1, y1): the mean of the highest 1 % of
-    its map there (at least one pixel; the box clipped to the map)."""
+def photo_cue(prob: np.ndarray, box: tuple[float, ...], scale: float = 1.0) -> float:
+    """The photo network's evidence around a face's ``box`` (x0, y0, x1, y1) widened ``scale`` times about its
+    centre (a paste's seam runs along the face's outline, at or just outside the detector's box): the mean of
+    the highest 1 % of its map there (at least one pixel; the box clipped to the map)."""
     h, w = prob.shape[:2]
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    hw, hh = scale * (box[2] - box[0]) / 2, scale * (box[3] - box[1]) / 2
+    x0, y0, x1, y1 = (int(round(v)) for v in (cx - hw, cy - hh, cx + hw, cy + hh))
     x0, y0 = min(max(0, x0), w - 1), min(max(0, y0), h - 1)
     inside = prob[y0:max(y0 + 1, min(h, y1)), x0:max(x0 + 1, min(w, x1))].ravel()
     k = max(1, inside.size // 100)
@@ -127,6 +132,7 @@ class FaceAnalyzer:
         self.detector = detector or get_detector(backend)
         self.weights_path = path
         self.cue_threshold: float | None = None
+        self.cue_box = CUE_BOX
         self.calibration: dict[str, Any] | None = None
         self._photo_net = None
         if photo_cue:
@@ -150,6 +156,7 @@ class FaceAnalyzer:
             return
         self.calibration, self.cue_threshold = cal, cue
         self.threshold = float(cal.get("threshold", self.threshold))
+        self.cue_box = float(cal.get("cue_box", CUE_BOX))
 
     @property
     def photo_net(self):
@@ -173,7 +180,7 @@ class FaceAnalyzer:
             self.cue_threshold = None
             return [None] * len(faces)
         prob = net.predict(image).prob
-        return [photo_cue(prob, f.box) for f in faces]
+        return [photo_cue(prob, f.box, self.cue_box) for f in faces]
 
     def thresholds(self) -> dict[str, Any]:
         """What the decision used, for the records: the classifier's threshold, the photo cue's (None: off)."""
