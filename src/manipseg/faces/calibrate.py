@@ -29,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from ..calibration import precision_of
+from ..header import read_header
 from ..io import atomic_write, load_image
+from ..paths import data_root
 from .infer import DECISION, FaceAnalyzer, bundled_weights, calibration_path, decision_score
 
 
@@ -101,9 +104,6 @@ def cue_threshold(evidence: np.ndarray, threshold: float, rate: float) -> tuple[
 
 def calibrate(config: Path, weights: Path | None = None, rate: float = 0.05, cue_box: float | None = None,
               seed: int = 0) -> dict[str, Any]:
-    from ..calibration import precision_of
-    from ..header import read_header
-    from ..paths import data_root
     from .train import TrainConfig, split_train_val
 
     weights = weights or bundled_weights()

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..calibration import precision_of
+from ..header import read_header
 from ..io import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageLoadError, atomic_write, list_images, load_image,
                   output_stems, prob_to_u16, save_jpeg, save_png)
 from ..paths import shipped
@@ -139,8 +141,6 @@ class FaceAnalyzer:
             self._load_calibration(path)
 
     def _load_calibration(self, path: Path) -> None:
-        from ..header import read_header
-
         cal_path = calibration_path(path)
         if not cal_path.is_file():
             return
@@ -170,8 +170,6 @@ class FaceAnalyzer:
     def cues(self, image: np.ndarray, faces: list[Face]) -> list[float | None]:
         """The photo cue of each face (one run of the photo network over the whole image); None for every face
         when the calibration was made with the network at another precision (then the cue is turned off)."""
-        from ..calibration import precision_of
-
         net = self.photo_net
         wanted = (self.calibration or {}).get("cue_network", {}).get("precision")
         if self.cue_threshold is not None and wanted is not None and wanted != precision_of(net):

@@ -621,7 +621,7 @@ class CopyMoveDetector(Detector):
             close = unexplained(points, close, found, self.ransac_threshold)
             n_residual = len(close)
             if n_residual >= self.patch_min_inliers:
-                found += self.translations(points, close[:4096], self.patch_min_inliers)
+                found += self.translations(points, close[:2048], self.patch_min_inliers)  # bounded memory
         grayf = gray.astype(np.float32)
         prob = np.zeros((wh, ww), np.float32)
         verified: list[Transform] = []
