@@ -655,11 +655,12 @@ def test_face_calibration_turns_the_cue_on_for_its_weights_only(tmp_path, tiny_w
         off = FaceAnalyzer(tiny_weights)
     assert off.cue_threshold is None and off.threshold == 0.5 and "other face weights" in caplog.text
     # a network at another precision than the calibration's: the cue turns itself off
-    cal.write_text(json.dumps({"weights_sha256": sha, "threshold": 0.5, "cue_threshold": 0.5,
+    cal.write_text(json.dumps({"weights_sha256": sha, "threshold": 0.3, "cue_threshold": 0.5,
                                "cue_network": {"detector": "gsr-vgg16", "precision": "fp32"}}))
     other = FaceAnalyzer(tiny_weights)
     other._photo_net = _HotCorner()
-    assert other.analyse(moved)[0].cue is None and other.cue_threshold is None
+    assert other.threshold == pytest.approx(0.3)  # the calibrated pair, until the cue turns out unusable
+    assert other.analyse(moved)[0].cue is None and other.cue_threshold is None and other.threshold == 0.5
     cal.write_text("{not json")
     with pytest.raises(ValueError, match="not a face calibration file"):
         FaceAnalyzer(tiny_weights)

@@ -132,7 +132,7 @@ class FaceAnalyzer:
         net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         self.net = net.to(self.device).eval()
         self.detector = detector or get_detector(backend)
-        self.weights_path = path
+        self.weights_threshold = self.threshold  # the classifier's own, used when the photo cue is off
         self.cue_threshold: float | None = None
         self.cue_box = CUE_BOX
         self.calibration: dict[str, Any] | None = None
@@ -173,9 +173,9 @@ class FaceAnalyzer:
         net = self.photo_net
         wanted = (self.calibration or {}).get("cue_network", {}).get("precision")
         if self.cue_threshold is not None and wanted is not None and wanted != precision_of(net):
-            log.warning("the photo cue was calibrated with the network in %s, it runs in %s here: the cue is off",
-                        wanted, precision_of(net))
-            self.cue_threshold = None
+            log.warning("the photo cue was calibrated with the network in %s, it runs in %s here: the cue is off "
+                        "and the classifier decides alone, at its own threshold", wanted, precision_of(net))
+            self.cue_threshold, self.threshold = None, self.weights_threshold
             return [None] * len(faces)
         prob = net.predict(image).prob
         return [photo_cue(prob, f.box, self.cue_box) for f in faces]
