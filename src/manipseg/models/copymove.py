@@ -397,15 +397,13 @@ class CopyMoveDetector(Detector):
             return np.empty((0, 2), np.float32), np.empty((0, 128), np.float32)
         return np.array([kp.pt for kp in kps], np.float32), rootsift(desc)
 
-    def transforms(self, points: np.ndarray, pairs: np.ndarray, mirrored: bool = False,
-                   min_inliers: int | None = None) -> list[Transform]:
+    def transforms(self, points: np.ndarray, pairs: np.ndarray, mirrored: bool = False) -> list[Transform]:
         """Sequential RANSAC over the matches (both directions) -> verified source->target transforms.
 
         ``mirrored`` pairs are fitted as a similarity after flipping the source x coordinate, so each
-        transform is a reflection composed with rotation, scale and translation. A transform needs
-        ``min_inliers`` distinct inliers (default: the detector's ``min_inliers``).
+        transform is a reflection composed with rotation, scale and translation.
         """
-        need = self.min_inliers if min_inliers is None else int(min_inliers)
+        need = self.min_inliers
         src = np.concatenate([points[pairs[:, 0]], points[pairs[:, 1]]])
         dst = np.concatenate([points[pairs[:, 1]], points[pairs[:, 0]]])
         flip = np.array([-1.0, 1.0], np.float32) if mirrored else np.ones(2, np.float32)
@@ -612,21 +610,24 @@ class CopyMoveDetector(Detector):
         if len(mirror) >= self.min_inliers:
             found += self.transforms(points, mirror, mirrored=True)
         n_matches = len(straight) + len(mirror)
+        grayf = gray.astype(np.float32)
+        residual = None  # fine_residual(grayf): once per image, for step 3b (when it works on gray) and step 6
         n_residual = 0
         if self.patch_agreement is not None and neighbours is not None:  # step 3b: copies among look-alikes
             # keypoints whose nearest descriptors all look alike (the g2NN test rejects them) but whose fine
-            # residuals agree with one of them pixel for pixel, fitted like the matches with fewer inliers
-            close = residual_pairs(fine_residual(small, self.agreement_sigma), key_points, neighbours[0][:n],
+            # residuals agree with one of them pixel for pixel, grouped by their displacement
+            key_residual = fine_residual(small, self.agreement_sigma)
+            if small is gray:
+                residual = key_residual
+            close = residual_pairs(key_residual, key_points, neighbours[0][:n],
                                    self.patch_radius, self.patch_agreement, self.min_distance)
             close = unexplained(points, close, found, self.ransac_threshold)
             n_residual = len(close)
             if n_residual >= self.patch_min_inliers:
                 found += self.translations(points, close[:2048], self.patch_min_inliers)  # bounded memory
-        grayf = gray.astype(np.float32)
         prob = np.zeros((wh, ww), np.float32)
         verified: list[Transform] = []
         rejected: list[Transform] = []
-        residual = None
         for t in found:
             target, source = self.regions(grayf, t)
             both = target | source
