@@ -228,13 +228,7 @@ class GSRFusedDetector(FusedDetector):
 def default_network(device: str = "cpu") -> Detector:
     """The network inside the default detector, as ``gsr-fused`` builds it (its weights, view and runtime;
     fp32 on a non-CPU device), for other parts of the toolkit that need its map (the faces' photo cue)."""
-    options = dict(GSRFusedDetector.default_artifact_options)
-    if str(device) != "cpu":
-        options.pop("runtime", None)
-    net = _resolve(GSRFusedDetector.default_artifact, device, options)
-    if hasattr(net, "boundary"):
-        net.boundary = False
-    return net
+    return GSRFusedDetector(device=device).artifact
 
 
 class GSRFusedVGG16Detector(GSRFusedDetector):
