@@ -22,10 +22,11 @@ Sets (reals = held-out faces of identities never seen in training; fakes made fr
 and how many of the altered photo-level faces the detector (``--detector``) still finds at all.
 Prints AUC, accuracy at the model's threshold, the share of reals / fakes at or above it, EER, and the pixel
 AUC of the heatmap against the blend mask (> 0.1) on the fakes. Every photo-level set is scored twice: by the
-face classifier alone, and by the decision `manipseg faces` makes (``+ cue`` rows: the classifier or the photo
-cue, the default photo network's evidence in the face box, each at its calibrated threshold; the reals are the
-same photos' untouched faces, re-detected). Without a calibration file beside the weights there is no cue. ``--demo`` writes a photo pair (real | swapped)
-and runs `manipseg faces` on it, then scores the swapped photo with ten blend seeds.
+face classifier alone (as ``manipseg faces --no-photo-cue``), and by the decision `manipseg faces` makes
+(``+ cue`` rows: the classifier's and the photo cue's log-odds added, the cue being the default photo network's
+evidence in the face box, as calibrated; the reals are the same photos' untouched faces, re-detected). Without
+a calibration file beside the weights there is no cue. ``--demo`` writes a photo pair (real | swapped) and runs
+`manipseg faces` on it, then scores the swapped photo with ten blend seeds.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from manipseg.faces.data import prepare_faces, split_by_identity
 from manipseg.faces.infer import FaceAnalyzer, bundled_weights
 from manipseg.faces.metrics import binary_metrics, roc_auc
 from manipseg.faces.sbi import face_swap, jpeg, self_blend
-from manipseg.faces.train import TrainConfig, predict_crops
+from manipseg.faces.train import TrainConfig
 from manipseg.paths import data_root
 
 
@@ -56,16 +57,16 @@ def degrade(crops: list[np.ndarray], kind: str) -> list[np.ndarray]:
 
 def evaluate(an: FaceAnalyzer, reals: list[np.ndarray], fakes: list[np.ndarray], masks: list[np.ndarray],
              cues: tuple[list[float], list[float]] | None = None) -> dict:
-    """Metrics of the classifier on the crops; with ``cues`` (of the reals, of the fakes) those of the decision
-    score (:func:`decision_score`: classifier or photo cue), at its threshold 0.5."""
-    from manipseg.faces.infer import DECISION, decision_score
+    """Metrics of the classifier on the crops (as the decision runs it: with the mirror image when calibrated so)
+    at its threshold for deciding alone; with ``cues`` (of the reals, of the fakes) those of the decision score
+    (:class:`manipseg.faces.infer.FaceDecision`: classifier and photo cue), fake from 0.5."""
+    from manipseg.faces.infer import DECISION
 
-    probs, heats = predict_crops(an.net, reals + fakes, bf16=True, device=an.device)
+    probs, heats = an.classify(reals + fakes)
     labels = np.r_[np.zeros(len(reals)), np.ones(len(fakes))]
     threshold = an.threshold
     if cues is not None:
-        probs = np.array([decision_score(float(p), an.threshold, q, an.cue_threshold)
-                          for p, q in zip(probs, list(cues[0]) + list(cues[1]))])
+        probs = np.array([an.decision.score(float(p), q) for p, q in zip(probs, list(cues[0]) + list(cues[1]))])
         threshold = DECISION
     m = binary_metrics(labels, probs, threshold)
     fake_heat = heats[len(reals):]
@@ -99,7 +100,7 @@ def photo_fakes(an: FaceAnalyzer, folder: Path, held, partner: list[int] | None,
         return img if quality is None else jpeg(img, quality)
 
     def cue(img: np.ndarray, face) -> float | None:
-        return an.cues(img, [face])[0] if an.cue_threshold is not None else None
+        return an.cues(img, [face])[0] if an.decision.uses_cue else None
 
     reals, crops, masks, real_cues, fake_cues = [], [], [], [], []
     for i in range(len(held)):
@@ -172,7 +173,7 @@ def demo(an: FaceAnalyzer, folder: Path, out: Path, held_files: list[str], seeds
             found = an.detector.detect(sw)
             if found:
                 crops.append(crop_face(sw, found[0], an.cfg.size, an.margin)[0])
-        p = predict_crops(an.net, crops, bf16=True, device=an.device)[0]
+        p = an.classify(crops)[0]
         print(f"  the swapped photo alone, blend seeds 0-{seeds - 1}: " + " ".join(f"{v:.3f}" for v in p)
               + f" -> {int((p >= an.threshold).sum())}/{len(p)} marked fake")
 
@@ -238,13 +239,16 @@ def main() -> int:
         # the classifier alone on the held-out crops as before (the same crops at scale 1 without JPEG)
         plain = scale == 1.0 and quality is None
         sets[name] = ((reals if plain else real_crops), crops, masks)
-        if an.cue_threshold is not None:
+        if an.decision.uses_cue:
             photo_cues[name] = (real_crops, crops, masks, real_cues, fake_cues)
     print(f"weights {args.weights or bundled_weights()} | detector {an.detector.name} (photo-level sets: "
           f"{photo_detector.name}) | {len(held)} held-out faces "
           f"({len(np.unique(held.identity))} identity clusters), {len(fs) - len(held)} train faces")
-    cue = f"photo cue from {an.cue_threshold:.4f}" if an.cue_threshold is not None else "no photo cue (no calibration)"
-    print(f"classifier threshold {an.threshold:.4f}, {cue}; '+ cue' rows: accuracy and shares at the decision score's 0.5")
+    d = an.decision
+    cue = (f"decision logit(p) + {d.cue_weight:g} logit(photo cue) from {d.offset:.3f}" if d.uses_cue
+           else "no photo cue (no calibration)")
+    print(f"classifier threshold {an.threshold:.4f} (mirror image averaged: {d.flip}), {cue}; '+ cue' rows: "
+          "accuracy and shares at the decision score's 0.5")
     print(f"| set | reals | fakes | AUC | acc@{an.threshold:.3g} | reals flagged | fakes flagged | EER | "
           "heatmap pixel AUC | mean p(real) | mean p(fake) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -581,36 +581,90 @@ def test_face_training_end_to_end_logs_picks_the_best_step_and_resumes_exactly(t
 
 
 # -- the photo cue: the default photo network's evidence in the face box ----------------------------------
-def test_photo_cue_and_decision_score_known_answers():
-    from manipseg.faces.infer import DECISION, decision_score, photo_cue
+def test_photo_cue_and_decision_known_answers():
+    from manipseg.faces.infer import DECISION, FaceDecision, logit, photo_cue
 
     prob = np.zeros((100, 200), np.float32)
     prob[20:30, 40:50] = 0.8  # 100 hot pixels inside a 60 x 60 box: its top 1 % (36 pixels) are all hot
     assert photo_cue(prob, (30, 10, 90, 70)) == pytest.approx(0.8)
     assert photo_cue(prob, (100, 50, 160, 90)) == 0.0  # the hot square is outside this box
     assert photo_cue(prob, (-20, -20, 500, 500)) == pytest.approx(0.4)  # clipped: the whole map, 200 top pixels
-    # each piece of evidence counts at its own threshold; the classifier alone without a cue
-    assert decision_score(0.9, 0.9, None, None) == pytest.approx(DECISION)
-    assert decision_score(0.5, 0.9, None, None) < DECISION
-    assert decision_score(0.5, 0.9, 0.3, 0.25) > DECISION > decision_score(0.5, 0.9, 0.2, 0.25)
-    assert decision_score(0.95, 0.9, 0.0, 0.25) > DECISION  # the classifier alone is enough
+    assert logit(0.5) == 0.0 and logit(0.9) == pytest.approx(np.log(9)) and logit(1.0) == pytest.approx(np.log(1e7))
+    # the classifier alone: its threshold lands on 0.5
+    alone = FaceDecision(0.9)
+    assert not alone.uses_cue and alone.score(0.9) == pytest.approx(DECISION) and alone.score(0.5) < DECISION
+    assert alone.score(0.5, cue=0.99) == alone.score(0.5)  # no cue weight: the cue is not used
+    # with the cue: sigmoid(logit p + w logit c - b)
+    d = FaceDecision(0.9, cue_weight=2.0, offset=1.0)
+    assert d.score(0.5, 0.5) == pytest.approx(1 / (1 + np.exp(1.0)))
+    assert d.score(0.9, 0.25) == pytest.approx(1 / (1 + np.exp(-(np.log(9) - 2 * np.log(3) - 1.0))))
+    p = 1 / (1 + np.exp(-(1.0 - 2 * logit(0.3))))  # the classifier's probability that the cue 0.3 brings to 0.5
+    assert d.score(p, 0.3) == pytest.approx(DECISION) and d.score(p, 0.31) > DECISION > d.score(p, 0.29)
+    assert d.score(0.999, 0.0) < DECISION  # a cue of nothing outweighs a sure classifier at weight 2
+    assert d.alone() == FaceDecision(0.9) and d.score(0.9) == pytest.approx(DECISION)  # no cue measured
+    # a stricter classifier threshold moves the combined offset by the same log-odds
+    s = d.with_threshold(0.99)
+    assert s.threshold == 0.99 and s.offset == pytest.approx(1.0 + np.log(99) - np.log(9))
+    assert s.score(0.99) == pytest.approx(DECISION)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        d.with_threshold(1.5)
+    assert d.record() == {"threshold": 0.9, "flip": False, "cue_weight": 2.0, "offset": 1.0}
 
 
-def test_cue_threshold_keeps_the_union_within_the_rate():
-    from manipseg.faces.calibrate import cue_threshold
-    from manipseg.faces.infer import DECISION, decision_score
+def test_face_calibration_offsets_and_choice_known_answers():
+    from sklearn.metrics import roc_auc_score
 
+    from manipseg.faces.calibrate import best, candidates, classifier_threshold, evidence, offset_at_rate
+    from manipseg.faces.infer import logit
+
+    scores = np.arange(100, dtype=np.float64)
+    b = offset_at_rate(scores, 0.05)
+    assert 94 < b < 94.001 and (scores >= b).sum() == 5  # the lowest such value: just above the 6th highest
+    assert (scores >= offset_at_rate(scores, 0.0)).sum() == 0 and offset_at_rate(scores, 1.0) == float("inf")
+    probs = np.linspace(0.0, 0.99, 100).astype(np.float32)
+    t = classifier_threshold(probs, 0.05)
+    assert (probs >= np.float32(t)).sum() == 5 and (probs >= np.float32(probs[-6])).sum() == 6
+    # reals and two kinds of fakes: the crude ones only the cue sees, the blends only the classifier
     rng = np.random.default_rng(0)
-    evidence = np.c_[rng.random(100) * 0.8, rng.random(100) * 0.5]
-    evidence[:3, 0] = 0.95  # three faces the classifier (at 0.9) flags anyway
-    t, share = cue_threshold(evidence, 0.9, 0.05)
-    flagged = [decision_score(p, 0.9, c, t) >= DECISION for p, c in evidence]
-    assert share == pytest.approx(np.mean(flagged)) and sum(flagged) == 5
-    # the lowest such threshold: at the next real face's cue below it, one more face is flagged
-    below = float(np.float32(max(c for (p, c), f in zip(evidence, flagged) if not f)))
-    assert sum(decision_score(p, 0.9, c, below) >= DECISION for p, c in evidence) == 6
-    t2, share2 = cue_threshold(evidence, 0.9, 0.01)  # the classifier alone exceeds the rate: the cue adds none
-    assert share2 == pytest.approx(0.03) and t2 > evidence[3:, 1].max()
+
+    def ev(n, p, pf, c):
+        return np.c_[rng.beta(*p, n), rng.beta(*pf, n), rng.beta(*c, n)]
+
+    data = {"real": ev(200, (2, 5), (2, 5), (2, 8)), "crude": ev(150, (2, 5), (2, 5), (8, 2)),
+            "sbi": ev(150, (5, 2), (6, 2), (2, 8))}
+    pairs = candidates(data, 0.05, weights=(0.0, 0.5, 1.0, 2.0))
+    assert len(pairs) == 8 and all(q["flagged"] <= 0.05 for q in pairs)
+    for q in pairs:  # the AUCs are those of the evidence the decision adds up
+        real, crude = (evidence(data[k], q["flip"], q["cue_weight"]) for k in ("real", "crude"))
+        assert q["auc_crude"] == pytest.approx(roc_auc_score(np.r_[np.zeros(200), np.ones(150)], np.r_[real, crude]))
+        assert q["flagged"] == pytest.approx(np.mean(real >= q["offset"]))
+    # the cue is needed for the crude fakes, the mirrored classifier separates the blends better: taken when
+    # its gain is enough, otherwise the best without it
+    pick = best(pairs, min_flip_gain=0.0)
+    assert pick["cue_weight"] > 0 and pick["flip"]
+    plain = best(pairs, min_flip_gain=1.0)
+    assert not plain["flip"] and plain["cue_weight"] > 0
+    assert plain == max((q for q in pairs if not q["flip"]), key=lambda q: q["auc_crude"] + q["auc_sbi"])
+    no_cue = next(q for q in pairs if q["cue_weight"] == 0 and q["flip"])
+    assert no_cue["auc_crude"] < 0.6 < 0.9 < pick["auc_crude"]
+    assert np.allclose(evidence(data["real"], True, 1.0), logit(data["real"][:, 1]) + logit(data["real"][:, 2]))
+
+
+def test_predict_crops_flip_judges_a_face_and_its_mirror_alike():
+    from manipseg.faces.model import AdapGRNet, FaceNetConfig
+    from manipseg.faces.train import predict_crops
+
+    torch.manual_seed(0)
+    net = AdapGRNet(FaceNetConfig(size=64)).eval()
+    rng = np.random.default_rng(1)
+    crop = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mirror = np.ascontiguousarray(crop[:, ::-1])
+    p, h = predict_crops(net, [crop, mirror], bf16=False)
+    assert abs(p[0] - p[1]) > 1e-4  # the network alone is not symmetric
+    pf, hf = predict_crops(net, [crop, mirror], bf16=False, flip=True)
+    assert pf[0] == pytest.approx(pf[1], abs=1e-5) and np.allclose(hf[0], hf[1][:, ::-1], atol=1e-5)
+    # the average of the two views' logits: between the two probabilities
+    assert min(p) - 1e-6 <= pf[0] <= max(p) + 1e-6
 
 
 class _HotCorner:
@@ -633,10 +687,15 @@ def test_face_calibration_turns_the_cue_on_for_its_weights_only(tmp_path, tiny_w
 
     cal = calibration_path(tiny_weights)
     sha = read_header(tiny_weights)["sha256"]
-    cal.write_text(json.dumps({"weights_sha256": sha, "threshold": 0.999999, "cue_threshold": 0.5,
-                               "cue_network": {"detector": "hot-corner", "precision": "int8"}}))
+
+    def write(**kw):
+        cal.write_text(json.dumps({"weights_sha256": sha, "threshold": 0.999999, "cue_weight": 10.0, "offset": 5.0,
+                                   "flip": False, "cue_network": {"detector": "hot-corner", "precision": "int8"},
+                                   **kw}))
+
+    write()
     an = FaceAnalyzer(tiny_weights)
-    assert an.cue_threshold == 0.5 and an.threshold == pytest.approx(0.999999)
+    assert an.decision.uses_cue and an.decision.cue_weight == 10.0 and an.threshold == pytest.approx(0.999999)
     an._photo_net = _HotCorner()
     face = an.detector.detect(astronaut)[0]
     moved = np.zeros_like(astronaut)  # the astronaut's face moved into the network's hot corner, then away
@@ -647,20 +706,34 @@ def test_face_calibration_turns_the_cue_on_for_its_weights_only(tmp_path, tiny_w
     assert hot and hot[0].cue == pytest.approx(0.9) and hot[0].score >= 0.5  # the cue decides: fake
     rec = hot[0].record()
     assert rec["photo_cue"] == pytest.approx(0.9) and rec["score"] >= 0.5 and rec["fake_prob"] < 0.999999
+    assert an.thresholds() == {"threshold": 0.999999, "flip": False, "cue_weight": 10.0, "offset": 5.0}
     cold = an.analyse(astronaut)
-    assert cold[0].cue == 0.0 and cold[0].score < 0.5  # nothing from the cue, the classifier under its threshold
+    assert cold[0].cue == 0.0 and cold[0].score < 0.5  # nothing from the cue: not fake
+    # the cue turned off by the user: the calibrated classifier alone
+    plain = FaceAnalyzer(tiny_weights, photo_cue=False)
+    plain._photo_net = _HotCorner()
+    assert not plain.decision.uses_cue and plain.threshold == pytest.approx(0.999999)
+    assert plain.analyse(moved)[0].cue is None and plain.analyse(moved)[0].score < 0.5
+    assert FaceAnalyzer(tiny_weights, calibrated=False).threshold == 0.5  # the file ignored: the weights' own
+    # the mirror image averaged when the calibration says so
+    write(flip=True)
+    mirrored = FaceAnalyzer(tiny_weights, photo_cue=False)
+    crop = mirrored.analyse(astronaut)[0].crop
+    assert mirrored.decision.flip and mirrored.classify([crop])[0][0] == pytest.approx(
+        mirrored.classify([np.ascontiguousarray(crop[:, ::-1])])[0][0], abs=1e-3)
     # the same file for other weights: the cue stays off, with a warning
-    cal.write_text(json.dumps({"weights_sha256": "0" * 64, "threshold": 0.3, "cue_threshold": 0.5}))
+    write(weights_sha256="0" * 64, threshold=0.3)
     with caplog.at_level("WARNING"):
         off = FaceAnalyzer(tiny_weights)
-    assert off.cue_threshold is None and off.threshold == 0.5 and "other face weights" in caplog.text
-    # a network at another precision than the calibration's: the cue turns itself off
-    cal.write_text(json.dumps({"weights_sha256": sha, "threshold": 0.3, "cue_threshold": 0.5,
-                               "cue_network": {"detector": "gsr-vgg16", "precision": "fp32"}}))
+    assert not off.decision.uses_cue and off.threshold == 0.5 and "other face weights" in caplog.text
+    # a network at another precision than the calibration's: the cue turns itself off, the calibrated
+    # classifier threshold (same weights) stays
+    write(threshold=0.3, cue_network={"detector": "gsr-vgg16", "precision": "fp32"})
     other = FaceAnalyzer(tiny_weights)
     other._photo_net = _HotCorner()
-    assert other.threshold == pytest.approx(0.3)  # the calibrated pair, until the cue turns out unusable
-    assert other.analyse(moved)[0].cue is None and other.cue_threshold is None and other.threshold == 0.5
-    cal.write_text("{not json")
-    with pytest.raises(ValueError, match="not a face calibration file"):
-        FaceAnalyzer(tiny_weights)
+    assert other.threshold == pytest.approx(0.3) and other.decision.uses_cue
+    assert other.analyse(moved)[0].cue is None and not other.decision.uses_cue and other.threshold == pytest.approx(0.3)
+    for text in ("{not json", json.dumps({"weights_sha256": sha, "threshold": 0.3, "cue_threshold": 0.5})):
+        cal.write_text(text)  # not JSON, or a file of the first version (max of two thresholds)
+        with pytest.raises(ValueError, match="not a face calibration file"):
+            FaceAnalyzer(tiny_weights)

@@ -16,8 +16,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="face detector: dlib (68 landmarks, `pip install manipseg[faces]`), opencv (Haar boxes); "
                         "auto = dlib when installed")
     p.add_argument("--threshold", type=float, default=None,
-                   help="the face classifier's fake-probability threshold (default: the model's, calibrated on its "
-                        "validation split); the photo cue keeps its calibrated threshold")
+                   help="the face classifier's fake-probability threshold when it decides alone (default: the "
+                        "calibrated one); with the photo cue the combined decision moves by the same step in log-odds")
     p.add_argument("--no-photo-cue", action="store_true",
                    help="the face classifier alone, without the photo network's evidence in the face box (faster)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.threshold is not None:
-        analyzer.threshold = args.threshold
+        analyzer.decision = analyzer.decision.with_threshold(args.threshold)
     try:
         records = run_faces(analyzer, files, out, every=args.every, max_frames=args.max_frames,
                             progress=not args.no_progress, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
@@ -71,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted; the outputs of the files done so far are complete in {out}/ (faces.jsonl)", file=sys.stderr)
         return 130
     failed = [r for r in records if "error" in r]
-    cue = ("photo cue off" if analyzer.cue_threshold is None
-           else f"photo cue threshold {analyzer.cue_threshold:.3f}")
+    d = analyzer.decision
+    cue = ("photo cue off" if not d.uses_cue
+           else f"with the photo cue: logit(p) + {d.cue_weight:.2f} logit(cue) from {d.offset:.3f}")
     print(f"{len(records) - len(failed)}/{len(records)} inputs analysed (detector {analyzer.detector.name}, "
           f"classifier threshold {analyzer.threshold:.3f}, {cue}; a face is fake from score 0.5); outputs in {out}/")
     for r in records:

@@ -8,15 +8,16 @@ For every input this writes, atomically, into the output folder:
 - ``<stem>.face<k>.prob.png`` the heatmap itself, 16-bit, crop-sized;
 - one JSON line per input in ``faces.jsonl``: boxes, probabilities, file names, or the error.
 
-Each face is judged on two pieces of evidence: the face classifier's fake probability on its crop, and the
-**photo cue** — what the default photo detector's network (``gsr-fused``'s, trained on splices) sees inside the
-face's box (the mean of the top 1 % of its map there): a face pasted from another photo is a splice, and the
-network finds its hard edges and foreign texture where a face classifier trained on blends is least sure
-(docs/faces.md, "The photo cue"). Each is brought onto a common scale where its own threshold is 0.5
-(:func:`manipseg.models.fused.align_to_threshold`) and the face's ``score`` is the larger: a face is reported
-fake when either says so. The cue's threshold is calibrated with the classifier's on the real faces of people
-never trained on (:mod:`manipseg.faces.calibrate`, stored beside the weights as
-``<weights stem>.calibration.json``); without that file (other weights) the classifier decides alone.
+Each face is judged on two pieces of evidence: the face classifier's fake probability on its crop (the mean of
+the crop and its mirror image, when the calibration says so), and the **photo cue** — what the default photo
+detector's network (``gsr-fused``'s, trained on splices) sees inside the face's box (the mean of the top 1 % of
+its map there): a face pasted from another photo is a splice, and the network finds its hard edges and foreign
+texture where a face classifier trained on blends is least sure (docs/faces.md, "The photo cue"). The two are
+added as log-odds, the cue weighted (:class:`FaceDecision`): ``score = sigmoid(logit(p) + w * logit(cue) - b)``,
+fake from 0.5. ``w``, ``b`` and the classifier's own threshold (when it decides alone) are calibrated on the real
+faces and fakes of people never trained on (:mod:`manipseg.faces.calibrate`, stored beside the weights as
+``<weights stem>.calibration.json``); without that file (other weights) the classifier decides alone, at the
+threshold stored in its weights.
 
 Videos (OpenCV) are sampled every N frames; faces are tracked across frames by box IoU and each track
 gets the mean, max and count of its per-frame scores. A picture without a face is a result
@@ -24,6 +25,7 @@ gets the mean, max and count of its per-frame scores. A picture without a face i
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -77,10 +79,12 @@ class FaceResult:
 DECISION = 0.5
 #: the photo cue looks at the face's box widened this many times (chosen on the validation faces: docs/faces.md)
 CUE_BOX = 1.0
+#: probabilities are clipped this far from 0 and 1 before their log-odds are taken
+EPS = 1e-7
 
 
 def calibration_path(weights: Path) -> Path:
-    """Where the face model's calibration (its photo-cue threshold) lives: beside the weights."""
+    """Where the face model's calibration (its decision with the photo cue) lives: beside the weights."""
     return weights.with_name(weights.stem + ".calibration.json")
 
 
@@ -98,22 +102,74 @@ def photo_cue(prob: np.ndarray, box: tuple[float, ...], scale: float = 1.0) -> f
     return float(np.partition(inside, inside.size - k)[-k:].mean())
 
 
-def decision_score(prob: float, threshold: float, cue: float | None, cue_threshold: float | None) -> float:
-    """The larger of the classifier's probability and the photo cue, each aligned so that its own threshold
-    lands on :data:`DECISION` (0.5); the classifier's alone without a cue."""
-    from ..models.fused import align_to_threshold
+def logit(p: float | np.ndarray) -> float | np.ndarray:
+    """Log-odds of a probability, clipped :data:`EPS` from 0 and 1 (float64)."""
+    q = np.clip(np.asarray(p, np.float64), EPS, 1.0 - EPS)
+    out = np.log(q) - np.log1p(-q)
+    return float(out) if out.ndim == 0 else out
 
-    score = float(align_to_threshold(np.float32(prob), threshold))
-    if cue is not None and cue_threshold is not None:
-        score = max(score, float(align_to_threshold(np.float32(cue), cue_threshold)))
-    return score
+
+@dataclass(frozen=True)
+class FaceDecision:
+    """How a face is judged from the classifier's probability ``p`` and the photo cue ``c``.
+
+    With the cue: the evidence ``z = logit(p) + cue_weight * logit(c)`` and ``score = sigmoid(z - offset)``;
+    without it (no calibration, ``--no-photo-cue``, or a cue that cannot be used): the classifier alone,
+    ``p`` brought onto the same scale by :func:`manipseg.models.fused.align_to_threshold` (``threshold`` ->
+    0.5). Either way a face is fake when its score reaches :data:`DECISION` (0.5). ``flip``: the classifier
+    judges each crop and its mirror image and averages them (:func:`manipseg.faces.train.predict_crops`)."""
+
+    threshold: float
+    cue_weight: float | None = None
+    offset: float | None = None
+    flip: bool = False
+
+    @property
+    def uses_cue(self) -> bool:
+        return self.cue_weight is not None and self.offset is not None
+
+    def evidence(self, prob: float, cue: float | None = None) -> float:
+        """The log-odds the decision compares with its offset (the classifier's own without a cue)."""
+        if cue is None or not self.uses_cue:
+            return logit(prob)
+        return logit(prob) + float(self.cue_weight) * logit(cue)
+
+    def score(self, prob: float, cue: float | None = None) -> float:
+        if cue is None or not self.uses_cue:
+            from ..models.fused import align_to_threshold
+
+            return float(align_to_threshold(np.float32(prob), self.threshold))
+        z = self.evidence(prob, cue) - float(self.offset)
+        return float(0.5 * (1.0 + np.tanh(z / 2)))  # the sigmoid, without overflow; exactly 0.5 at z = 0
+
+    def alone(self) -> "FaceDecision":
+        """The same classifier deciding without the photo cue."""
+        return dataclasses.replace(self, cue_weight=None, offset=None)
+
+    def with_threshold(self, threshold: float) -> "FaceDecision":
+        """The classifier's threshold moved to ``threshold``; with the cue, its offset moves by the same step in
+        log-odds (a stricter classifier threshold makes the combined decision stricter by as much)."""
+        if not 0 < threshold < 1:
+            raise ValueError(f"a threshold is a probability between 0 and 1, got {threshold}")
+        offset = None if self.offset is None else self.offset + logit(threshold) - logit(self.threshold)
+        return dataclasses.replace(self, threshold=float(threshold), offset=offset)
+
+    def record(self) -> dict[str, Any]:
+        """What the decision used, for the records (``cue_weight`` / ``offset`` None: the classifier alone)."""
+        return {"threshold": round(self.threshold, 6), "flip": self.flip,
+                "cue_weight": None if self.cue_weight is None else round(self.cue_weight, 6),
+                "offset": None if self.offset is None else round(self.offset, 6)}
 
 
 class FaceAnalyzer:
-    """Detector + trained classifier. ``weights``: a file written by ``manipseg.faces.train``."""
+    """Detector + trained classifier (+ the photo cue). ``weights``: a file written by ``manipseg.faces.train``;
+    its calibration file beside it, when made for these weights, sets the decision (:class:`FaceDecision`);
+    ``photo_cue=False`` keeps that calibration's classifier but decides without the cue; ``calibrated=False``
+    ignores the file (the classifier alone at its weights' threshold: what :mod:`manipseg.faces.calibrate`
+    starts from)."""
 
     def __init__(self, weights: str | Path | None = None, device: str = "cpu", backend: str = "auto",
-                 detector: FaceDetector | None = None, photo_cue: bool = True) -> None:
+                 detector: FaceDetector | None = None, photo_cue: bool = True, calibrated: bool = True) -> None:
         from ..device import resolve_device
         from ..models.weights import WeightsError, load_weights
 
@@ -126,19 +182,25 @@ class FaceAnalyzer:
             raise WeightsError(f"{path}: holds a {info.get('arch')!r} network, not the face classifier {ARCH!r}")
         self.cfg = FaceNetConfig.from_dict(info.get("arch_kwargs", {}))
         self.margin = float(info.get("training", {}).get("margin", 0.3))
-        self.threshold = float(info.get("threshold", 0.5))
         self.device = str(resolve_device(device))
         net = AdapGRNet(self.cfg)
         net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         self.net = net.to(self.device).eval()
         self.detector = detector or get_detector(backend)
-        self.weights_threshold = self.threshold  # the classifier's own, used when the photo cue is off
-        self.cue_threshold: float | None = None
+        self.weights_threshold = float(info.get("threshold", 0.5))  # the classifier's own, chosen in training
+        self.decision = FaceDecision(self.weights_threshold)
         self.cue_box = CUE_BOX
         self.calibration: dict[str, Any] | None = None
         self._photo_net = None
-        if photo_cue:
+        if calibrated:
             self._load_calibration(path)
+        if not photo_cue:
+            self.decision = self.decision.alone()
+
+    @property
+    def threshold(self) -> float:
+        """The classifier's threshold when it decides alone."""
+        return self.decision.threshold
 
     def _load_calibration(self, path: Path) -> None:
         cal_path = calibration_path(path)
@@ -146,17 +208,18 @@ class FaceAnalyzer:
             return
         try:
             cal = json.loads(cal_path.read_text(encoding="utf-8"))
-            sha, cue = cal["weights_sha256"], float(cal["cue_threshold"])
+            sha = cal["weights_sha256"]
+            decision = FaceDecision(float(cal["threshold"]), float(cal["cue_weight"]), float(cal["offset"]),
+                                    bool(cal["flip"]))
+            box = float(cal.get("cue_box", CUE_BOX))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{cal_path}: not a face calibration file ({type(exc).__name__}: {exc}); delete it "
-                             f"or make it again with `python -m manipseg.faces.calibrate`") from exc
+            raise ValueError(f"{cal_path}: not a face calibration file of this version ({type(exc).__name__}: "
+                             f"{exc}); delete it or make it again with `python -m manipseg.faces.calibrate`") from exc
         if sha != read_header(path).get("sha256"):
             log.warning("%s was made for other face weights; the photo cue is off (run python -m "
                         "manipseg.faces.calibrate again)", cal_path)
             return
-        self.calibration, self.cue_threshold = cal, cue
-        self.threshold = float(cal.get("threshold", self.threshold))
-        self.cue_box = float(cal.get("cue_box", CUE_BOX))
+        self.calibration, self.decision, self.cue_box = cal, decision, box
 
     @property
     def photo_net(self):
@@ -172,18 +235,22 @@ class FaceAnalyzer:
         when the calibration was made with the network at another precision (then the cue is turned off)."""
         net = self.photo_net
         wanted = (self.calibration or {}).get("cue_network", {}).get("precision")
-        if self.cue_threshold is not None and wanted is not None and wanted != precision_of(net):
+        if self.decision.uses_cue and wanted is not None and wanted != precision_of(net):
             log.warning("the photo cue was calibrated with the network in %s, it runs in %s here: the cue is off "
-                        "and the classifier decides alone, at its own threshold", wanted, precision_of(net))
-            self.cue_threshold, self.threshold = None, self.weights_threshold
+                        "and the classifier decides alone, at its calibrated threshold", wanted, precision_of(net))
+            self.decision = self.decision.alone()
             return [None] * len(faces)
         prob = net.predict(image).prob
         return [photo_cue(prob, f.box, self.cue_box) for f in faces]
 
     def thresholds(self) -> dict[str, Any]:
-        """What the decision used, for the records: the classifier's threshold, the photo cue's (None: off)."""
-        return {"threshold": round(self.threshold, 6),
-                "cue_threshold": None if self.cue_threshold is None else round(self.cue_threshold, 6)}
+        """What the decision used, for the records (:meth:`FaceDecision.record`)."""
+        return self.decision.record()
+
+    def classify(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The classifier's fake probabilities and heatmaps of face crops, as the decision wants them."""
+        with torch.inference_mode():
+            return predict_crops(self.net, crops, bf16=True, device=self.device, flip=self.decision.flip)
 
     def analyse(self, image: np.ndarray, faces: list[Face] | None = None) -> list[FaceResult]:
         faces = self.detector.detect(image) if faces is None else faces
@@ -194,11 +261,9 @@ class FaceAnalyzer:
             crop, _, m = crop_face(image, f, self.cfg.size, self.margin)
             crops.append(crop)
             mats.append(m)
-        with torch.inference_mode():
-            probs, heats = predict_crops(self.net, crops, bf16=True, device=self.device)
-        cues: list[float | None] = self.cues(image, faces) if self.cue_threshold is not None else [None] * len(faces)
-        return [FaceResult(f, float(p), h.astype(np.float32), c, m, q,
-                           decision_score(float(p), self.threshold, q, self.cue_threshold))
+        probs, heats = self.classify(crops)
+        cues: list[float | None] = self.cues(image, faces) if self.decision.uses_cue else [None] * len(faces)
+        return [FaceResult(f, float(p), h.astype(np.float32), c, m, q, self.decision.score(float(p), q))
                 for f, p, h, c, m, q in zip(faces, probs, heats, crops, mats, cues)]
 
 

@@ -334,8 +334,10 @@ def split_train_val(cfg: TrainConfig, size: int, cache: Path) -> tuple[FaceSet, 
 
 @torch.no_grad()
 def predict_crops(net: AdapGRNet, crops: list[np.ndarray], bf16: bool = True, batch: int = 64,
-                  device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Fake probabilities (N,) and heatmaps (N, S, S) of uint8 crops."""
+                  device: str = "cpu", flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Fake probabilities (N,) and heatmaps (N, S, S) of uint8 crops. ``flip``: each crop is also judged
+    mirrored left-right and the two are averaged (the fusion logits, and the heatmaps mirrored back): a face
+    and its mirror image are equally real, and the average is steadier than either."""
     from ..device import autocast
     from .model import heatmap
 
@@ -345,8 +347,14 @@ def predict_crops(net: AdapGRNet, crops: list[np.ndarray], bf16: bool = True, ba
         rgb, res = to_tensors(crops[k:k + batch], net.cfg)
         with autocast(device, bf16):
             out = net(rgb.to(device), res.to(device))
+            if flip:  # the residual of a mirrored crop is the mirrored residual (symmetric box filters)
+                mirrored = net(rgb.flip(-1).to(device), res.flip(-1).to(device))
+        heat = heatmap(out, rgb.shape[-1]).float()
+        if flip:
+            out = {"logits": (out["logits"].float() + mirrored["logits"].float()) / 2}
+            heat = (heat + heatmap(mirrored, rgb.shape[-1]).float().flip(-1)) / 2
         probs.append(fake_probability(out).cpu().numpy())
-        maps.append(heatmap(out, rgb.shape[-1]).float().cpu().numpy())
+        maps.append(heat.cpu().numpy())
     return np.concatenate(probs), np.concatenate(maps)
 
 
