@@ -40,7 +40,8 @@ from ..calibration import precision_of
 from ..header import read_header
 from ..io import atomic_write, load_image
 from ..paths import data_root
-from .infer import FaceAnalyzer, bundled_weights, calibration_path, logit
+from .infer import FaceAnalyzer, bundled_weights, calibration_path
+from .infer import evidence as log_odds
 from .metrics import roc_auc
 
 #: the photo cue's weights tried (log-odds of the cue per log-odds of the classifier; 0: the classifier alone)
@@ -107,16 +108,16 @@ def validation_evidence(an: FaceAnalyzer, photos: list[Path], centres: list[tupl
 
 
 def evidence(ev: np.ndarray, flip: bool, weight: float) -> np.ndarray:
-    """The decision's log-odds (:meth:`FaceDecision.evidence`) of each row of an evidence array."""
-    return logit(ev[:, P_FLIP if flip else P]) + weight * logit(ev[:, CUE])
+    """The decision's log-odds (:func:`manipseg.faces.infer.evidence`) of each row of an evidence array."""
+    return log_odds(ev[:, P_FLIP if flip else P], ev[:, CUE], weight)
 
 
-def offset_at_rate(real: np.ndarray, rate: float) -> float:
-    """The lowest value at which at most ``rate`` of the ``real`` scores reach it (``score >= value``): just
-    above the ``floor(rate * n) + 1``-th highest."""
-    ranked = np.sort(np.asarray(real, np.float64))[::-1]
+def offset_at_rate(real: np.ndarray, rate: float, dtype: type = np.float64) -> float:
+    """The lowest value at which at most ``rate`` of the ``real`` scores reach it (``score >= value``, compared
+    in ``dtype``): just above the ``floor(rate * n) + 1``-th highest; infinity when none may."""
+    ranked = np.sort(np.asarray(real, dtype))[::-1]
     k = int(np.floor(rate * len(ranked) + 1e-9))
-    return float("inf") if k >= len(ranked) else float(np.nextafter(ranked[k], np.inf))
+    return float("inf") if k >= len(ranked) else float(np.nextafter(ranked[k], dtype(np.inf)))
 
 
 def candidates(ev: dict[str, np.ndarray], rate: float, weights: tuple[float, ...] = WEIGHTS) -> list[dict[str, Any]]:
@@ -149,9 +150,7 @@ def best(pairs: list[dict[str, Any]], min_flip_gain: float = MIN_FLIP_GAIN) -> d
 def classifier_threshold(probs: np.ndarray, rate: float) -> float:
     """The lowest probability threshold (compared in float32, as the decision does) at which at most ``rate``
     of the real faces' ``probs`` reach it."""
-    ranked = np.sort(np.asarray(probs, np.float32))[::-1]
-    k = int(np.floor(rate * len(ranked) + 1e-9))
-    return 1.0 if k >= len(ranked) else float(np.nextafter(ranked[k], np.float32(1.0)))
+    return min(1.0, offset_at_rate(probs, rate, np.float32))
 
 
 def calibrate(config: Path, weights: Path | None = None, rate: float = RATE, cue_box: float | None = None,

@@ -109,6 +109,11 @@ def logit(p: float | np.ndarray) -> float | np.ndarray:
     return float(out) if out.ndim == 0 else out
 
 
+def evidence(prob: float | np.ndarray, cue: float | np.ndarray, weight: float) -> float | np.ndarray:
+    """The log-odds a face's decision adds up: ``logit(prob) + weight * logit(cue)`` (arrays element-wise)."""
+    return logit(prob) + float(weight) * logit(cue)
+
+
 @dataclass(frozen=True)
 class FaceDecision:
     """How a face is judged from the classifier's probability ``p`` and the photo cue ``c``.
@@ -132,7 +137,7 @@ class FaceDecision:
         """The log-odds the decision compares with its offset (the classifier's own without a cue)."""
         if cue is None or not self.uses_cue:
             return logit(prob)
-        return logit(prob) + float(self.cue_weight) * logit(cue)
+        return evidence(prob, cue, self.cue_weight)
 
     def score(self, prob: float, cue: float | None = None) -> float:
         if cue is None or not self.uses_cue:
